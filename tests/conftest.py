@@ -1,0 +1,56 @@
+"""Shared test helpers.
+
+Golden fixtures (numbers produced by the original authors' code) live in ``../shared/fixtures`` beside the
+checkout; ``TIMM_NAS_FIXTURES`` overrides the location. Tests that need them skip with a clear reason only when
+the folder is absent (a user's checkout); they are never copied into the repository.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import timm_nas  # noqa: F401  (registers the models)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def fixtures_root() -> Path:
+    env = os.environ.get("TIMM_NAS_FIXTURES")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "fixtures"
+
+
+def fixture_dir(family: str) -> Path:
+    """The golden fixture folder of ``family``; skips the calling test if it is absent."""
+    path = fixtures_root() / family
+    if not path.is_dir():
+        pytest.skip(f"golden fixtures for {family!r} not found at {path} (set TIMM_NAS_FIXTURES to the "
+                    "shared/fixtures folder to run the parity tests)")
+    return path
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def load_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.fixture
+def golden():
+    """``golden('autoformer')`` -> the fixture folder (skips when absent)."""
+    return fixture_dir
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield

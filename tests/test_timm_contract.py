@@ -1,0 +1,124 @@
+"""Run timm's own model contract (``tests/test_models.py`` from the sdist of the installed timm) on our models.
+
+timm's test file is fetched with pip at test time (never committed) into ``.timm_sdist/`` (or taken from
+``TIMM_TESTS_DIR``), copied to a temporary folder with its filter lists widened so our ViTs are tested as ViTs,
+and run in a subprocess that imports ``timm_nas`` first, selecting our models with ``-k``. Tests that download
+pretrained weights are deselected.
+
+Each family's entry in ``FAMILIES`` lists its model patterns, whether they are ViT-like (timm's "non-standard"
+contract), and every test it skips with the reason.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import timm
+
+import timm_nas
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: family -> dict(patterns: timm name patterns, non_std: tested as ViT-like, feat_inter: has
+#: forward_intermediates, skips: {model pattern: {test name: reason}}).
+FAMILIES: dict[str, dict] = {
+    "autoformer": dict(
+        patterns=["autoformer_*", "tf_tas_*"], non_std=True, feat_inter=False,
+        skips={
+            "autoformer_supernet*": {
+                "test_model_forward_torchscript": "supernet forward takes a runtime subnet config (Python data)",
+                "test_model_forward_fx": "subnet-dependent Python control flow is not FX-traceable",
+                "test_model_backward_fx": "subnet-dependent Python control flow is not FX-traceable",
+            },
+        }),
+    "darts": dict(patterns=["darts_*", "*_darts_*"], non_std=False, feat_inter=False, skips={}),
+    "spvit": dict(patterns=["spvit_*"], non_std=True, feat_inter=False, skips={}),
+    "s3": dict(patterns=["s3_*"], non_std=True, feat_inter=False, skips={}),
+}
+
+_PRETRAINED_TESTS = ("test_model_load_pretrained", "test_model_features_pretrained", "test_model_inference")
+
+
+def _timm_tests_dir() -> Path:
+    env = os.environ.get("TIMM_TESTS_DIR")
+    if env:
+        return Path(env)
+    cache = REPO_ROOT / ".timm_sdist" / timm.__version__
+    tests = cache / f"timm-{timm.__version__}" / "tests"
+    if (tests / "test_models.py").is_file():
+        return tests
+    cache.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
+           f"timm=={timm.__version__}", "-d", str(cache)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    archives = sorted(cache.glob("timm-*.tar.gz"))
+    if res.returncode != 0 or not archives:
+        msg = f"could not fetch timm {timm.__version__} sdist with pip: {res.stderr.strip()[-500:]}"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    with tarfile.open(archives[0]) as tar:
+        members = [m for m in tar.getmembers() if "/tests/" in m.name]
+        tar.extractall(cache, members=members, filter="data")
+    return tests
+
+
+def _family_models(family: str) -> list[str]:
+    return timm.list_models(FAMILIES[family]["patterns"], module=list(timm_nas._factory.MODEL_MODULES))
+
+
+def _prepare(tmp: Path, src: Path) -> Path:
+    text = (src / "test_models.py").read_text()
+    non_std = [p for f in FAMILIES.values() if f["non_std"] for p in f["patterns"]]
+    feat = [fam for fam, f in FAMILIES.items() if f["feat_inter"]]
+    text, n1 = re.subn(r"^NON_STD_FILTERS = \[", "NON_STD_FILTERS = [" + "".join(f"{p!r}, " for p in non_std),
+                       text, count=1, flags=re.M)
+    text, n2 = re.subn(r"^FEAT_INTER_FILTERS = \[", "FEAT_INTER_FILTERS = [" + "".join(f"{p!r}, " for p in feat),
+                       text, count=1, flags=re.M)
+    assert n1 == 1 and n2 == 1, "timm's test_models.py layout changed: update the filter patching"
+    (tmp / "test_models.py").write_text(text)
+    shutil.copy(src / "conftest.py", tmp / "conftest_timm.py")
+    (tmp / "conftest.py").write_text("import timm_nas  # noqa: F401  (register our models before collection)\n"
+                                     "from conftest_timm import *  # noqa: F401,F403\n")
+    (tmp / "pytest.ini").write_text(
+        "[pytest]\nmarkers =\n" + "".join(f"    {m}: timm marker\n" for m in (
+            "base", "cfg", "cfg_nonstd", "forward", "backward", "torchscript", "features", "fxforward",
+            "fxbackward")))
+    return tmp
+
+
+@pytest.mark.contract
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_timm_model_contract(family: str, tmp_path: Path) -> None:
+    models = _family_models(family)
+    if not models:
+        pytest.skip(f"no {family} models registered yet")
+    folder = _prepare(tmp_path, _timm_tests_dir())
+    select = "(" + " or ".join(models) + ")"
+    excluded = list(_PRETRAINED_TESTS)
+    skip_terms = []
+    for pattern, tests in FAMILIES[family]["skips"].items():
+        import fnmatch
+        hit = [m for m in models if fnmatch.fnmatch(m, pattern)]
+        for test in tests:
+            skip_terms += [f"({test} and {m})" for m in hit]
+    expr = f"{select} and not ({' or '.join(excluded)})"
+    if skip_terms:
+        expr += f" and not ({' or '.join(skip_terms)})"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "-c", str(folder / "pytest.ini"),
+           str(folder / "test_models.py"), "-k", expr]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(folder), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    env.pop("GITHUB_ACTIONS", None)
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=folder, env=env)
+    tail = (res.stdout + res.stderr)[-6000:]
+    assert res.returncode == 0, f"timm contract failed for {family}:\n{tail}"
+    # The selection must really hit every model: each one passes at least the forward and backward tests.
+    for m in models:
+        for test in ("test_model_forward", "test_model_backward"):
+            assert f"PASSED test_models.py::{test}[{m}-" in res.stdout, f"{test} did not pass for {m}:\n{tail}"

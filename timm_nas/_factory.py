@@ -1,0 +1,32 @@
+"""Thin wrappers over timm's factory that guarantee our models are registered."""
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+import torch.nn as nn
+
+__all__ = ["create_model", "list_models", "MODEL_MODULES"]
+
+#: timm module names (the last component of the defining module) that hold timm-nas models.
+MODEL_MODULES = ("autoformer", "darts", "s3", "spvit")
+
+
+def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` with timm-nas's models registered (also for ``hf-hub:`` / ``local-dir:`` names).
+
+    Args:
+        model_name: a registered name (``'autoformer_tiny'``), ``'hf-hub:org/repo'`` or ``'local-dir:/path'``.
+        pretrained: load weights (from the pretrained cfg, the Hub repo or the folder).
+        **kwargs: passed to ``timm.create_model`` unchanged.
+    """
+    from . import models  # noqa: F401  (registration side effect; cheap after the first import)
+
+    return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+
+
+def list_models(filter: str | list[str] = "", pretrained: bool = False) -> list[str]:
+    """The timm names of timm-nas's models (optionally filtered with timm's wildcard patterns)."""
+    from . import models  # noqa: F401
+
+    return timm.list_models(filter=filter, module=list(MODEL_MODULES), pretrained=pretrained)

@@ -1,0 +1,1 @@
+"""autoformer models (work in progress)."""

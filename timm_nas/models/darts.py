@@ -1,0 +1,1 @@
+"""darts models (work in progress)."""

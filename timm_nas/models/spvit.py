@@ -1,0 +1,1 @@
+"""spvit models (work in progress)."""

@@ -1,0 +1,1 @@
+"""proxies (see DESIGN.md)."""

@@ -1,0 +1,2 @@
+"""SPViT architecture config (work in progress)."""
+SPViTArch = None  # placeholder until the SPViT family lands
