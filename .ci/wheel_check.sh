@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the built wheel (no deps) into a scratch target and import the registry / hub cards from it.
 set -euo pipefail
-PY=$1; DIST=$2
+PY=$(cd "$(dirname "$1")" && pwd)/$(basename "$1"); DIST=$(cd "$2" && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$PY" -m pip install --quiet --no-deps --target "$tmp/site" "$DIST"/*.whl
