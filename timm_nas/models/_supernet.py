@@ -1,0 +1,238 @@
+"""Family-independent supernet machinery: the active subnet, the sampling policy, the step buffer.
+
+A weight-sharing supernet is an ordinary ``nn.Module`` that can run any subnet of its search space. This module
+holds the part that does not depend on the family (AutoFormer, S3, ...):
+
+* the **active subnet** (what eval-mode forwards run; by default the supernet's full weight shape, so the supernet
+  is an ordinary model), :meth:`SupernetMixin.use_subnet` to swap it temporarily, and
+  :attr:`SupernetMixin.last_subnet` (what the most recent forward ran, in any mode);
+* the **sampling policy** of training-mode forwards (``'uniform'``, ``'sandwich'`` or ``'fixed'``), drawn from
+  :func:`timm_nas.spaces.base.generator_for` ``(seed, step)``, where ``step`` counts training-mode forwards and
+  lives in a persistent buffer: a resumed run continues the sequence, DistributedDataParallel broadcasts the
+  buffer from rank 0, and every rank draws the same subnet without communication;
+* the **zero-gradient tie**: parameters outside the sampled subnet receive a zero gradient instead of ``None``.
+
+Operation (how to slice weights) stays in the family's model; policy (which subnet to run) lives here.
+
+Deviation from the original AutoFormer (microsoft/Cream ``supernet_train.py``): there, parameters of the blocks a
+sampled subnet skips get no gradient (``None``), so AdamW leaves them untouched that step. A ``None`` gradient
+makes DistributedDataParallel without ``find_unused_parameters=True`` fail, and timm's backward contract expects a
+gradient on every parameter, so by default (``unused_grad='zero'``) they get zeros; AdamW's decoupled weight
+decay then also decays them that step. ``unused_grad='none'`` restores the original's ``None`` gradients for
+single-process training. (The original also reseeds Python's global RNG per epoch to keep ranks in step; here the
+generator is explicit and seeded from ``(seed, step)``.)
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..spaces.base import generator_for
+
+__all__ = ["SupernetMixin", "SAMPLING_POLICIES", "UNUSED_GRAD_MODES"]
+
+#: Training-mode sampling policies: a uniform sample of the space per forward; the sandwich rule (largest,
+#: smallest, uniform sample in turn); or always the active subnet.
+SAMPLING_POLICIES = ("uniform", "sandwich", "fixed")
+
+#: What parameters outside the sampled subnet receive in backward: zeros (DDP-safe) or ``None`` (the original).
+UNUSED_GRAD_MODES = ("zero", "none")
+
+#: Name of the persistent buffer counting training-mode forwards.
+STEP_BUFFER = "subnet_step"
+
+
+class _ZeroGradTie(torch.autograd.Function):
+    """Identity on ``x`` that hands a zero gradient to each extra tensor argument in backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.specs = [(p.shape, p.dtype, p.device) for p in params]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:  # type: ignore[override]
+        return (grad, *(torch.zeros(s, dtype=d, device=dev) for s, d, dev in ctx.specs))
+
+
+class SupernetMixin:
+    """Active subnet, sampling policy, step buffer and zero-gradient tie for an ``nn.Module`` supernet.
+
+    A family's supernet class derives from ``(SupernetMixin, nn.Module)`` and
+
+    1. calls :meth:`init_supernet` in ``__init__`` (after ``nn.Module.__init__``);
+    2. implements :meth:`unused_parameters` (the parameters a given subnet does not touch);
+    3. calls :meth:`select_subnet` once at the start of each forward pass and runs the config it returns;
+    4. passes one activation of that forward through :meth:`tie_unused`.
+
+    The space object must offer ``config_cls``, ``sample(generator)``, ``largest()``, ``smallest()``, ``fits(cfg)``
+    and ``full()`` (the subnet with the supernet's whole weight shape); ``check_fits(cfg)``, if present, is used
+    to explain why a config does not fit.
+    """
+
+    def init_supernet(
+            self,
+            space: Any,
+            *,
+            sampling: str | None = None,
+            seed: int | None = None,
+            unused_grad: str | None = None,
+            device: torch.device | str | None = None,
+    ) -> None:
+        """Set up the supernet state.
+
+        Args:
+            space: the search space (also defines the default active subnet, ``space.full()``).
+            sampling: training-mode policy, one of :data:`SAMPLING_POLICIES` (default ``'uniform'``).
+            seed: seed of the per-step generators (default 0).
+            unused_grad: one of :data:`UNUSED_GRAD_MODES` (default ``'zero'``).
+            device: where the step buffer lives (the model's device).
+        """
+        sampling = "uniform" if sampling is None else sampling
+        unused_grad = "zero" if unused_grad is None else unused_grad
+        if sampling not in SAMPLING_POLICIES:
+            raise ValueError(f"sampling={sampling!r} is not supported; choose one of {list(SAMPLING_POLICIES)}")
+        if unused_grad not in UNUSED_GRAD_MODES:
+            raise ValueError(f"unused_grad={unused_grad!r} is not supported; choose one of {list(UNUSED_GRAD_MODES)}")
+        seed = 0 if seed is None else seed
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        self._space = space
+        self.sampling = sampling
+        self.seed = int(seed)
+        self.unused_grad = unused_grad
+        self._active = space.full()
+        self._last_subnet = None
+        # Python mirror of the step buffer, so training forwards need no device sync to read it; re-read from
+        # the buffer after load_state_dict (resume) and on first use (after DDP's initial broadcast).
+        self._step_mirror: int | None = None
+        self.register_buffer(STEP_BUFFER, torch.zeros((), dtype=torch.long, device=device), persistent=True)
+        self.register_load_state_dict_post_hook(_forget_step_mirror)
+
+    # ------------------------------------------------------------------------------------------ the subnet
+    @property
+    def space(self) -> Any:
+        """The search space (and weight shape) of this supernet."""
+        return self._space
+
+    @property
+    def active_subnet(self) -> Any:
+        """The subnet eval-mode forwards run (and ``sampling='fixed'`` trains)."""
+        return self._active
+
+    def set_active_subnet(self, cfg: Any) -> None:
+        """Make ``cfg`` (a config or its dict) the active subnet.
+
+        Raises:
+            ValueError: if the supernet's weights cannot run ``cfg``.
+        """
+        self._active = self.check_subnet(cfg)
+
+    @contextlib.contextmanager
+    def use_subnet(self, cfg: Any) -> Iterator[Any]:
+        """Context manager: make ``cfg`` the active subnet, restoring the previous one on exit.
+
+        In training mode the sampling policy still decides (use ``sampling='fixed'`` to train the active subnet).
+
+        Yields:
+            The subnet as a config object.
+        """
+        cfg = self.check_subnet(cfg)
+        previous = self._active
+        self._active = cfg
+        try:
+            yield cfg
+        finally:
+            self._active = previous
+
+    @property
+    def last_subnet(self) -> Any:
+        """The subnet the most recent forward ran (``None`` before the first forward)."""
+        return self._last_subnet
+
+    def check_subnet(self, cfg: Any) -> Any:
+        """Return ``cfg`` as a config object if the supernet's weights can run it (``space.fits``).
+
+        Raises:
+            ValueError: naming the field that exceeds the weights.
+        """
+        cfg = self._space.config_cls.from_dict(cfg)
+        if not self._space.fits(cfg):
+            check = getattr(self._space, "check_fits", None)
+            if check is not None:
+                check(cfg)  # raises with the precise reason
+            raise ValueError(f"{cfg} does not fit this supernet's weights")
+        return cfg
+
+    # ------------------------------------------------------------------------------------------- sampling
+    @property
+    def step(self) -> int:
+        """Number of training-mode forwards so far (the persistent ``subnet_step`` buffer)."""
+        return self._read_step()
+
+    def set_step(self, step: int) -> None:
+        """Set the training-mode forward counter (e.g. to replay a run from a given step)."""
+        buf = getattr(self, STEP_BUFFER)
+        with torch.no_grad():
+            buf.fill_(int(step))
+        self._step_mirror = int(step)
+
+    def _read_step(self) -> int:
+        if self._step_mirror is None:
+            buf = getattr(self, STEP_BUFFER)
+            self._step_mirror = 0 if buf.is_meta else int(buf)
+        return self._step_mirror
+
+    def policy_subnet(self, step: int) -> Any:
+        """The subnet the sampling policy picks for training-mode forward number ``step`` (pure function)."""
+        if self.sampling == "fixed":
+            return self._active
+        if self.sampling == "sandwich":
+            turn = step % 3
+            if turn == 0:
+                return self._space.largest()
+            if turn == 1:
+                return self._space.smallest()
+        return self._space.sample(generator_for(self.seed, step))
+
+    def select_subnet(self) -> Any:
+        """Pick the subnet of the forward pass about to run and record it as :attr:`last_subnet`.
+
+        Eval mode: the active subnet. Training mode: the sampling policy's pick for the current step, then the
+        step advances (eval forwards do not advance it).
+        """
+        if self.training:  # type: ignore[attr-defined]
+            step = self._read_step()
+            cfg = self.policy_subnet(step)
+            self._step_mirror = step + 1
+            with torch.no_grad():
+                getattr(self, STEP_BUFFER).add_(1)  # in place: no host-device sync
+        else:
+            cfg = self._active
+        self._last_subnet = cfg
+        return cfg
+
+    # ----------------------------------------------------------------------------------------- gradients
+    def unused_parameters(self, cfg: Any) -> Sequence[nn.Parameter]:
+        """Parameters that subnet ``cfg`` does not touch at all (the family implements this)."""
+        raise NotImplementedError
+
+    def tie_unused(self, x: torch.Tensor, cfg: Any) -> torch.Tensor:
+        """Return ``x`` unchanged, wired so that parameters unused by ``cfg`` get a zero gradient in backward.
+
+        A no-op with ``unused_grad='none'``, without grad mode, or when every parameter is used.
+        """
+        if self.unused_grad == "none" or not torch.is_grad_enabled():
+            return x
+        params = [p for p in self.unused_parameters(cfg) if p.requires_grad]
+        if not params:
+            return x
+        return _ZeroGradTie.apply(x, *params)
+
+
+def _forget_step_mirror(module: nn.Module, incompatible_keys: Any) -> None:
+    """After ``load_state_dict`` (e.g. a resume) re-read the step from the loaded buffer."""
+    module._step_mirror = None  # type: ignore[attr-defined]
