@@ -1,1 +1,684 @@
-"""s3 models (work in progress)."""
+"""S3 (AutoFormerV2): the weight-sharing supernet and the static subnet as timm models.
+
+Paper: Chen et al., "Searching the Search Space of Vision Transformer", NeurIPS 2021 (arXiv:2111.14725).
+Original code: https://github.com/microsoft/Cream/tree/main/AutoFormerV2 (``model/SSS.py``, commit 4a13c409), which
+contains only the static network ``SSSTransformer`` and the three searched configs; timm ships those networks as
+``swin_s3_{tiny,small,base}_224``. The supernet, its weight slicing and the search are ours: the slicing rules are
+AutoFormer's first-k weight entanglement in the Swin layout (see :mod:`timm_nas.layers.s3_slicing`), the contract of
+the golden fixtures.
+
+* ``S3Transformer`` (``s3_subnet``): the static network of one :class:`~timm_nas.spaces.S3Subnet`, built from timm's
+  Swin blocks with a window, head count and MLP ratio per block and a free width per stage. Its state dict has
+  timm's Swin layout, so timm's ``swin_s3_*`` weights load unchanged and the original's load through
+  :func:`checkpoint_filter_fn`.
+* ``S3Supernet`` (``s3_supernet``): holds the largest weights of an :class:`~timm_nas.spaces.S3Space` and runs any
+  subnet of it (``use_subnet``, per-step sampling in training, ``extract``).
+* :func:`slice_s3_state_dict`: the one slicing function, used by the supernet's forward (per module), by
+  ``extract`` and by loading a supernet checkpoint into a subnet.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import ClassifierHead, PatchEmbed, calculate_drop_path_rates, get_device_dtype, to_2tuple
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._manipulate import checkpoint, checkpoint_seq, named_apply
+from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
+from timm.models.vision_transformer import get_init_weights_vit
+
+from .._checkpoint import unwrap_state_dict
+from ..cost import register_cost
+from ..layers.s3_elastic import S3ElasticBlock, S3ElasticPatchEmbed, S3ElasticPatchMerging
+from ..layers.s3_slicing import slice_block, slice_downsample, slice_head, slice_norm, slice_patch_embed
+from ..layers.s3_window import check_window, window_and_shift
+from ..registry import get_entry
+from ..spaces.s3 import S3Space, S3Subnet, effective_window
+from ._supernet import STEP_BUFFER, SupernetMixin
+
+__all__ = ["S3Transformer", "S3Supernet", "slice_s3_state_dict", "checkpoint_filter_fn", "resolve_subnet",
+           "s3_params", "s3_macs"]
+
+#: The registry entry ``s3_subnet`` builds when no subnet is given (S3-T, as DESIGN.md asks).
+DEFAULT_SUBNET = "s3_tiny"
+
+#: Eval crop of the original pipeline: resize to ``int(256 / 224 * size)`` then centre-crop ``size``
+#: (microsoft/Cream AutoFormerV2/lib/datasets.py ``build_transform``), i.e. crop_pct = 224 / 256.
+EVAL_CROP_PCT = 224 / 256
+
+
+def resolve_subnet(subnet: Union[str, Mapping[str, Any], S3Subnet, None]) -> S3Subnet:
+    """Accept a registry name (``'s3_tiny'``, ``'S3-S'``, ``'swin_s3_base_224'``), a config dict (ours or the
+    original's ``EMBED_DIM``/``DEPTHS``/... form) or an :class:`S3Subnet`; ``None`` gives S3-T."""
+    if subnet is None:
+        subnet = DEFAULT_SUBNET
+    if isinstance(subnet, S3Subnet):
+        return subnet
+    if isinstance(subnet, str):
+        return S3Subnet.from_dict(get_entry("s3", subnet)["model_args"]["subnet"])
+    if isinstance(subnet, Mapping):
+        if "EMBED_DIM" in subnet:
+            return S3Subnet.from_original(subnet)
+        return S3Subnet.from_dict(subnet)
+    raise TypeError(f"subnet must be a registry name, a dict or an S3Subnet, got {type(subnet).__name__}")
+
+
+def _square_grid(img_size: Union[int, Sequence[int]], patch_size: Union[int, Sequence[int]]) -> int:
+    img, patch = to_2tuple(img_size), to_2tuple(patch_size)
+    if img[0] != img[1] or patch[0] != patch[1]:
+        raise ValueError(f"S3 models need a square input and patch (the original's window rule uses one grid side), "
+                         f"got img_size={img_size}, patch_size={patch_size}")
+    if img[0] % patch[0]:
+        raise ValueError(f"img_size={img[0]} is not a multiple of patch_size={patch[0]}")
+    return img[0] // patch[0]
+
+
+def _stage_grids(grid: int, num_stages: int) -> list[int]:
+    """Token grid side of each stage; patch merging between stages needs an even grid (no padding)."""
+    grids = [grid]
+    for i in range(1, num_stages):
+        if grids[-1] % 2:
+            raise ValueError(f"the {grids[-1]}x{grids[-1]} grid of stage {i - 1} is odd and cannot be merged; use an "
+                             f"img_size / patch_size whose grid ({grid}) stays even for {num_stages - 1} merges")
+        grids.append(grids[-1] // 2)
+    return grids
+
+
+def _check_subnet_windows(cfg: S3Subnet, grids: Sequence[int]) -> None:
+    for i, j in cfg.blocks():
+        check_window(grids[i], cfg.window_size[i][j], f"window_size[{i}][{j}]")
+
+
+# ------------------------------------------------------------------------------------------------------ blocks
+class S3Stage(nn.Module):
+    """One stage of the static network: optional patch merging at its start (timm's layout), then Swin blocks with
+    a window, head count and MLP ratio each."""
+
+    def __init__(
+            self,
+            dim: int,
+            out_dim: int,
+            grid: int,
+            num_heads: Sequence[int],
+            window_size: Sequence[int],
+            mlp_ratio: Sequence[float],
+            downsample: bool,
+            qkv_bias: bool = True,
+            proj_drop: float = 0.0,
+            attn_drop: float = 0.0,
+            drop_path: Sequence[float] = (),
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.grad_checkpointing = False
+        self.downsample = PatchMerging(dim, out_dim, **dd) if downsample else nn.Identity()
+        self.blocks = nn.Sequential(*[
+            SwinTransformerBlock(
+                dim=out_dim,
+                input_resolution=(grid, grid),
+                num_heads=h,
+                window_size=w,
+                shift_size=0 if j % 2 == 0 else w // 2,  # from the requested window; the block clamps to the grid
+                mlp_ratio=r,
+                qkv_bias=qkv_bias,
+                proj_drop=proj_drop,
+                attn_drop=attn_drop,
+                drop_path=drop_path[j] if drop_path else 0.0,
+                **dd,
+            )
+            for j, (h, w, r) in enumerate(zip(num_heads, window_size, mlp_ratio))])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+class S3SuperStage(nn.Module):
+    """One supernet stage at its largest size; ``forward`` runs the active width, depth and per-block sizes."""
+
+    def __init__(
+            self,
+            dim: int,
+            out_dim: int,
+            grid: int,
+            depth: int,
+            num_heads: int,
+            window_size: int,
+            mlp_hidden: int,
+            downsample: bool,
+            qkv_bias: bool = True,
+            proj_drop: float = 0.0,
+            attn_drop: float = 0.0,
+            drop_path: Sequence[float] = (),
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.grid = grid
+        self.grad_checkpointing = False
+        self.downsample = S3ElasticPatchMerging(dim, out_dim, **dd) if downsample else nn.Identity()
+        self.blocks = nn.ModuleList([
+            S3ElasticBlock(out_dim, num_heads, window_size, mlp_hidden, qkv_bias=qkv_bias, proj_drop=proj_drop,
+                           attn_drop=attn_drop, drop_path=drop_path[j] if drop_path else 0.0, **dd)
+            for j in range(depth)])
+
+    def forward(self, x: torch.Tensor, cfg: S3Subnet, stage: int) -> torch.Tensor:
+        if not isinstance(self.downsample, nn.Identity):
+            x = self.downsample(x, cfg.embed_dim[stage])
+        for j in range(cfg.depth[stage]):
+            window, shift = window_and_shift(self.grid, cfg.window_size[stage][j], j)
+            args = (cfg.num_heads[stage][j], window, shift, cfg.mlp_hidden(stage, j))
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(self.blocks[j], x, *args)
+            else:
+                x = self.blocks[j](x, *args)
+        return x
+
+
+class _S3Common:
+    """Methods shared by the static and the supernet model (timm's Swin API)."""
+
+    layers: nn.Sequential
+    head: ClassifierHead
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        """Relative-position tables get no weight decay (as timm's Swin and the original's
+        ``no_weight_decay_keywords``)."""
+        return {n for n, _ in self.named_parameters() if "relative_position_bias_table" in n}  # type: ignore[attr-defined]
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(
+            stem=r"^patch_embed",
+            blocks=r"^layers\.(\d+)" if coarse else [
+                (r"^layers\.(\d+).downsample", (0,)),
+                (r"^layers\.(\d+)\.\w+\.(\d+)", None),
+                (r"^norm", (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.layers:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def _reset_head(self, num_classes: int, global_pool: Optional[str], in_features: int) -> None:
+        dd = get_device_dtype(self)
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool, in_features=in_features, **dd)
+        if global_pool is not None:
+            self.global_pool = global_pool
+
+
+# ------------------------------------------------------------------------------------------------- models
+class S3Transformer(_S3Common, nn.Module):
+    """The static S3 network of one subnet config (the original's ``SSSTransformer``, in timm's Swin layout).
+
+    Args:
+        subnet: the architecture: a registry name, a dict (ours or the original's YAML form) or an
+            :class:`S3Subnet` (default: S3-T).
+        img_size: input side (square).
+        patch_size: patch side.
+        in_chans: input channels.
+        num_classes: classifier outputs (0 for none).
+        global_pool: ``'avg'`` or ``''``.
+        qkv_bias: whether qkv has a bias.
+        drop_rate: dropout before the classifier.
+        proj_drop_rate: dropout after attention projections and in MLPs (the original's ``drop_rate``).
+        attn_drop_rate: dropout on attention probabilities.
+        drop_path_rate: stochastic depth, linear over all blocks (as the original).
+        weight_init: timm's ViT init mode (``''``: trunc-normal 0.02 linears, as the original).
+    """
+
+    def __init__(
+            self,
+            subnet: Union[str, Mapping[str, Any], S3Subnet, None] = None,
+            img_size: Union[int, Sequence[int]] = 224,
+            patch_size: int = 4,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = "avg",
+            qkv_bias: bool = True,
+            drop_rate: float = 0.0,
+            proj_drop_rate: float = 0.0,
+            attn_drop_rate: float = 0.0,
+            drop_path_rate: float = 0.1,
+            weight_init: str = "",
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        cfg = resolve_subnet(subnet)
+        grid = _square_grid(img_size, patch_size)
+        grids = _stage_grids(grid, cfg.num_stages)
+        _check_subnet_windows(cfg, grids)
+        self.subnet = cfg
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.output_fmt = "NHWC"
+        self.num_layers = cfg.num_stages
+        self.num_features = self.head_hidden_size = cfg.embed_dim[-1]
+
+        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
+                                      embed_dim=cfg.embed_dim[0], norm_layer=nn.LayerNorm, strict_img_size=True,
+                                      output_fmt="NHWC", **dd)
+        dpr = calculate_drop_path_rates(drop_path_rate, list(cfg.depth), stagewise=True)
+        self.feature_info = []
+        stages = []
+        for i in range(cfg.num_stages):
+            stages.append(S3Stage(
+                cfg.embed_dim[max(i - 1, 0)], cfg.embed_dim[i], grids[i], cfg.num_heads[i], cfg.window_size[i],
+                cfg.mlp_ratio[i], downsample=i > 0, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
+                attn_drop=attn_drop_rate, drop_path=dpr[i], **dd))
+            self.feature_info.append(dict(num_chs=cfg.embed_dim[i], reduction=patch_size * 2 ** i, module=f"layers.{i}"))
+        self.layers = nn.Sequential(*stages)
+        self.norm = nn.LayerNorm(self.num_features, **dd)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
+                                   input_fmt=self.output_fmt, **dd)
+        if weight_init != "skip":
+            named_apply(get_init_weights_vit(weight_init, needs_reset=False), self)
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self._reset_head(num_classes, global_pool, self.num_features)
+        self.head_hidden_size = self.head.num_features
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> unpooled normalised features ``(B, h, w, embed_dim[-1])`` (NHWC, as timm's Swin)."""
+        x = self.patch_embed(x)
+        x = self.layers(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class S3Supernet(SupernetMixin, _S3Common, nn.Module):
+    """Weight-sharing S3 supernet: the largest weights of a space, running any subnet that fits them.
+
+    In eval mode a forward runs the active subnet (by default the full weight shape); in training mode the sampling
+    policy picks one per forward (see :class:`~timm_nas.models._supernet.SupernetMixin`).
+
+    Args:
+        space: a preset name (``'tiny'``, ``'small'``, ``'base'``), a space dict or an :class:`S3Space`.
+        img_size: input side (square); every window choice must tile its stage's grid.
+        patch_size: patch side.
+        in_chans: input channels.
+        num_classes: classifier outputs (0 for none).
+        global_pool: ``'avg'`` or ``''``.
+        qkv_bias: whether qkv has a bias.
+        drop_rate: dropout before the classifier.
+        proj_drop_rate: dropout after attention projections and in MLPs.
+        attn_drop_rate: dropout on attention probabilities.
+        drop_path_rate: stochastic depth, linear over the supernet's blocks (a block keeps its rate in every subnet).
+        sampling: training-mode policy: ``'uniform'`` (default), ``'sandwich'`` or ``'fixed'``.
+        seed: seed of the per-step sampling generators (default 0).
+        unused_grad: ``'zero'`` (default) or ``'none'`` for parameters outside the sampled subnet.
+        weight_init: timm's ViT init mode.
+    """
+
+    def __init__(
+            self,
+            space: Union[str, Mapping[str, Any], S3Space] = "tiny",
+            img_size: Union[int, Sequence[int]] = 224,
+            patch_size: int = 4,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = "avg",
+            qkv_bias: bool = True,
+            drop_rate: float = 0.0,
+            proj_drop_rate: float = 0.0,
+            attn_drop_rate: float = 0.0,
+            drop_path_rate: float = 0.1,
+            sampling: Optional[str] = None,
+            seed: Optional[int] = None,
+            unused_grad: Optional[str] = None,
+            weight_init: str = "",
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        space = S3Space.resolve(space)
+        grid = _square_grid(img_size, patch_size)
+        grids = _stage_grids(grid, space.num_stages)
+        for i, choices in enumerate(space.window_size):
+            for w in choices:
+                check_window(grids[i], w, f"window_size choice of stage {i}")
+        self.init_supernet(space, sampling=sampling, seed=seed, unused_grad=unused_grad, device=device)
+        self._grid = grid
+        self._grids = grids
+        self._build_args = dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans, qkv_bias=qkv_bias,
+                                drop_rate=drop_rate, proj_drop_rate=proj_drop_rate, attn_drop_rate=attn_drop_rate,
+                                drop_path_rate=drop_path_rate)
+        full = space.full()
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.output_fmt = "NHWC"
+        self.num_layers = space.num_stages
+        self.num_features = self.head_hidden_size = full.embed_dim[-1]
+
+        self.patch_embed = S3ElasticPatchEmbed(img_size, patch_size, in_chans, full.embed_dim[0], **dd)
+        dpr = calculate_drop_path_rates(drop_path_rate, list(full.depth), stagewise=True)
+        self.feature_info = []
+        stages = []
+        for i in range(space.num_stages):
+            e = full.embed_dim[i]
+            stages.append(S3SuperStage(
+                full.embed_dim[max(i - 1, 0)], e, grids[i], full.depth[i], space.heads(e),
+                effective_window(grids[i], max(space.window_size[i])), int(e * max(space.mlp_ratio[i])),
+                downsample=i > 0, qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate,
+                drop_path=dpr[i], **dd))
+            self.feature_info.append(dict(num_chs=e, reduction=patch_size * 2 ** i, module=f"layers.{i}"))
+        self.layers = nn.Sequential(*stages)
+        self.norm = nn.LayerNorm(self.num_features, **dd)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
+                                   input_fmt=self.output_fmt, **dd)
+        if weight_init != "skip":
+            named_apply(get_init_weights_vit(weight_init, needs_reset=False), self)
+
+    # -------------------------------------------------------------------------------------------- subnets
+    @property
+    def grid(self) -> int:
+        """Patch grid side of the first stage."""
+        return self._grid
+
+    def check_subnet(self, cfg: Any) -> S3Subnet:
+        """Return ``cfg`` as an :class:`S3Subnet` if the weights can run it at this input size, else raise
+        ``ValueError`` naming the offending value (windows are compared after clamping to each stage's grid)."""
+        cfg = self.space.check_fits(resolve_subnet(cfg), grid=self._grid)
+        _check_subnet_windows(cfg, self._grids)
+        return cfg
+
+    def set_active_subnet(self, cfg: Any) -> None:
+        super().set_active_subnet(cfg)
+        self.num_features = self.head_hidden_size = self._active.embed_dim[-1]
+
+    @contextlib.contextmanager
+    def use_subnet(self, cfg: Any) -> Iterator[S3Subnet]:  # type: ignore[override]
+        """Context manager: run ``cfg`` (a config, dict or registry name) in eval forwards, restoring the previous
+        active subnet (and ``num_features``) on exit."""
+        previous = self._active
+        self.set_active_subnet(cfg)
+        try:
+            yield self._active
+        finally:
+            self.set_active_subnet(previous)
+
+    def unused_parameters(self, cfg: S3Subnet) -> List[nn.Parameter]:
+        """Parameters of the blocks beyond each stage's depth (every other tensor is at least partly used)."""
+        return [p for i, stage in enumerate(self.layers) for blk in stage.blocks[cfg.depth[i]:] for p in blk.parameters()]
+
+    def extract(self, cfg: Any) -> S3Transformer:
+        """A static ``s3_subnet`` model of ``cfg`` with the supernet's weights copied in (loaded strictly), its
+        constructor arguments recorded for ``config.json``."""
+        cfg = self.check_subnet(cfg)
+        import timm
+        from timm.models._input import update_model_args
+
+        args = dict(subnet=cfg.to_dict(), num_classes=self.num_classes, global_pool=self.global_pool,
+                    **self._build_args)
+        dd = get_device_dtype(self)
+        model = timm.create_model("s3_subnet", **args, **dd)
+        state = slice_s3_state_dict(self.state_dict(), cfg, self._grid)
+        model.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=True)
+        update_model_args(model, **{k: list(v) if isinstance(v, tuple) else v for k, v in args.items()})
+        return model.train(self.training)
+
+    # ------------------------------------------------------------------------------------------- forward
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        # the head keeps the supernet's largest input width; forward_head slices it to the active width
+        self._reset_head(num_classes, global_pool, self.space.full().embed_dim[-1])
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> unpooled normalised features ``(B, h, w, e)`` of the subnet this forward runs."""
+        cfg = self.select_subnet()
+        x = self.patch_embed(x, cfg.embed_dim[0])
+        for i, stage in enumerate(self.layers):
+            x = stage(x, cfg, i)
+        e = x.shape[-1]
+        p = slice_norm(dict(self.norm.named_parameters()), e)
+        x = F.layer_norm(x, (e,), p["weight"], p["bias"], self.norm.eps)
+        return self.tie_unused(x, cfg)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, dropout, then the classifier's first ``e`` input columns (``e`` read from ``x``)."""
+        x = self.head.global_pool(x)
+        x = self.head.drop(x)
+        if pre_logits or isinstance(self.head.fc, nn.Identity):
+            return x
+        p = slice_head({f"fc.{k}": v for k, v in self.head.fc.named_parameters()}, x.shape[-1])
+        return F.linear(x, p["fc.weight"], p.get("fc.bias"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# ---------------------------------------------------------------------------------------------- slicing
+def _take(src: Mapping[str, torch.Tensor], prefix: str, used: Set[str]) -> Dict[str, torch.Tensor]:
+    out = {k[len(prefix):]: v for k, v in src.items() if k.startswith(prefix)}
+    if not out:
+        raise KeyError(f"the state dict has no '{prefix}*' tensors; it does not hold this subnet "
+                       "(too few stages or blocks?)")
+    used.update(prefix + k for k in out)
+    return out
+
+
+def slice_s3_state_dict(state_dict: Mapping[str, torch.Tensor], subnet: Union[S3Subnet, Mapping[str, Any]],
+                        grid: int) -> Dict[str, torch.Tensor]:
+    """Cut the state dict of a subnet out of a (supernet or larger) state dict in timm's Swin layout.
+
+    Rules R1-R6 of the golden fixtures: the first ``depth[i]`` blocks of each stage (R1), the first channels of
+    every width (R2), the first ``e`` rows of each of q, k, v (R3), the first MLP units (R4), the centred crop of
+    each block's relative-position table for the subnet's effective window (R5) and the first ``e`` channels of
+    each quarter in patch merging (R6). The larger sizes are read from the tensors. Pure: the inputs are not
+    modified; tensors are sliced views where possible (differentiable).
+
+    Args:
+        state_dict: parameters in timm's Swin layout (an ``S3Supernet`` / ``S3Transformer`` state dict, or one made
+            by :func:`checkpoint_filter_fn`). The supernet's ``subnet_step`` buffer is dropped.
+        subnet: the target architecture.
+        grid: patch grid side of the first stage (``img_size // patch_size``), which fixes effective windows.
+
+    Raises:
+        KeyError: if a tensor the subnet needs is missing.
+        ValueError: if the subnet needs more than a tensor holds, or the state dict has tensors this layout does
+            not know (listed).
+    """
+    cfg = S3Subnet.from_dict(subnet)
+    grids = _stage_grids(grid, cfg.num_stages)
+    used: Set[str] = {STEP_BUFFER} & set(state_dict)
+    out: Dict[str, torch.Tensor] = {}
+
+    def put(prefix: str, tensors: Mapping[str, torch.Tensor]) -> None:
+        out.update({prefix + k: v for k, v in tensors.items()})
+
+    put("patch_embed.", slice_patch_embed(_take(state_dict, "patch_embed.", used), cfg.embed_dim[0]))
+    for i in range(cfg.num_stages):
+        e = cfg.embed_dim[i]
+        if i > 0:
+            prefix = f"layers.{i}.downsample."
+            put(prefix, slice_downsample(_take(state_dict, prefix, used), cfg.embed_dim[i - 1], e))
+        for j in range(cfg.depth[i]):
+            prefix = f"layers.{i}.blocks.{j}."
+            window, _ = window_and_shift(grids[i], cfg.window_size[i][j], j)
+            put(prefix, slice_block(_take(state_dict, prefix, used), e, cfg.num_heads[i][j], window,
+                                    cfg.mlp_hidden(i, j)))
+        # R1: blocks beyond the subnet's depth are dropped
+        deeper = re.compile(rf"^layers\.{i}\.blocks\.(\d+)\.")
+        used.update(k for k in state_dict if (m := deeper.match(k)) and int(m.group(1)) >= cfg.depth[i])
+    put("norm.", slice_norm(_take(state_dict, "norm.", used), cfg.embed_dim[-1]))
+    if any(k.startswith("head.") for k in state_dict):
+        put("head.", slice_head(_take(state_dict, "head.", used), cfg.embed_dim[-1]))
+    unknown = sorted(set(state_dict) - used)
+    if unknown:
+        raise ValueError(f"{len(unknown)} tensors do not belong to an S3 network of {cfg.num_stages} stages in timm's "
+                         f"Swin layout: {unknown[:8]}; convert original checkpoints with checkpoint_filter_fn first")
+    return out
+
+
+# --------------------------------------------------------------------------------------- checkpoint_filter_fn
+#: Buffers of the original (``register_buffer`` is persistent in SSS.py); timm recomputes them.
+_ORIGINAL_BUFFERS = ("relative_position_index", "attn_mask")
+
+
+def _timm_layout(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Original ``SSSTransformer`` keys -> timm's Swin keys (identity for timm / timm-nas state dicts)."""
+    # the original merges patches at the END of stages 0..S-2, timm at the START of stages 1..S-1; stage 0 of a
+    # timm-layout state dict never has a downsample
+    original = any(k.startswith("layers.0.downsample.") for k in state_dict) or "head.weight" in state_dict
+    out = {}
+    for k, v in state_dict.items():
+        if k.rsplit(".", 1)[-1] in _ORIGINAL_BUFFERS:
+            continue
+        if original:
+            k = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) + 1}.downsample.", k)
+            k = re.sub(r"^head\.(weight|bias)$", r"head.fc.\1", k)
+        out[k] = v
+    return out
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Convert a checkpoint for an S3 model: original S3 (``SSSTransformer``) checkpoints, timm's ``swin_s3_*``
+    state dicts and timm-nas S3 supernet / subnet state dicts.
+
+    Original keys are moved to timm's layout (patch merging from the end of stage i to the start of stage i+1,
+    ``head.`` -> ``head.fc.``, the recomputed ``relative_position_index`` / ``attn_mask`` buffers dropped); then the
+    model's own architecture is cut out with :func:`slice_s3_state_dict`, so a supernet checkpoint loads into any
+    subnet (or smaller supernet) it contains. Every other key must belong to the model.
+    """
+    sd = _timm_layout(unwrap_state_dict(state_dict))
+    if isinstance(model, S3Supernet):
+        step = sd.pop(STEP_BUFFER, None)
+        out = slice_s3_state_dict(sd, model.space.full(), model.grid)
+        out[STEP_BUFFER] = step if step is not None else torch.zeros((), dtype=torch.long)
+        return out
+    if isinstance(model, S3Transformer):
+        return slice_s3_state_dict(sd, model.subnet, model.patch_embed.grid_size[0])
+    raise TypeError(f"checkpoint_filter_fn converts checkpoints for S3 models, not {type(model).__name__}")
+
+
+# ------------------------------------------------------------------------------------------------- cost
+def s3_params(cfg: S3Subnet, num_classes: int = 1000, img_size: int = 224, patch_size: int = 4,
+              in_chans: int = 3, qkv_bias: bool = True) -> int:
+    """Exact parameter count of ``s3_subnet`` (= the original ``SSSTransformer``; buffers excluded)."""
+    cfg = S3Subnet.from_dict(cfg)
+    grids = _stage_grids(_square_grid(img_size, patch_size), cfg.num_stages)
+    e0 = cfg.embed_dim[0]
+    total = in_chans * patch_size * patch_size * e0 + e0 + 2 * e0  # conv + its bias + LayerNorm
+    for i, j in cfg.blocks():
+        e, hid = cfg.embed_dim[i], cfg.mlp_hidden(i, j)
+        w = effective_window(grids[i], cfg.window_size[i][j])
+        total += 2 * e + 3 * e * e + (3 * e if qkv_bias else 0) + (2 * w - 1) ** 2 * cfg.num_heads[i][j]
+        total += e * e + e + 2 * e + e * hid + hid + hid * e + e
+    for i in range(1, cfg.num_stages):
+        total += 2 * 4 * cfg.embed_dim[i - 1] + 4 * cfg.embed_dim[i - 1] * cfg.embed_dim[i]
+    total += 2 * cfg.embed_dim[-1]
+    if num_classes:
+        total += cfg.embed_dim[-1] * num_classes + num_classes
+    return total
+
+
+def s3_macs(cfg: S3Subnet, num_classes: int = 1000, img_size: int = 224, patch_size: int = 4,
+            in_chans: int = 3) -> int:
+    """Multiply-accumulates of one image: patch conv, qkv / proj / MLP / merging / head linears and the two
+    attention products (``N * w^2 * e`` each per block); norms, softmax and additions are not counted."""
+    cfg = S3Subnet.from_dict(cfg)
+    grids = _stage_grids(_square_grid(img_size, patch_size), cfg.num_stages)
+    e0 = cfg.embed_dim[0]
+    total = grids[0] ** 2 * e0 * in_chans * patch_size * patch_size
+    for i, j in cfg.blocks():
+        n, e, hid = grids[i] ** 2, cfg.embed_dim[i], cfg.mlp_hidden(i, j)
+        w = effective_window(grids[i], cfg.window_size[i][j])
+        total += n * (3 * e * e + e * e + 2 * e * hid) + 2 * n * w * w * e
+    for i in range(1, cfg.num_stages):
+        total += grids[i] ** 2 * 4 * cfg.embed_dim[i - 1] * cfg.embed_dim[i]
+    return total + cfg.embed_dim[-1] * num_classes
+
+
+register_cost(S3Subnet, s3_params, s3_macs)
+
+
+# ------------------------------------------------------------------------------------------------- cfgs
+def _cfg(url: str = "", **kwargs: Any) -> Dict[str, Any]:
+    return {
+        "url": url, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
+        "crop_pct": EVAL_CROP_PCT, "interpolation": "bicubic", "fixed_input_size": True,
+        "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "patch_embed.proj", "classifier": "head.fc", "license": "mit", **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    "s3_subnet": _cfg(),
+    "s3_supernet": _cfg(),
+    "s3_supernet_tiny": _cfg(),
+    "s3_supernet_small": _cfg(),
+    "s3_supernet_base": _cfg(),
+})
+
+
+def _create_s3(variant: str, model_cls: type, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    if model_cls is S3Supernet and kwargs.get("features_only"):
+        raise ValueError("features_only is not supported on the S3 supernet (its stages take the active subnet as "
+                         "an argument); extract() a subnet and build its features instead")
+    out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
+    return build_model_with_cfg(model_cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                feature_cfg=dict(flatten_sequential=True, out_indices=out_indices), **kwargs)
+
+
+# ------------------------------------------------------------------------------------------- entrypoints
+@register_model
+def s3_subnet(pretrained: bool = False, **kwargs: Any) -> S3Transformer:
+    """A static S3 network from ``subnet=`` (registry name or config dict; default S3-T, = timm's
+    ``swin_s3_tiny_224``)."""
+    model_args: Dict[str, Any] = dict()
+    return _create_s3("s3_subnet", S3Transformer, pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def s3_supernet(pretrained: bool = False, **kwargs: Any) -> S3Supernet:
+    """An S3 supernet of ``space=`` (preset name or space dict; default ``'tiny'``)."""
+    model_args: Dict[str, Any] = dict()
+    return _create_s3("s3_supernet", S3Supernet, pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def s3_supernet_tiny(pretrained: bool = False, **kwargs: Any) -> S3Supernet:
+    """S3 supernet of the ``'tiny'`` preset (around S3-T)."""
+    model_args = dict(space="tiny")
+    return _create_s3("s3_supernet_tiny", S3Supernet, pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def s3_supernet_small(pretrained: bool = False, **kwargs: Any) -> S3Supernet:
+    """S3 supernet of the ``'small'`` preset (around S3-S)."""
+    model_args = dict(space="small")
+    return _create_s3("s3_supernet_small", S3Supernet, pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def s3_supernet_base(pretrained: bool = False, **kwargs: Any) -> S3Supernet:
+    """S3 supernet of the ``'base'`` preset (around S3-B)."""
+    model_args = dict(space="base")
+    return _create_s3("s3_supernet_base", S3Supernet, pretrained, **dict(model_args, **kwargs))
