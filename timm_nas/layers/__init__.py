@@ -1,1 +1,14 @@
 """layers (see DESIGN.md)."""
+from .elastic_linear import ElasticLinear, slice_linear
+from .elastic_mlp import ElasticMlp
+from .elastic_norm import ElasticLayerNorm
+from .elastic_patch_embed import ElasticPatchEmbed
+from .interleaved_qkv import InterleavedQKV, slice_interleaved_qkv
+from .rel_pos_attention import ElasticRelPosAttention, RelPosAttention, rel_pos_attention
+from .relative_position import (
+    MAX_RELATIVE_POSITION,
+    RelativePosition2D,
+    clear_relative_position_cache,
+    relative_position_embeddings,
+    relative_position_index_2d,
+)

@@ -1,1 +1,957 @@
-"""autoformer models (work in progress)."""
+"""AutoFormer: a weight-entangled ViT supernet, its static subnets, and the published AutoFormer / TF-TAS models.
+
+Paper: Chen et al., "AutoFormer: Searching Transformers for Visual Recognition", ICCV 2021 (arXiv:2107.00651).
+Original code: https://github.com/microsoft/Cream/tree/main/AutoFormer (commit 4a13c40), ``model/supernet_transformer.py``
+and ``model/module/*``. TF-TAS (Zhou et al., CVPR 2022, https://github.com/decemberzhou/TF_TAS) searched the
+same spaces training-free; its published architectures are registered here as well (no weights were released).
+
+Official configuration, reproduced exactly: pre-norm blocks, qkv bias, head dim fixed at 64 (qk width = heads x
+64), AutoFormer's row-interleaved q/k/v weight with a contiguous qkv bias, 2-D relative position on keys and
+values (max distance 14, class token at index 0), absolute position embedding, exact-erf GELU, LayerNorm eps
+1e-5, final norm then the mean of the patch tokens (class token excluded) into the head. Every searched tensor is
+used through its leading slice (weight entanglement).
+
+Models:
+
+* :class:`AutoFormerSupernet` (``autoformer_supernet``, ``autoformer_supernet_{tiny,small,base}``): holds the
+  largest weights of a space; runs any subnet that fits them (``use_subnet``), samples one per training forward
+  (``sampling=``), and hands back a static model (``extract``).
+* :class:`AutoFormer` (``autoformer_subnet``, ``autoformer_{tiny,small,base}``, ``tf_tas_{tiny,small,base}``): a
+  plain ViT with relative position built from one :class:`~timm_nas.spaces.AutoFormerSubnet`; it knows nothing
+  about search.
+
+One pure function, :func:`slice_subnet_state_dict`, maps supernet weights and a subnet config to the static
+model's tensors; ``extract``, :func:`checkpoint_filter_fn` and the supernet's layers apply the same per-tensor
+rules (``timm_nas.layers.slice_linear`` / ``slice_interleaved_qkv`` and leading slices).
+"""
+import logging
+import re
+from collections import OrderedDict
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import DropPath, Mlp, PatchEmbed, get_device_dtype, resample_abs_pos_embed, trunc_normal_
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._input import update_model_args
+from timm.models._manipulate import adapt_input_conv, checkpoint, checkpoint_seq
+
+from .._checkpoint import load_checkpoint_file, unwrap_state_dict
+from ..layers import (
+    MAX_RELATIVE_POSITION,
+    ElasticLayerNorm,
+    ElasticLinear,
+    ElasticMlp,
+    ElasticPatchEmbed,
+    ElasticRelPosAttention,
+    RelativePosition2D,
+    RelPosAttention,
+    slice_interleaved_qkv,
+    slice_linear,
+)
+from ..registry import get_entry
+from ..spaces.autoformer import HEAD_DIM, AutoFormerSpace, AutoFormerSubnet
+from ._supernet import SupernetMixin
+
+__all__ = [
+    "AutoFormer",
+    "AutoFormerSupernet",
+    "AutoFormerBlock",
+    "ElasticAutoFormerBlock",
+    "slice_subnet_state_dict",
+    "convert_original_state_dict",
+    "checkpoint_filter_fn",
+]
+
+_logger = logging.getLogger(__name__)
+
+#: Truncated-normal std of linear weights, class token and position embedding at init (microsoft/Cream
+#: AutoFormer/model/supernet_transformer.py, ``_init_weights`` and ``trunc_normal_(..., std=.02)``).
+INIT_STD = 0.02
+
+#: Pooling choices: mean of the patch tokens (the original's ``gp``), the class token, or none.
+GLOBAL_POOLS = ("", "avg", "token")
+
+#: Tokens in front of the patch tokens (the class token).
+NUM_PREFIX_TOKENS = 1
+
+SubnetLike = Union[AutoFormerSubnet, Mapping[str, Any]]
+SpaceLike = Union[str, AutoFormerSpace, Mapping[str, Any]]
+
+
+def _init_weights(module: nn.Module) -> None:
+    """The original's init: linear weights trunc-normal(0.02) with zero bias, LayerNorm 1 / 0, relative tables
+    trunc-normal(0.02); convolutions keep PyTorch's default."""
+    if isinstance(module, RelativePosition2D):
+        module.reset_parameters()
+    elif isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=INIT_STD)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def _check_global_pool(global_pool: str) -> str:
+    if global_pool not in GLOBAL_POOLS:
+        raise ValueError(f"global_pool={global_pool!r} is not supported; choose one of {list(GLOBAL_POOLS)}")
+    return global_pool
+
+
+def _json_size(size: Tuple[int, int]) -> Union[int, List[int]]:
+    return size[0] if size[0] == size[1] else [size[0], size[1]]
+
+
+# ------------------------------------------------------------------------------------------------------- blocks
+class AutoFormerBlock(nn.Module):
+    """Static pre-norm block: ``x + attn(norm1(x))``, ``x + mlp(norm2(x))``.
+
+    Dropout sits where the original puts it: ``attn_drop`` on the attention weights and again on the attention
+    branch's output, ``proj_drop`` after the projection and inside the MLP (after GELU and after ``fc2``).
+
+    Args:
+        dim: embedding width.
+        num_heads: heads (qkv width ``num_heads * head_dim``).
+        mlp_hidden: MLP hidden width.
+        head_dim: width of one head.
+        grid_size: patch grid.
+        max_relative_position: clip distance of the relative tables.
+        qkv_bias: qkv bias.
+        proj_drop: dropout after the projection and in the MLP.
+        attn_drop: dropout on attention weights and on the attention branch.
+        drop_path: stochastic depth rate.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int,
+            mlp_hidden: int,
+            head_dim: int = HEAD_DIM,
+            grid_size: Tuple[int, int] = (14, 14),
+            max_relative_position: int = MAX_RELATIVE_POSITION,
+            qkv_bias: bool = True,
+            proj_drop: float = 0.0,
+            attn_drop: float = 0.0,
+            drop_path: float = 0.0,
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.norm1 = nn.LayerNorm(dim, **dd)
+        self.attn = RelPosAttention(dim, num_heads, head_dim, grid_size, max_relative_position, qkv_bias,
+                                    attn_drop=attn_drop, proj_drop=proj_drop, **dd)
+        self.attn_out_drop = nn.Dropout(attn_drop)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, **dd)
+        self.mlp = Mlp(dim, mlp_hidden, act_layer=nn.GELU, drop=proj_drop, **dd)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self.attn_out_drop(self.attn(self.norm1(x))))
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+class ElasticAutoFormerBlock(nn.Module):
+    """Supernet block with the largest weights; ``forward(x, num_heads, mlp_hidden, width_ratio)`` runs one
+    subnet layer on an input of any width ``E <= dim``.
+
+    Dropout follows the original (microsoft/Cream ``TransformerEncoderLayer``): the attention weights use
+    ``attn_drop`` and the projection ``proj_drop`` unscaled; the attention branch and the MLP use the rates
+    scaled by ``width_ratio = E / E_super`` (``calc_dropout``).
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int,
+            mlp_hidden: int,
+            head_dim: int = HEAD_DIM,
+            grid_size: Tuple[int, int] = (14, 14),
+            max_relative_position: int = MAX_RELATIVE_POSITION,
+            qkv_bias: bool = True,
+            proj_drop: float = 0.0,
+            attn_drop: float = 0.0,
+            drop_path: float = 0.0,
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.proj_drop = proj_drop
+        self.attn_drop = attn_drop
+        self.norm1 = ElasticLayerNorm(dim, **dd)
+        self.attn = ElasticRelPosAttention(dim, num_heads, head_dim, grid_size, max_relative_position, qkv_bias,
+                                           attn_drop=attn_drop, proj_drop=proj_drop, **dd)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = ElasticLayerNorm(dim, **dd)
+        self.mlp = ElasticMlp(dim, mlp_hidden, **dd)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, num_heads: int, mlp_hidden: int, width_ratio: float = 1.0) -> torch.Tensor:
+        y = F.dropout(self.attn(self.norm1(x), num_heads), self.attn_drop * width_ratio, self.training)
+        x = x + self.drop_path1(y)
+        return x + self.drop_path2(self.mlp(self.norm2(x), mlp_hidden, self.proj_drop * width_ratio))
+
+
+# ------------------------------------------------------------------------------------------------------ models
+class AutoFormerSupernet(SupernetMixin, nn.Module):
+    """The AutoFormer supernet as a timm model.
+
+    By default the active subnet is the full weight shape (``space.full()``), so the supernet behaves as an
+    ordinary ViT; ``num_features`` / ``head_hidden_size`` follow the active subnet. In training mode each forward
+    runs a subnet picked by ``sampling`` (see :mod:`timm_nas.models._supernet`); parameters of blocks the sampled
+    subnet skips get a zero gradient (``unused_grad='zero'``, a documented deviation from the original's ``None``).
+
+    Args:
+        space: a preset name (``'tiny'``, ``'small'``, ``'base'``), a space dict or an :class:`AutoFormerSpace`.
+        img_size: input image size (fixed: the absolute position embedding has one entry per patch).
+        patch_size: patch side.
+        in_chans: input channels.
+        num_classes: classifier outputs (0: no classifier).
+        global_pool: ``'avg'`` (mean of patch tokens, the official setting), ``'token'`` or ``''``.
+        qkv_bias: qkv bias (official: True).
+        max_relative_position: clip distance of the relative tables (official: 14).
+        drop_rate: the original's ``--drop`` (embeddings, projections, MLP; scaled by E / E_super where the
+            original scales it).
+        attn_drop_rate: the original's attention dropout.
+        drop_path_rate: stochastic depth, linear over the supernet's depth (the original trained with 0.1).
+        sampling: training-mode policy ``'uniform'`` (default), ``'sandwich'`` or ``'fixed'``.
+        seed: seed of the per-step sampling generators (default 0).
+        unused_grad: ``'zero'`` (default) or ``'none'`` (the original's missing gradients).
+    """
+
+    def __init__(
+            self,
+            space: SpaceLike = "tiny",
+            img_size: Union[int, Tuple[int, int]] = 224,
+            patch_size: int = 16,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = "avg",
+            qkv_bias: bool = True,
+            max_relative_position: int = MAX_RELATIVE_POSITION,
+            drop_rate: float = 0.0,
+            attn_drop_rate: float = 0.0,
+            drop_path_rate: float = 0.0,
+            sampling: Optional[str] = None,
+            seed: Optional[int] = None,
+            unused_grad: Optional[str] = None,
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        space = AutoFormerSpace.resolve(space)
+        E = space.super_embed_dim
+        self.num_classes = num_classes
+        self.global_pool = _check_global_pool(global_pool)
+        self.in_chans = in_chans
+        self.embed_dim = E
+        self.head_dim = space.head_dim
+        self.num_prefix_tokens = NUM_PREFIX_TOKENS
+        self.qkv_bias = qkv_bias
+        self.max_relative_position = max_relative_position
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+
+        self.patch_embed = ElasticPatchEmbed(img_size, patch_size, in_chans, E, **dd)
+        grid = self.patch_embed.grid_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, E, **dd))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + NUM_PREFIX_TOKENS, E, **dd))
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, space.super_depth, device="cpu")]
+        mlp_hidden = int(E * space.super_mlp_ratio)
+        self.blocks = nn.ModuleList([
+            ElasticAutoFormerBlock(E, space.super_num_heads, mlp_hidden, space.head_dim, grid, max_relative_position,
+                                   qkv_bias, proj_drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i], **dd)
+            for i in range(space.super_depth)])
+        self.norm = ElasticLayerNorm(E, **dd)
+        self.head = ElasticLinear(E, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.init_supernet(space, sampling=sampling, seed=seed, unused_grad=unused_grad, device=device)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """(Re-)initialise every parameter as the original does."""
+        trunc_normal_(self.pos_embed, std=INIT_STD)
+        trunc_normal_(self.cls_token, std=INIT_STD)
+        self.apply(_init_weights)
+
+    # -------------------------------------------------------------------------------------- timm interface
+    @property
+    def num_features(self) -> int:
+        """Width of the features of the active subnet."""
+        return self.active_subnet.embed_dim
+
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of the pre-logits of the active subnet."""
+        return self.active_subnet.embed_dim
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        """The original's list (its ``'rel_pos_embed'`` entry named no parameter, so the tables are decayed)."""
+        return {"pos_embed", "cls_token"}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(stem=r"^cls_token|pos_embed|patch_embed", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the classifier (``num_classes=0``: none) and optionally the pooling (``None`` keeps it)."""
+        dd = get_device_dtype(self)
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = _check_global_pool(global_pool)
+            update_model_args(self, global_pool=global_pool)
+        self.head = ElasticLinear(self.embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.head.train(self.training)
+
+    # ------------------------------------------------------------------------------------------- subnets
+    def unused_parameters(self, cfg: AutoFormerSubnet) -> List[nn.Parameter]:
+        """Parameters of the blocks ``cfg`` skips (every other tensor is used through a leading slice)."""
+        return [p for block in self.blocks[cfg.depth:] for p in block.parameters()]
+
+    def subnet_state_dict(self, cfg: Optional[SubnetLike] = None, *, grads: bool = False) -> Dict[str, torch.Tensor]:
+        """The tensors subnet ``cfg`` (default: the active one) uses, in the static model's layout.
+
+        Args:
+            cfg: the subnet.
+            grads: slice each parameter's ``.grad`` instead of the parameter (e.g. for gradient-based proxies).
+
+        Returns:
+            Views of (or, for the interleaved qkv weight, copies of) the supernet's tensors, detached.
+
+        Raises:
+            ValueError: if ``cfg`` does not fit, or ``grads=True`` and a used parameter has no gradient.
+        """
+        cfg = self.check_subnet(self.active_subnet if cfg is None else cfg)
+        if grads:
+            source = {n: p.grad for n, p in self.named_parameters() if p.grad is not None}
+        else:
+            source = {n: t.detach() for n, t in self.state_dict(keep_vars=True).items()}
+        try:
+            return slice_subnet_state_dict(source, cfg, head_dim=self.head_dim)
+        except KeyError as e:
+            if grads:
+                raise ValueError(f"no gradient for {e.args[0]}; run a backward pass through this subnet first") from e
+            raise
+
+    def subnet_model_args(self, cfg: Optional[SubnetLike] = None) -> Dict[str, Any]:
+        """JSON-native constructor arguments of the static ``autoformer_subnet`` model of ``cfg``."""
+        cfg = self.check_subnet(self.active_subnet if cfg is None else cfg)
+        return dict(
+            subnet=cfg.to_dict(),
+            img_size=_json_size(self.patch_embed.img_size),
+            patch_size=self.patch_embed.patch_size[0],
+            in_chans=self.in_chans,
+            num_classes=self.num_classes,
+            global_pool=self.global_pool,
+            qkv_bias=self.qkv_bias,
+            head_dim=self.head_dim,
+            max_relative_position=self.max_relative_position,
+        )
+
+    def extract(self, cfg: Optional[SubnetLike] = None, **kwargs: Any) -> "AutoFormer":
+        """A new static ``autoformer_subnet`` model of ``cfg`` (default: the active subnet) with copied weights.
+
+        The weights are loaded strictly; the model gives the same outputs as this supernet running ``cfg`` and
+        records its constructor arguments (``update_model_args``), so an exported ``config.json`` rebuilds it.
+
+        Args:
+            cfg: the subnet (a config or its dict); it must fit the supernet's weights (``space.fits``).
+            **kwargs: extra ``autoformer_subnet`` arguments (e.g. ``drop_path_rate`` for fine-tuning).
+
+        Raises:
+            ValueError: if ``cfg`` does not fit the supernet's weights.
+        """
+        from timm import create_model
+
+        cfg = self.check_subnet(self.active_subnet if cfg is None else cfg)
+        args = dict(self.subnet_model_args(cfg), **kwargs)
+        ref = self.cls_token
+        model = create_model("autoformer_subnet", device="meta", dtype=ref.dtype, **args)
+        state = {k: v.clone(memory_format=torch.contiguous_format) for k, v in self.subnet_state_dict(cfg).items()}
+        model.load_state_dict(state, strict=True, assign=True)
+        update_model_args(model, **args)
+        model.train(self.training)
+        return model
+
+    # ------------------------------------------------------------------------------------------- forward
+    def forward_subnet_features(self, x: torch.Tensor, cfg: AutoFormerSubnet) -> torch.Tensor:
+        """Unpooled features ``(B, N+1, E)`` of subnet ``cfg`` (no policy, no step: ``cfg`` as given)."""
+        E = cfg.embed_dim
+        ratio = E / self.embed_dim
+        x = self.patch_embed(x, E)  # (B, N, E)
+        x = torch.cat((self.cls_token[..., :E].expand(x.shape[0], -1, -1), x), dim=1)
+        x = x + self.pos_embed[..., :E]
+        x = F.dropout(x, self.drop_rate * ratio, self.training)
+        x = self.tie_unused(x, cfg)
+        for i in range(cfg.depth):
+            block = self.blocks[i]
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, cfg.num_heads[i], cfg.mlp_hidden(i), ratio)
+            else:
+                x = block(x, cfg.num_heads[i], cfg.mlp_hidden(i), ratio)
+        return self.norm(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Unpooled features ``(B, N+1, E)`` of this forward's subnet (active in eval, sampled in training)."""
+        return self.forward_subnet_features(x, self.select_subnet())
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool and classify; the width is read from ``x`` (the head uses its leading columns)."""
+        if self.global_pool == "avg":
+            x = x[:, self.num_prefix_tokens:].mean(dim=1)
+        elif self.global_pool == "token":
+            x = x[:, 0]
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    @torch.jit.ignore
+    def load_pretrained(self, checkpoint_path: str) -> None:
+        """Load an original AutoFormer ``.pth`` (timm's ``custom_load`` hook): see :func:`load_original_checkpoint`."""
+        load_original_checkpoint(self, checkpoint_path)
+
+
+class AutoFormer(nn.Module):
+    """A static AutoFormer subnet: a ViT with 2-D relative position, built from one :class:`AutoFormerSubnet`.
+
+    Args:
+        subnet: the architecture (an :class:`AutoFormerSubnet` or its dict).
+        img_size: input image size (fixed).
+        patch_size: patch side.
+        in_chans: input channels.
+        num_classes: classifier outputs (0: no classifier).
+        global_pool: ``'avg'`` (mean of patch tokens), ``'token'`` or ``''``.
+        qkv_bias: qkv bias.
+        head_dim: width of one head (the space's ``head_dim``; official 64).
+        max_relative_position: clip distance of the relative tables.
+        drop_rate: dropout on the embeddings, after projections and in the MLP.
+        attn_drop_rate: dropout on attention weights and on the attention branch.
+        drop_path_rate: stochastic depth, linear over this model's depth.
+    """
+
+    def __init__(
+            self,
+            subnet: SubnetLike,
+            img_size: Union[int, Tuple[int, int]] = 224,
+            patch_size: int = 16,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = "avg",
+            qkv_bias: bool = True,
+            head_dim: int = HEAD_DIM,
+            max_relative_position: int = MAX_RELATIVE_POSITION,
+            drop_rate: float = 0.0,
+            attn_drop_rate: float = 0.0,
+            drop_path_rate: float = 0.0,
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        cfg = AutoFormerSubnet.from_dict(subnet)
+        E = cfg.embed_dim
+        self.subnet = cfg
+        self.num_classes = num_classes
+        self.global_pool = _check_global_pool(global_pool)
+        self.in_chans = in_chans
+        self.embed_dim = E
+        self.num_features = E
+        self.head_hidden_size = E
+        self.head_dim = head_dim
+        self.num_prefix_tokens = NUM_PREFIX_TOKENS
+        self.grad_checkpointing = False
+
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, E, **dd)
+        grid = self.patch_embed.grid_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, E, **dd))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + NUM_PREFIX_TOKENS, E, **dd))
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, cfg.depth, device="cpu")]
+        self.blocks = nn.Sequential(*[
+            AutoFormerBlock(E, cfg.num_heads[i], cfg.mlp_hidden(i), head_dim, grid, max_relative_position, qkv_bias,
+                            proj_drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i], **dd)
+            for i in range(cfg.depth)])
+        reduction = self.patch_embed.patch_size[0]
+        self.feature_info = [dict(module=f"blocks.{i}", num_chs=E, reduction=reduction) for i in range(cfg.depth)]
+        self.norm = nn.LayerNorm(E, **dd)
+        self.head = nn.Linear(E, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """(Re-)initialise every parameter as the original does."""
+        trunc_normal_(self.pos_embed, std=INIT_STD)
+        trunc_normal_(self.cls_token, std=INIT_STD)
+        self.apply(_init_weights)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        return {"pos_embed", "cls_token"}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(stem=r"^cls_token|pos_embed|patch_embed", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the classifier (``num_classes=0``: none) and optionally the pooling (``None`` keeps it)."""
+        dd = get_device_dtype(self)
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = _check_global_pool(global_pool)
+            update_model_args(self, global_pool=global_pool)
+        self.head = nn.Linear(self.embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.head.train(self.training)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Unpooled features ``(B, N+1, E)`` after the final norm."""
+        x = self.patch_embed(x)
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        x = self.pos_drop(x + self.pos_embed)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == "avg":
+            x = x[:, self.num_prefix_tokens:].mean(dim=1)
+        elif self.global_pool == "token":
+            x = x[:, 0]
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    @torch.jit.ignore
+    def load_pretrained(self, checkpoint_path: str) -> None:
+        """Load an original AutoFormer supernet ``.pth`` sliced to this subnet (timm's ``custom_load`` hook)."""
+        load_original_checkpoint(self, checkpoint_path)
+
+
+# ------------------------------------------------------------------------------------------------------ slicing
+#: Per-block tensor names (our layout), the same in the supernet and the static model.
+BLOCK_KEYS = (
+    "norm1.weight", "norm1.bias",
+    "attn.qkv.weight", "attn.qkv.bias",
+    "attn.rel_pos_k.table_v", "attn.rel_pos_k.table_h", "attn.rel_pos_v.table_v", "attn.rel_pos_v.table_h",
+    "attn.proj.weight", "attn.proj.bias",
+    "norm2.weight", "norm2.bias",
+    "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias",
+)
+#: Model-level tensor names; the head is absent without a classifier, the qkv bias without ``qkv_bias``.
+GLOBAL_KEYS = ("cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight",
+               "norm.bias")
+HEAD_KEYS = ("head.weight", "head.bias")
+#: The supernet's step buffer (no static counterpart).
+STEP_KEY = "subnet_step"
+
+_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
+
+
+def slice_subnet_state_dict(
+        state_dict: Mapping[str, torch.Tensor],
+        subnet: SubnetLike,
+        *,
+        head_dim: int = HEAD_DIM,
+) -> "OrderedDict[str, torch.Tensor]":
+    """Supernet tensors (our key layout) -> the tensors of the static subnet model (its key layout).
+
+    The one slicing rule set of this family (the supernet's forward applies the same per-tensor rules): leading
+    slices everywhere (patch filters, class/position channels, LayerNorms, ``proj[:E, :qk]``, ``fc1[:H, :E]``,
+    ``fc2[:E, :H]``, ``head[:, :E]``, relative tables ``[:, :head_dim]``), AutoFormer's interleaved qkv rows
+    with a contiguous bias, and the first ``depth`` blocks. A pure function: tensors are returned as views (the qkv
+    weight as a new tensor) and nothing is modified.
+
+    Args:
+        state_dict: the supernet's tensors (parameters, or e.g. their gradients). Blocks beyond the subnet's
+            depth and the step buffer may be present and are dropped; anything else unknown is an error.
+        subnet: the subnet.
+        head_dim: width of one head (the space's ``head_dim``).
+
+    Raises:
+        KeyError: naming a tensor the subnet needs that is missing.
+        ValueError: on unknown keys or when the subnet does not fit the tensors' shapes.
+    """
+    cfg = AutoFormerSubnet.from_dict(subnet)
+    sd = state_dict
+    unknown = []
+    for key in sd:
+        m = _BLOCK_RE.match(key)
+        if not (key in GLOBAL_KEYS or key in HEAD_KEYS or key == STEP_KEY or (m and m.group(2) in BLOCK_KEYS)):
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f"unexpected keys in an AutoFormer supernet state dict: {sorted(unknown)[:20]}; expected "
+                         f"{list(GLOBAL_KEYS + HEAD_KEYS)}, '{STEP_KEY}' and blocks.<i>.{{{', '.join(BLOCK_KEYS)}}}")
+    for key in GLOBAL_KEYS:
+        if key not in sd and key != "patch_embed.proj.bias":
+            raise KeyError(key)
+    num_blocks = len({int(m.group(1)) for m in map(_BLOCK_RE.match, sd) if m})
+    E_super = sd["cls_token"].shape[-1]
+    E = cfg.embed_dim
+    if E > E_super:
+        raise ValueError(f"embed_dim={E} exceeds the supernet's width {E_super}")
+    if cfg.depth > num_blocks:
+        raise ValueError(f"depth={cfg.depth} exceeds the {num_blocks} blocks of the supernet state dict")
+
+    def first(t: torch.Tensor, n: int, dim: int = 0) -> torch.Tensor:
+        return t.narrow(dim, 0, n)
+
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    out["cls_token"] = first(sd["cls_token"], E, -1)
+    out["pos_embed"] = first(sd["pos_embed"], E, -1)
+    out["patch_embed.proj.weight"] = first(sd["patch_embed.proj.weight"], E)
+    if "patch_embed.proj.bias" in sd:
+        out["patch_embed.proj.bias"] = first(sd["patch_embed.proj.bias"], E)
+    for i in range(cfg.depth):
+        p = f"blocks.{i}."
+
+        def get(name: str) -> torch.Tensor:
+            if p + name not in sd:
+                raise KeyError(p + name)
+            return sd[p + name]
+
+        qk = cfg.num_heads[i] * head_dim
+        hidden = cfg.mlp_hidden(i)
+        qkv_w = get("attn.qkv.weight")
+        if 3 * qk > qkv_w.shape[0] or qk > get("attn.proj.weight").shape[1]:
+            raise ValueError(f"num_heads[{i}]={cfg.num_heads[i]} needs a qkv width of {qk} but the supernet holds "
+                             f"{get('attn.proj.weight').shape[1]}")
+        if hidden > get("mlp.fc1.weight").shape[0]:
+            raise ValueError(f"mlp_ratio[{i}]={cfg.mlp_ratio[i]} gives {hidden} hidden units but the supernet holds "
+                             f"{get('mlp.fc1.weight').shape[0]}")
+        if head_dim > get("attn.rel_pos_k.table_v").shape[1]:
+            raise ValueError(f"head_dim={head_dim} exceeds the relative tables' width "
+                             f"{get('attn.rel_pos_k.table_v').shape[1]}")
+        for norm in ("norm1", "norm2"):
+            out[p + norm + ".weight"] = first(get(norm + ".weight"), E)
+            out[p + norm + ".bias"] = first(get(norm + ".bias"), E)
+        w, b = slice_interleaved_qkv(qkv_w, sd.get(p + "attn.qkv.bias"), E, qk)
+        out[p + "attn.qkv.weight"] = w
+        if b is not None:
+            out[p + "attn.qkv.bias"] = b
+        for rel in ("rel_pos_k", "rel_pos_v"):
+            for table in ("table_v", "table_h"):
+                out[f"{p}attn.{rel}.{table}"] = first(get(f"attn.{rel}.{table}"), head_dim, 1)
+        for name, in_f, out_f in (("attn.proj", qk, E), ("mlp.fc1", E, hidden), ("mlp.fc2", hidden, E)):
+            w, b = slice_linear(get(name + ".weight"), sd.get(p + name + ".bias"), in_f, out_f)
+            out[p + name + ".weight"] = w
+            if b is not None:
+                out[p + name + ".bias"] = b
+    out["norm.weight"] = first(sd["norm.weight"], E)
+    out["norm.bias"] = first(sd["norm.bias"], E)
+    if "head.weight" in sd:
+        w, b = slice_linear(sd["head.weight"], sd.get("head.bias"), E, sd["head.weight"].shape[0])
+        out["head.weight"] = w
+        if b is not None:
+            out["head.bias"] = b
+    return out
+
+
+# ----------------------------------------------------------------------------------------- checkpoint filter
+#: Original key (microsoft/Cream Vision_TransformerSuper, reference section 1.8) -> ours, model level.
+_ORIGINAL_GLOBAL = {
+    "cls_token": "cls_token",
+    "pos_embed": "pos_embed",
+    "patch_embed_super.proj.weight": "patch_embed.proj.weight",
+    "patch_embed_super.proj.bias": "patch_embed.proj.bias",
+    "norm.weight": "norm.weight",
+    "norm.bias": "norm.bias",
+    "head.weight": "head.weight",
+    "head.bias": "head.bias",
+}
+#: Original key -> ours, inside ``blocks.<i>.``.
+_ORIGINAL_BLOCK = {
+    "attn_layer_norm.weight": "norm1.weight",
+    "attn_layer_norm.bias": "norm1.bias",
+    "attn.qkv.weight": "attn.qkv.weight",
+    "attn.qkv.bias": "attn.qkv.bias",
+    "attn.rel_pos_embed_k.embeddings_table_v": "attn.rel_pos_k.table_v",
+    "attn.rel_pos_embed_k.embeddings_table_h": "attn.rel_pos_k.table_h",
+    "attn.rel_pos_embed_v.embeddings_table_v": "attn.rel_pos_v.table_v",
+    "attn.rel_pos_embed_v.embeddings_table_h": "attn.rel_pos_v.table_h",
+    "attn.proj.weight": "attn.proj.weight",
+    "attn.proj.bias": "attn.proj.bias",
+    "ffn_layer_norm.weight": "norm2.weight",
+    "ffn_layer_norm.bias": "norm2.bias",
+    "fc1.weight": "mlp.fc1.weight",
+    "fc1.bias": "mlp.fc1.bias",
+    "fc2.weight": "mlp.fc2.weight",
+    "fc2.bias": "mlp.fc2.bias",
+}
+
+
+def _is_original(state_dict: Mapping[str, Any]) -> bool:
+    return "patch_embed_super.proj.weight" in state_dict
+
+
+def convert_original_state_dict(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+    """Rename the original supernet's keys to ours (tensors unchanged: still the supernet layout).
+
+    Raises:
+        ValueError: listing every key that is not an original AutoFormer supernet key.
+    """
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    unknown = []
+    for key, value in state_dict.items():
+        m = _BLOCK_RE.match(key)
+        if key in _ORIGINAL_GLOBAL:
+            out[_ORIGINAL_GLOBAL[key]] = value
+        elif m and m.group(2) in _ORIGINAL_BLOCK:
+            out[f"blocks.{m.group(1)}.{_ORIGINAL_BLOCK[m.group(2)]}"] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f"keys that are not part of an original AutoFormer supernet: {sorted(unknown)[:20]}; "
+                         "this converter reads microsoft/Cream's Vision_TransformerSuper state dicts (official "
+                         "flags: relative_position, change_qkv, abs_pos)")
+    return out
+
+
+def _strip_wrappers(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    for key, value in state_dict.items():
+        for prefix in ("module.", "_orig_mod."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def _resample_pos_embed(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> None:
+    pos = state_dict.get("pos_embed")
+    if pos is None or pos.shape[1] == model.pos_embed.shape[1]:
+        return
+    grid = model.patch_embed.grid_size
+    _logger.info("resampling pos_embed from %d tokens to the %s patch grid", pos.shape[1], grid)
+    state_dict["pos_embed"] = resample_abs_pos_embed(pos, new_size=list(grid), num_prefix_tokens=NUM_PREFIX_TOKENS)
+
+
+def _check_against(state_dict: Mapping[str, torch.Tensor], model: nn.Module, what: str) -> None:
+    """Every key and shape must match the model, except the classifier and the input conv's channels, which the
+    loader adapts (timm's ``load_pretrained`` / :func:`load_original_checkpoint`)."""
+    target = model.state_dict()
+    missing = sorted(set(target) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(target))
+    mismatched = []
+    for key in sorted(set(target) & set(state_dict)):
+        got, want = tuple(state_dict[key].shape), tuple(target[key].shape)
+        if got == want or key in HEAD_KEYS:
+            continue
+        if key == "patch_embed.proj.weight" and got[:1] + got[2:] == want[:1] + want[2:]:
+            continue
+        mismatched.append(f"{key}: {got} vs model {want}")
+    if missing or unexpected or mismatched:
+        raise ValueError(f"{what} does not match {type(model).__name__}: missing keys {missing}, unexpected keys "
+                         f"{unexpected}, shape mismatches {mismatched}. Create the model with the checkpoint's "
+                         "space / subnet / img_size / patch_size.")
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Convert a checkpoint for ``model`` (a pure function; timm's ``pretrained_filter_fn``).
+
+    Accepts the original AutoFormer supernet state dict (bare or under ``'model'``, as in the authors' ``.pth``
+    files; microsoft/Cream key names), our supernet's state dict, or (for a static model) its own state dict.
+    For an :class:`AutoFormerSupernet` the result is its state dict (the original has no step buffer: it starts
+    at 0). For a static :class:`AutoFormer` a supernet checkpoint is sliced to the model's subnet with
+    :func:`slice_subnet_state_dict`. The absolute position embedding is resampled if the patch grid differs.
+
+    Raises:
+        ValueError: listing missing, unexpected and mismatched keys, or when the subnet does not fit.
+    """
+    sd = _strip_wrappers(unwrap_state_dict(state_dict))
+    from_supernet = _is_original(sd) or STEP_KEY in sd
+    if _is_original(sd):
+        sd = convert_original_state_dict(sd)
+    if isinstance(model, AutoFormerSupernet):
+        if STEP_KEY not in sd:
+            sd[STEP_KEY] = torch.zeros((), dtype=torch.long)
+        what = "supernet checkpoint"
+    elif isinstance(model, AutoFormer):
+        if from_supernet:
+            sd = slice_subnet_state_dict(sd, model.subnet, head_dim=model.head_dim)
+            what = f"supernet checkpoint sliced to {model.subnet}"
+        else:
+            what = "checkpoint"
+    else:
+        raise TypeError(f"checkpoint_filter_fn expects an AutoFormer or AutoFormerSupernet, got {type(model).__name__}")
+    sd = OrderedDict(sd)
+    if isinstance(model.head, nn.Identity):  # no classifier: the checkpoint's is not needed
+        for key in HEAD_KEYS:
+            sd.pop(key, None)
+    _resample_pos_embed(sd, model)
+    _check_against(sd, model, what)
+    return sd
+
+
+def load_original_checkpoint(model: nn.Module, checkpoint_path: str) -> None:
+    """Load an authors' ``.pth`` (or any file :func:`checkpoint_filter_fn` accepts) into ``model``, strictly.
+
+    The file is read with ``weights_only=True`` and the allow-list of :mod:`timm_nas._checkpoint` (the released
+    files hold an ``argparse.Namespace``). A classifier of a different size keeps the model's own fresh
+    initialisation; a different ``in_chans`` adapts the patch convolution as timm does.
+    """
+    sd = checkpoint_filter_fn(load_checkpoint_file(checkpoint_path), model)
+    own = model.state_dict()
+    for key in HEAD_KEYS:
+        if key in sd and sd[key].shape != own[key].shape:
+            _logger.info("classifier %s %s differs from the model's %s: keeping the model's own", key,
+                         tuple(sd[key].shape), tuple(own[key].shape))
+            sd[key] = own[key]
+    conv = sd["patch_embed.proj.weight"]
+    if conv.shape[1] != model.in_chans:
+        sd["patch_embed.proj.weight"] = adapt_input_conv(model.in_chans, conv, base_chans=conv.shape[1])
+    model.load_state_dict(sd, strict=True)
+
+
+# ------------------------------------------------------------------------------------------------ pretrained cfgs
+#: The authors' released supernets (microsoft/Cream AutoFormer/README.md, "Model Zoo").
+_RELEASE = "https://github.com/silent-chen/AutoFormer-model-zoo/releases/download/v1.0/"
+
+
+def _cfg(url: str = "", **kwargs: Any) -> Dict[str, Any]:
+    return {
+        "url": url,
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": None,
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+        "fixed_input_size": True,
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "patch_embed.proj",
+        "classifier": "head",
+        "license": "mit",
+        # The released .pth files hold an argparse.Namespace: read them through load_pretrained (allow-listed
+        # weights_only unpickling) rather than torch.hub's plain weights_only load, which refuses them.
+        "custom_load": bool(url),
+        **kwargs,
+    }
+
+
+_AUTOFORMER = dict(paper_ids="arXiv:2107.00651", origin_url="https://github.com/microsoft/Cream/tree/main/AutoFormer")
+_TF_TAS = dict(paper_ids="arXiv:2203.12217", origin_url="https://github.com/decemberzhou/TF_TAS")
+
+default_cfgs = generate_default_cfgs({
+    "autoformer_supernet": _cfg(**_AUTOFORMER),
+    "autoformer_supernet_tiny.in1k": _cfg(_RELEASE + "supernet-tiny.pth", **_AUTOFORMER),
+    "autoformer_supernet_small.in1k": _cfg(_RELEASE + "supernet-small.pth", **_AUTOFORMER),
+    "autoformer_supernet_base.in1k": _cfg(_RELEASE + "supernet-base.pth", **_AUTOFORMER),
+    "autoformer_subnet": _cfg(**_AUTOFORMER),
+    "autoformer_tiny.in1k": _cfg(_RELEASE + "supernet-tiny.pth", **_AUTOFORMER),
+    "autoformer_small.in1k": _cfg(_RELEASE + "supernet-small.pth", **_AUTOFORMER),
+    "autoformer_base.in1k": _cfg(_RELEASE + "supernet-base.pth", **_AUTOFORMER),
+    "tf_tas_tiny": _cfg(**_TF_TAS),
+    "tf_tas_small": _cfg(**_TF_TAS),
+    "tf_tas_base": _cfg(**_TF_TAS),
+})
+
+
+# ------------------------------------------------------------------------------------------------------ builders
+def _create_autoformer_supernet(variant: str, pretrained: bool = False, **kwargs: Any) -> AutoFormerSupernet:
+    return build_model_with_cfg(AutoFormerSupernet, variant, pretrained,
+                                pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+
+
+def _create_autoformer(variant: str, pretrained: bool = False, **kwargs: Any) -> AutoFormer:
+    return build_model_with_cfg(AutoFormer, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+
+
+def _registry_args(key: str) -> Dict[str, Any]:
+    """The published architecture's ``model_args`` from ``registry/autoformer.json``."""
+    return get_entry("autoformer", key)["model_args"]
+
+
+# --------------------------------------------------------------------------------------------------- entrypoints
+@register_model
+def autoformer_supernet(pretrained: bool = False, **kwargs: Any) -> AutoFormerSupernet:
+    """AutoFormer supernet of any space (``space=``: a preset name or a space dict; default ``'tiny'``)."""
+    return _create_autoformer_supernet("autoformer_supernet", pretrained, **kwargs)
+
+
+@register_model
+def autoformer_supernet_tiny(pretrained: bool = False, **kwargs: Any) -> AutoFormerSupernet:
+    """AutoFormer supernet-T (embed 256, 14 blocks, 4 heads, MLP 4.0)."""
+    model_args = dict(space="tiny")
+    return _create_autoformer_supernet("autoformer_supernet_tiny", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def autoformer_supernet_small(pretrained: bool = False, **kwargs: Any) -> AutoFormerSupernet:
+    """AutoFormer supernet-S (embed 448, 14 blocks, 7 heads, MLP 4.0)."""
+    model_args = dict(space="small")
+    return _create_autoformer_supernet("autoformer_supernet_small", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def autoformer_supernet_base(pretrained: bool = False, **kwargs: Any) -> AutoFormerSupernet:
+    """AutoFormer supernet-B (embed 640, 16 blocks, 10 heads, MLP 4.0)."""
+    model_args = dict(space="base")
+    return _create_autoformer_supernet("autoformer_supernet_base", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def autoformer_subnet(pretrained: bool = False, **kwargs: Any) -> AutoFormer:
+    """A static AutoFormer subnet (``subnet=``: an AutoFormerSubnet dict; default AutoFormer-T)."""
+    model_args = dict(subnet=_registry_args("autoformer_tiny")["subnet"])
+    return _create_autoformer("autoformer_subnet", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def autoformer_tiny(pretrained: bool = False, **kwargs: Any) -> AutoFormer:
+    """AutoFormer-T (5.9M params); weights: sliced from the released supernet-T."""
+    return _create_autoformer("autoformer_tiny", pretrained, **dict(_registry_args("autoformer_tiny"), **kwargs))
+
+
+@register_model
+def autoformer_small(pretrained: bool = False, **kwargs: Any) -> AutoFormer:
+    """AutoFormer-S (22.9M params); weights: sliced from the released supernet-S."""
+    return _create_autoformer("autoformer_small", pretrained, **dict(_registry_args("autoformer_small"), **kwargs))
+
+
+@register_model
+def autoformer_base(pretrained: bool = False, **kwargs: Any) -> AutoFormer:
+    """AutoFormer-B (53.7M params); weights: sliced from the released supernet-B."""
+    return _create_autoformer("autoformer_base", pretrained, **dict(_registry_args("autoformer_base"), **kwargs))
+
+
+@register_model
+def tf_tas_tiny(pretrained: bool = False, **kwargs: Any) -> AutoFormer:
+    """TF-TAS-T (6.2M params), searched training-free in AutoFormer's tiny space; no released weights."""
+    return _create_autoformer("tf_tas_tiny", pretrained, **dict(_registry_args("tf_tas_tiny"), **kwargs))
+
+
+@register_model
+def tf_tas_small(pretrained: bool = False, **kwargs: Any) -> AutoFormer:
+    """TF-TAS-S (23.9M params), searched training-free in AutoFormer's small space; no released weights."""
+    return _create_autoformer("tf_tas_small", pretrained, **dict(_registry_args("tf_tas_small"), **kwargs))
+
+
+@register_model
+def tf_tas_base(pretrained: bool = False, **kwargs: Any) -> AutoFormer:
+    """TF-TAS-B (56.5M params), searched training-free in AutoFormer's base space; no released weights."""
+    return _create_autoformer("tf_tas_base", pretrained, **dict(_registry_args("tf_tas_base"), **kwargs))
