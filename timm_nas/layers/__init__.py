@@ -12,3 +12,13 @@ from .relative_position import (
     relative_position_embeddings,
     relative_position_index_2d,
 )
+from .spvit_attention import SPVIT_ALPHA, BConv, SkipAttention, UnifiedAttention, bconv_weights, head_assignment
+from .spvit_gates import (
+    deterministic_ste,
+    eval_gate,
+    logistic_noise,
+    mix_ops,
+    ordered_op_gates,
+    straight_through_bernoulli,
+)
+from .spvit_mlp import UnifiedMlp
