@@ -10,7 +10,11 @@ holds the part that does not depend on the family (AutoFormer, S3, ...):
   :func:`timm_nas.spaces.base.generator_for` ``(seed, step)``, where ``step`` counts training-mode forwards and
   lives in a persistent buffer: a resumed run continues the sequence, DistributedDataParallel broadcasts the
   buffer from rank 0, and every rank draws the same subnet without communication;
-* the **zero-gradient tie**: parameters outside the sampled subnet receive a zero gradient instead of ``None``.
+* the **zero-gradient tie**: parameters outside the sampled subnet receive a zero gradient instead of ``None``;
+* a **load-state-dict pre-hook** that refuses, with an error saying what to do, a checkpoint whose tensors do not fit
+  this supernet (another space's weight shapes, another image or patch size, another classifier) before any
+  tensor is copied: timm's ``train.py --resume`` / ``--initial-checkpoint`` and ``validate.py --checkpoint`` call
+  ``load_state_dict`` directly, so this is where a wrong ``--model-kwargs space=...`` is caught.
 
 Operation (how to slice weights) stays in the family's model; policy (which subnet to run) lives here.
 
@@ -32,7 +36,7 @@ import torch.nn as nn
 
 from ..spaces.base import generator_for
 
-__all__ = ["SupernetMixin", "SAMPLING_POLICIES", "UNUSED_GRAD_MODES"]
+__all__ = ["SupernetMixin", "SupernetStateDictError", "SAMPLING_POLICIES", "UNUSED_GRAD_MODES"]
 
 #: Training-mode sampling policies: a uniform sample of the space per forward; the sandwich rule (largest,
 #: smallest, uniform sample in turn); or always the active subnet.
@@ -43,6 +47,14 @@ UNUSED_GRAD_MODES = ("zero", "none")
 
 #: Name of the persistent buffer counting training-mode forwards.
 STEP_BUFFER = "subnet_step"
+
+
+class SupernetStateDictError(ValueError, RuntimeError):
+    """A state dict whose tensors cannot belong to this supernet (raised by ``load_state_dict``).
+
+    A ``ValueError`` (bad user input, reported as one line by the ``timm-nas`` command) and, like PyTorch's own
+    ``load_state_dict`` errors, a ``RuntimeError``, so callers that catch those keep working.
+    """
 
 
 class _ZeroGradTie(torch.autograd.Function):
@@ -80,6 +92,7 @@ class SupernetMixin:
             sampling: str | None = None,
             seed: int | None = None,
             unused_grad: str | None = None,
+            subnet: Any = None,
             device: torch.device | str | None = None,
     ) -> None:
         """Set up the supernet state.
@@ -89,7 +102,13 @@ class SupernetMixin:
             sampling: training-mode policy, one of :data:`SAMPLING_POLICIES` (default ``'uniform'``).
             seed: seed of the per-step generators (default 0).
             unused_grad: one of :data:`UNUSED_GRAD_MODES` (default ``'zero'``).
+            subnet: the initial active subnet (a config or its dict; default ``space.full()``): what eval forwards
+                run and ``sampling='fixed'`` trains. It must fit the weights (``space.fits``).
             device: where the step buffer lives (the model's device).
+
+        Raises:
+            ValueError: for an unknown ``sampling`` / ``unused_grad`` or a ``subnet`` that does not fit.
+            TypeError: if ``seed`` is not an int.
         """
         sampling = "uniform" if sampling is None else sampling
         unused_grad = "zero" if unused_grad is None else unused_grad
@@ -104,13 +123,14 @@ class SupernetMixin:
         self.sampling = sampling
         self.seed = int(seed)
         self.unused_grad = unused_grad
-        self._active = space.full()
+        self._active = space.full() if subnet is None else self.check_subnet(subnet)
         self._last_subnet = None
         # Python mirror of the step buffer, so training forwards need no device sync to read it; re-read from
         # the buffer after load_state_dict (resume) and on first use (after DDP's initial broadcast).
         self._step_mirror: int | None = None
         self.register_buffer(STEP_BUFFER, torch.zeros((), dtype=torch.long, device=device), persistent=True)
         self.register_load_state_dict_post_hook(_forget_step_mirror)
+        self.register_load_state_dict_pre_hook(_refuse_foreign_state_dict)
 
     # ------------------------------------------------------------------------------------------ the subnet
     @property
@@ -231,6 +251,44 @@ class SupernetMixin:
         if not params:
             return x
         return _ZeroGradTie.apply(x, *params)
+
+
+def _refuse_foreign_state_dict(
+        module: nn.Module,
+        state_dict: dict,
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list,
+        unexpected_keys: list,
+        error_msgs: list,
+) -> None:
+    """``load_state_dict`` pre-hook: raise :class:`SupernetStateDictError` before anything is copied when a tensor's
+    shape differs from this supernet's.
+
+    PyTorch refuses such a checkpoint anyway (a size mismatch is an error even with ``strict=False``), with a
+    ``RuntimeError`` that lists sizes; this says why (another space, image size, patch size or classifier) and what
+    to do. Missing or unexpected keys alone (e.g. another ``super_depth`` with equal widths) are left to PyTorch's
+    ``strict`` check: PyTorch always calls this hook with ``strict=True``, so the hook cannot know the caller's
+    choice.
+    """
+    own = module.state_dict(keep_vars=True)
+    mismatched = []
+    for key, value in state_dict.items():
+        name = key[len(prefix):] if key.startswith(prefix) else None
+        if name in own and hasattr(value, "shape") and tuple(value.shape) != tuple(own[name].shape):
+            mismatched.append(f"{name}: checkpoint {tuple(value.shape)} vs model {tuple(own[name].shape)}")
+    if not mismatched:
+        return
+    more = f" and {len(mismatched) - 5} more" if len(mismatched) > 5 else ""
+    space = module.space  # type: ignore[attr-defined]
+    space_desc = space.to_dict() if hasattr(space, "to_dict") else space
+    raise SupernetStateDictError(
+        f"this checkpoint does not fit {type(module).__name__}: shape mismatches {mismatched[:5]}{more}. It was "
+        "saved by a supernet with other weight shapes: another search space, image size, patch size, in_chans or "
+        f"num_classes. This model's space is {space_desc}. Create the model with the checkpoint's arguments (with "
+        "timm's train.py / validate.py: the same --model, --model-kwargs, --num-classes and --img-size; a train.py "
+        "checkpoint records them under 'args').")
 
 
 def _forget_step_mirror(module: nn.Module, incompatible_keys: Any) -> None:
