@@ -272,7 +272,8 @@ class AutoFormerSupernet(SupernetMixin, nn.Module):
         self.norm = ElasticLayerNorm(E, **dd)
         self.head = ElasticLinear(E, num_classes, **dd) if num_classes > 0 else nn.Identity()
         self.init_supernet(space, sampling=sampling, seed=seed, unused_grad=unused_grad, device=device)
-        self.init_weights()
+        if not self.cls_token.is_meta:  # nothing to initialise on the meta device (and init ops are slow there)
+            self.init_weights()
 
     def init_weights(self) -> None:
         """(Re-)initialise every parameter as the original does."""
@@ -491,7 +492,8 @@ class AutoFormer(nn.Module):
         self.feature_info = [dict(module=f"blocks.{i}", num_chs=E, reduction=reduction) for i in range(cfg.depth)]
         self.norm = nn.LayerNorm(E, **dd)
         self.head = nn.Linear(E, num_classes, **dd) if num_classes > 0 else nn.Identity()
-        self.init_weights()
+        if not self.cls_token.is_meta:  # nothing to initialise on the meta device (and init ops are slow there)
+            self.init_weights()
 
     def init_weights(self) -> None:
         """(Re-)initialise every parameter as the original does."""
@@ -646,9 +648,9 @@ def slice_subnet_state_dict(
         if head_dim > get("attn.rel_pos_k.table_v").shape[1]:
             raise ValueError(f"head_dim={head_dim} exceeds the relative tables' width "
                              f"{get('attn.rel_pos_k.table_v').shape[1]}")
-        for norm in ("norm1", "norm2"):
-            out[p + norm + ".weight"] = first(get(norm + ".weight"), E)
-            out[p + norm + ".bias"] = first(get(norm + ".bias"), E)
+        # (emitted in the static model's parameter order)
+        out[p + "norm1.weight"] = first(get("norm1.weight"), E)
+        out[p + "norm1.bias"] = first(get("norm1.bias"), E)
         w, b = slice_interleaved_qkv(qkv_w, sd.get(p + "attn.qkv.bias"), E, qk)
         out[p + "attn.qkv.weight"] = w
         if b is not None:
@@ -656,8 +658,12 @@ def slice_subnet_state_dict(
         for rel in ("rel_pos_k", "rel_pos_v"):
             for table in ("table_v", "table_h"):
                 out[f"{p}attn.{rel}.{table}"] = first(get(f"attn.{rel}.{table}"), head_dim, 1)
-        for name, in_f, out_f in (("attn.proj", qk, E), ("mlp.fc1", E, hidden), ("mlp.fc2", hidden, E)):
-            w, b = slice_linear(get(name + ".weight"), sd.get(p + name + ".bias"), in_f, out_f)
+        for name, in_f, out_f in (("attn.proj", qk, E), ("norm2", None, E), ("mlp.fc1", E, hidden),
+                                  ("mlp.fc2", hidden, E)):
+            if in_f is None:  # LayerNorm
+                w, b = first(get(name + ".weight"), out_f), first(get(name + ".bias"), out_f)
+            else:
+                w, b = slice_linear(get(name + ".weight"), sd.get(p + name + ".bias"), in_f, out_f)
             out[p + name + ".weight"] = w
             if b is not None:
                 out[p + name + ".bias"] = b
