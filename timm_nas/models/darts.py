@@ -1,1 +1,778 @@
-"""darts models (work in progress)."""
+"""DARTS networks: the genotype networks (CIFAR / ImageNet) and the search network, as timm models.
+
+Paper: Liu, Simonyan, Yang, "DARTS: Differentiable Architecture Search", ICLR 2019 (arXiv:1806.09055).
+Original code: https://github.com/quark0/darts (commit ``f276dd346a09ae3160f8e3aca5c7b193fda1da37``),
+``cnn/model.py`` (``NetworkCIFAR`` / ``NetworkImageNet``) and ``cnn/model_search.py`` (``Network``).
+
+* ``darts_cifar`` / ``darts_imagenet``: a network built from a :class:`~timm_nas.spaces.darts.Genotype` (a registry
+  name such as ``'darts_v2'``, a genotype dict, or the original ``Genotype(...)`` text), with the original's stems,
+  cell plan, auxiliary head and drop path. ``model(x)`` returns logits; ``model.forward_with_aux(x)`` returns
+  ``(logits, aux_logits)`` (the original's forward).
+* ``<key>_cifar`` / ``<key>_imagenet``: one pair per published genotype in ``registry/darts.json``.
+* ``darts_search``: the search network with the architecture weights ``alphas_normal`` / ``alphas_reduce``.
+
+The module layout keeps the original's state-dict keys except ``_ops`` (``ops`` in a genotype cell, ``edges.<e>.ops``
+in a search cell) and NetworkImageNet's ``stem0`` (``stem``); :func:`checkpoint_filter_fn` converts the original
+checkpoints.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import create_classifier, get_device_dtype
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._manipulate import checkpoint
+
+from ..cost import register_cost
+from ..layers.darts_ops import (
+    FactorizedReduce,
+    MixedOp,
+    ReLUConvBN,
+    create_darts_op,
+    darts_drop_path,
+    op_macs,
+    op_params,
+)
+from ..registry import load_registry
+from ..spaces.darts import PRIMITIVES, DartsSpace, Genotype
+
+__all__ = [
+    "DartsCell",
+    "DartsSearchCell",
+    "AuxiliaryHead",
+    "DartsNet",
+    "DartsSearchNet",
+    "checkpoint_filter_fn",
+    "darts_params",
+    "darts_macs",
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+]
+
+#: CIFAR-10 normalisation of the original (quark0/darts cnn/utils.py ``_data_transforms_cifar10``).
+CIFAR_MEAN = (0.49139968, 0.48215827, 0.44653124)
+CIFAR_STD = (0.24703233, 0.24348505, 0.26158768)
+
+#: Stem width = ``STEM_MULTIPLIER * C`` in NetworkCIFAR and the search network (cnn/model.py ``stem_multiplier = 3``).
+STEM_MULTIPLIER = 3
+#: Channels of the auxiliary heads' hidden convolutions (cnn/model.py ``AuxiliaryHeadCIFAR`` / ``ImageNet``).
+AUX_HIDDEN = 128
+AUX_WIDTH = 768
+#: Scale of the architecture weights' initialisation, ``1e-3 * randn`` (cnn/model_search.py ``_initialize_alphas``).
+ALPHA_INIT_SCALE = 1e-3
+
+_STEM_TYPES = ("cifar", "imagenet")
+
+
+def _cell_plan(C: int, layers: int, C_stem: int, reduction_prev: bool,
+               multiplier: Callable[[bool], int]) -> Iterator[tuple[int, int, int, bool, bool]]:
+    """The original's channel plan: ``(C_prev_prev, C_prev, C_curr, reduction, reduction_prev)`` per cell.
+
+    Reduction cells sit at ``layers // 3`` and ``2 * layers // 3`` and double ``C_curr``; a cell's output has
+    ``multiplier(reduction) * C_curr`` channels.
+    """
+    C_prev_prev, C_prev, C_curr = C_stem, C_stem, C
+    for i in range(layers):
+        reduction = i in (layers // 3, 2 * layers // 3)
+        if reduction:
+            C_curr *= 2
+        yield C_prev_prev, C_prev, C_curr, reduction, reduction_prev
+        reduction_prev = reduction
+        C_prev_prev, C_prev = C_prev, multiplier(reduction) * C_curr
+
+
+def _stage_ends(layers: int) -> list[int]:
+    """Index of the last cell before each reduction, and of the last cell (the feature taps)."""
+    ends = [layers // 3 - 1, 2 * layers // 3 - 1, layers - 1]
+    return sorted({e for e in ends if e >= 0})
+
+
+# ------------------------------------------------------------------------------------------------ blocks
+class DartsCell(nn.Module):
+    """A genotype cell (cnn/model.py ``Cell``): node i sums ``ops[2i](states[idx[2i]])`` and
+    ``ops[2i+1](states[idx[2i+1]])``; the output concatenates the ``concat`` states.
+
+    In a reduction cell the operations reading the cell inputs (index 0 / 1) run with stride 2. Drop path is applied
+    in training to every operation output except identities (as the original).
+    """
+
+    def __init__(self, pairs: Sequence[tuple[str, int]], concat: Sequence[int], C_prev_prev: int, C_prev: int,
+                 C: int, reduction: bool, reduction_prev: bool, device=None, dtype=None) -> None:
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        if reduction_prev:
+            self.preprocess0 = FactorizedReduce(C_prev_prev, C, affine=True, **dd)
+        else:
+            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=True, **dd)
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=True, **dd)
+        self.reduction = reduction
+        self.multiplier = len(concat)
+        ops = [create_darts_op(name, C, 2 if reduction and index < 2 else 1, affine=True, **dd) for name, index in pairs]
+        self.ops = nn.ModuleList(ops)
+        self.indices: list[int] = [int(index) for _, index in pairs]
+        self.concat: list[int] = [int(i) for i in concat]
+        self.droppable: list[bool] = [not isinstance(op, nn.Identity) for op in ops]
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        first = states[0]
+        for j, op in enumerate(self.ops):
+            h = op(states[self.indices[j]])
+            if self.training and drop_prob > 0. and self.droppable[j]:
+                h = darts_drop_path(h, drop_prob)
+            if j % 2 == 0:
+                first = h
+            else:
+                states.append(first + h)
+        return torch.cat([states[i] for i in self.concat], dim=1)
+
+
+class DartsSearchCell(nn.Module):
+    """A search cell (cnn/model_search.py ``Cell``): every earlier state feeds every node through a
+    :class:`MixedOp`; edges are ordered node-major, input-minor (the row order of the architecture weights)."""
+
+    def __init__(self, steps: int, multiplier: int, C_prev_prev: int, C_prev: int, C: int, reduction: bool,
+                 reduction_prev: bool, primitives: Sequence[str], device=None, dtype=None) -> None:
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        if reduction_prev:
+            self.preprocess0 = FactorizedReduce(C_prev_prev, C, affine=False, **dd)
+        else:
+            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False, **dd)
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False, **dd)
+        self.reduction = reduction
+        self.steps = steps
+        self.multiplier = multiplier
+        self.edges = nn.ModuleList([
+            MixedOp(C, 2 if reduction and j < 2 else 1, primitives, **dd)
+            for i in range(steps) for j in range(2 + i)
+        ])
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for _ in range(self.steps):
+            s: torch.Tensor | None = None
+            for j, h in enumerate(states):  # the original's Python sum over inputs in index order
+                y = self.edges[offset + j](h, weights[offset + j])
+                s = y if s is None else s + y
+            offset += len(states)
+            states.append(s)
+        return torch.cat(states[-self.multiplier:], dim=1)
+
+
+class AuxiliaryHead(nn.Module):
+    """The auxiliary classifier (cnn/model.py ``AuxiliaryHeadCIFAR`` / ``AuxiliaryHeadImageNet``).
+
+    ReLU -> AvgPool(5, stride 3 (CIFAR) / 2 (ImageNet)) -> 1x1 conv -> BN -> ReLU -> 2x2 conv -> [BN, CIFAR only] ->
+    ReLU -> Linear. Expects an 8x8 (CIFAR) / 7x7 (ImageNet) input. The first ReLU is in place, as in the original:
+    it also rectifies the backbone tensor it reads (see :meth:`DartsNet.forward_with_aux`).
+    """
+
+    def __init__(self, C: int, num_classes: int, imagenet: bool, device=None, dtype=None) -> None:
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        layers: list[nn.Module] = [
+            nn.ReLU(inplace=True),
+            nn.AvgPool2d(5, stride=2 if imagenet else 3, padding=0, count_include_pad=False),
+            nn.Conv2d(C, AUX_HIDDEN, 1, bias=False, **dd),
+            nn.BatchNorm2d(AUX_HIDDEN, **dd),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(AUX_HIDDEN, AUX_WIDTH, 2, bias=False, **dd),
+        ]
+        if not imagenet:  # the original drops this BN in the ImageNet head "for consistency with the paper"
+            layers.append(nn.BatchNorm2d(AUX_WIDTH, **dd))
+        layers.append(nn.ReLU(inplace=True))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(AUX_WIDTH, num_classes, **dd) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        return self.classifier(x.flatten(1))
+
+
+# ----------------------------------------------------------------------------------------- model classes
+class DartsNet(nn.Module):
+    """A DARTS genotype network: the original's ``NetworkCIFAR`` (``stem_type='cifar'``) or ``NetworkImageNet``
+    (``stem_type='imagenet'``) as a timm model.
+
+    Args:
+        genotype: a registry name or alias (``'darts_v2'``, ``'DARTS_V2'``), a genotype dict, a
+            :class:`~timm_nas.spaces.darts.Genotype`, or the original ``Genotype(normal=[...], ...)`` text.
+        C: initial channels (36 in the original CIFAR recipe, 48 for ImageNet).
+        layers: number of cells (20 / 14); reductions at ``layers // 3`` and ``2 * layers // 3``.
+        num_classes: classifier width (0 removes it).
+        stem_type: ``'cifar'`` (3x3 conv stem, no downsampling) or ``'imagenet'`` (stride-8 two-part stem).
+        auxiliary: build the auxiliary head after the second reduction cell; it is used only by
+            :meth:`forward_with_aux` in training (``model(x)`` never runs it, so leave it off for timm's train.py).
+        drop_path_rate: initial value of :attr:`drop_path_prob`, the drop-path probability of every cell (the
+            original ramps it per epoch: set ``model.drop_path_prob``).
+        drop_rate: dropout before the classifier (0 in the original).
+        in_chans: input channels.
+        global_pool: timm pooling type of the head (``'avg'`` is the original's; the ImageNet original's fixed
+            ``AvgPool2d(7)`` equals it at 224x224 input).
+    """
+
+    def __init__(
+            self,
+            genotype: Genotype | Mapping[str, Any] | str = "darts_v2",
+            C: int = 36,
+            layers: int = 20,
+            num_classes: int = 10,
+            stem_type: str = "cifar",
+            auxiliary: bool = False,
+            drop_path_rate: float = 0.,
+            drop_rate: float = 0.,
+            in_chans: int = 3,
+            global_pool: str = "avg",
+            device=None,
+            dtype=None,
+    ) -> None:
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        if stem_type not in _STEM_TYPES:
+            raise ValueError(f"stem_type={stem_type!r} is not allowed; allowed values: {list(_STEM_TYPES)}")
+        if C < 2 or layers < 1:
+            raise ValueError(f"C must be at least 2 and layers at least 1, got C={C}, layers={layers}")
+        self.genotype = Genotype.resolve(genotype)
+        self.stem_type = stem_type
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+        self.drop_path_prob = float(drop_path_rate)
+        self.grad_checkpointing = False
+        imagenet = stem_type == "imagenet"
+
+        if imagenet:
+            self.stem = nn.Sequential(  # the original's stem0 (s0 at stride 4)
+                nn.Conv2d(in_chans, C // 2, 3, stride=2, padding=1, bias=False, **dd),
+                nn.BatchNorm2d(C // 2, **dd),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False, **dd),
+                nn.BatchNorm2d(C, **dd),
+            )
+            # The original's ReLU here is in place and so also rectifies s0; every consumer of s0 starts with a
+            # ReLU, so an out-of-place ReLU gives identical outputs and gradients without aliasing s0.
+            self.stem1 = nn.Sequential(
+                nn.ReLU(inplace=False),
+                nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False, **dd),
+                nn.BatchNorm2d(C, **dd),
+            )
+            C_stem, stem_chs, stem_reduction, base_reduction = C, C, 4, 8
+        else:
+            C_stem = STEM_MULTIPLIER * C
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_chans, C_stem, 3, padding=1, bias=False, **dd),
+                nn.BatchNorm2d(C_stem, **dd),
+            )
+            self.stem1 = None
+            stem_chs, stem_reduction, base_reduction = C_stem, 1, 1
+
+        g = self.genotype
+        plan = list(_cell_plan(C, layers, C_stem, reduction_prev=imagenet,
+                               multiplier=lambda red: len(g.cell(red)[1])))
+        cells = []
+        self.aux_index = 2 * layers // 3
+        C_aux = 0
+        for i, (C_pp, C_p, C_curr, reduction, reduction_prev) in enumerate(plan):
+            pairs, concat = g.cell(reduction)
+            cells.append(DartsCell(pairs, concat, C_pp, C_p, C_curr, reduction, reduction_prev, **dd))
+            if i == self.aux_index:
+                C_aux = cells[-1].multiplier * C_curr
+        self.cells = nn.ModuleList(cells)
+        self.num_features = self.head_hidden_size = cells[-1].multiplier * plan[-1][2]
+        self.auxiliary_head = AuxiliaryHead(C_aux, num_classes, imagenet, **dd) if auxiliary else None
+
+        self.global_pool, self.head_drop, self.classifier = create_classifier(
+            self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+
+        # Feature taps: the stem, then the last cell of every resolution.
+        self.feature_info = [dict(num_chs=stem_chs, reduction=stem_reduction, module="stem")]
+        reduction_at = base_reduction
+        for i, cell in enumerate(cells):
+            if cell.reduction:
+                reduction_at *= 2
+            if i in _stage_ends(layers):
+                chs = cell.multiplier * plan[i][2]
+                self.feature_info.append(dict(num_chs=chs, reduction=reduction_at, module=f"cells.{i}"))
+
+    # --------------------------------------------------------------------------------------- timm API
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(stem=r"^stem", blocks=r"^cells\.(\d+)")
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier (and the auxiliary head's classifier) with one for ``num_classes``."""
+        dd = get_device_dtype(self)
+        self.num_classes = num_classes
+        if global_pool is None:
+            global_pool = self.global_pool.pool_type
+        self.global_pool, self.classifier = create_classifier(
+            self.num_features, num_classes, pool_type=global_pool, **dd)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self.global_pool.train(self.training)
+        self.classifier.train(self.training)
+        if self.auxiliary_head is not None:
+            aux = self.auxiliary_head
+            aux.classifier = nn.Linear(AUX_WIDTH, num_classes, **dd) if num_classes > 0 else nn.Identity()
+            aux.classifier.train(self.training)
+
+    # ------------------------------------------------------------------------------------------ forward
+    def _stems(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s0 = self.stem(x)
+        if self.stem1 is not None:
+            return s0, self.stem1(s0)
+        return s0, s0
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        s0, s1 = self._stems(x)
+        for cell in self.cells:
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                s0, s1 = s1, checkpoint(cell, s0, s1, self.drop_path_prob)
+            else:
+                s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+        return s1
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)
+        x = self.head_drop(x)
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    @torch.jit.ignore
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The original's forward: ``(logits, aux_logits)``, where ``aux_logits`` is computed only in training
+        with the auxiliary head (else ``None``).
+
+        As in the original, the head's first in-place ReLU also rectifies the output of the cell it reads. That is
+        harmless when another cell follows (cells start with a ReLU) and changes the final features only when that
+        cell is the last one (``layers`` <= 3); this method keeps the original's behaviour there, ``model(x)`` does
+        not.
+        """
+        aux: torch.Tensor | None = None
+        s0, s1 = self._stems(x)
+        for i, cell in enumerate(self.cells):
+            if self.grad_checkpointing:
+                s0, s1 = s1, checkpoint(cell, s0, s1, self.drop_path_prob)
+            else:
+                s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self.aux_index and self.auxiliary_head is not None and self.training:
+                aux = self.auxiliary_head(s1)
+        return self.forward_head(s1), aux
+
+
+class DartsSearchNet(nn.Module):
+    """The DARTS search network (cnn/model_search.py ``Network``) as a timm model.
+
+    The architecture weights are parameters named ``alphas_normal`` and ``alphas_reduce``, each
+    ``(num_edges, len(primitives))`` with rows in edge order (node-major, input-minor) and columns in primitive order,
+    shared by all normal / all reduction cells. :meth:`arch_parameters` and :meth:`weight_parameters` split them from
+    the network weights; :meth:`genotype` derives the discrete architecture.
+
+    Training this model with timm's train.py optimises weights and alphas jointly on the same data, which is NOT
+    the DARTS algorithm (a bilevel problem: weights on the training split, alphas on a held-out split); use
+    :func:`timm_nas.search.darts.search` / ``timm-nas search darts`` for that.
+
+    Args:
+        C: initial channels (16 in the original search).
+        layers: number of cells (8).
+        steps: intermediate nodes per cell (4).
+        multiplier: how many of the last states form a cell's output (4).
+        stem_multiplier: stem width is ``stem_multiplier * C`` (3).
+        num_classes: classifier width (10).
+        primitives: candidate operations, the column order of the alphas (default: the original's
+            :data:`~timm_nas.spaces.darts.PRIMITIVES`).
+        in_chans: input channels.
+        global_pool: timm pooling type of the head.
+        drop_rate: dropout before the classifier (0 in the original).
+    """
+
+    def __init__(
+            self,
+            C: int = 16,
+            layers: int = 8,
+            steps: int = 4,
+            multiplier: int = 4,
+            stem_multiplier: int = STEM_MULTIPLIER,
+            num_classes: int = 10,
+            primitives: Sequence[str] | None = None,
+            in_chans: int = 3,
+            global_pool: str = "avg",
+            drop_rate: float = 0.,
+            device=None,
+            dtype=None,
+    ) -> None:
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.space = DartsSpace(tuple(primitives) if primitives is not None else PRIMITIVES, steps, multiplier)
+        if C < 2 or layers < 1 or stem_multiplier < 1:
+            raise ValueError(f"C must be at least 2, layers and stem_multiplier at least 1; got C={C}, "
+                             f"layers={layers}, stem_multiplier={stem_multiplier}")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+        self.grad_checkpointing = False
+        C_stem = stem_multiplier * C
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, C_stem, 3, padding=1, bias=False, **dd),
+            nn.BatchNorm2d(C_stem, **dd),  # the search network's only affine BatchNorm
+        )
+        plan = list(_cell_plan(C, layers, C_stem, reduction_prev=False, multiplier=lambda red: multiplier))
+        self.cells = nn.ModuleList([
+            DartsSearchCell(steps, multiplier, C_pp, C_p, C_curr, red, red_prev, self.space.primitives, **dd)
+            for C_pp, C_p, C_curr, red, red_prev in plan
+        ])
+        self.num_features = multiplier * plan[-1][2]
+        self.global_pool, self.head_drop, self.classifier = create_classifier(
+            self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        shape = (self.space.num_edges, len(self.space.primitives))
+        # Drawn after every weight, in this order, like the original (which draws them from the global RNG).
+        self.alphas_normal = nn.Parameter(ALPHA_INIT_SCALE * torch.randn(shape, **dd))
+        self.alphas_reduce = nn.Parameter(ALPHA_INIT_SCALE * torch.randn(shape, **dd))
+
+        self.feature_info = [dict(num_chs=C_stem, reduction=1, module="stem")]
+        reduction_at = 1
+        for i, (_, _, C_curr, red, _) in enumerate(plan):
+            reduction_at *= 2 if red else 1
+            if i in _stage_ends(layers):
+                self.feature_info.append(dict(num_chs=multiplier * C_curr, reduction=reduction_at, module=f"cells.{i}"))
+
+    # ---------------------------------------------------------------------------------- architecture API
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture weights ``[alphas_normal, alphas_reduce]``."""
+        return [self.alphas_normal, self.alphas_reduce]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every parameter except the architecture weights, in ``named_parameters()`` order."""
+        return [p for n, p in self.named_parameters() if n not in ("alphas_normal", "alphas_reduce")]
+
+    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if n not in ("alphas_normal", "alphas_reduce")]
+
+    @torch.no_grad()
+    def genotype(self) -> Genotype:
+        """The genotype the original derives from the current alphas (softmax over all primitives, including
+        ``none``; see :meth:`timm_nas.spaces.darts.DartsSpace.derive`)."""
+        return self.space.derive(F.softmax(self.alphas_normal, dim=-1), F.softmax(self.alphas_reduce, dim=-1))
+
+    # --------------------------------------------------------------------------------------- timm API
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(stem=r"^stem|^alphas_", blocks=r"^cells\.(\d+)")
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        # If someone trains weights and alphas jointly, the alphas must not be decayed by the weight optimiser.
+        return {"alphas_normal", "alphas_reduce"}
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        dd = get_device_dtype(self)
+        self.num_classes = num_classes
+        if global_pool is None:
+            global_pool = self.global_pool.pool_type
+        self.global_pool, self.classifier = create_classifier(
+            self.num_features, num_classes, pool_type=global_pool, **dd)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self.global_pool.train(self.training)
+        self.classifier.train(self.training)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            # Recomputed per cell as in the original (identical values; the alphas' gradient sums per cell).
+            weights = F.softmax(self.alphas_reduce if cell.reduction else self.alphas_normal, dim=-1)
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                s0, s1 = s1, checkpoint(cell, s0, s1, weights)
+            else:
+                s0, s1 = s1, cell(s0, s1, weights)
+        return s1
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)
+        x = self.head_drop(x)
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# ------------------------------------------------------------------------------------------ analytic cost
+def _bn_params(C: int) -> int:
+    return 2 * C
+
+
+def _head(kind: str) -> tuple[bool, int, int]:
+    if kind not in _STEM_TYPES:
+        raise ValueError(f"network={kind!r} is not allowed; allowed values: {list(_STEM_TYPES)}")
+    imagenet = kind == "imagenet"
+    return imagenet, (48 if imagenet else 36), (14 if imagenet else 20)
+
+
+def darts_params(genotype: Genotype, *, network: str = "cifar", C: int | None = None, layers: int | None = None,
+                 num_classes: int | None = None, auxiliary: bool = False, in_chans: int = 3) -> int:
+    """Analytic parameter count of ``darts_cifar`` / ``darts_imagenet`` (``network``) for ``genotype``.
+
+    Defaults are the original recipes: CIFAR C=36, 20 layers, 10 classes; ImageNet C=48, 14 layers, 1000 classes.
+    """
+    imagenet, C0, L0 = _head(network)
+    C = C0 if C is None else C
+    layers = L0 if layers is None else layers
+    num_classes = (1000 if imagenet else 10) if num_classes is None else num_classes
+    genotype = Genotype.resolve(genotype)
+    if imagenet:
+        total = 9 * in_chans * (C // 2) + _bn_params(C // 2) + 9 * (C // 2) * C + _bn_params(C) + 9 * C * C + _bn_params(C)
+        C_stem = C
+    else:
+        C_stem = STEM_MULTIPLIER * C
+        total = 9 * in_chans * C_stem + _bn_params(C_stem)
+    C_aux = C_last = 0
+    for i, (C_pp, C_p, C_curr, red, red_prev) in enumerate(
+            _cell_plan(C, layers, C_stem, imagenet, lambda r: len(genotype.cell(r)[1]))):
+        pairs, concat = genotype.cell(red)
+        total += C_pp * C_curr + _bn_params(C_curr)  # preprocess0 (FactorizedReduce or 1x1 ReLUConvBN: same count)
+        total += C_p * C_curr + _bn_params(C_curr)
+        total += sum(op_params(op, C_curr, 2 if red and idx < 2 else 1) for op, idx in pairs)
+        C_last = len(concat) * C_curr
+        if i == 2 * layers // 3:
+            C_aux = C_last
+    total += C_last * num_classes + num_classes if num_classes > 0 else 0
+    if auxiliary:
+        total += C_aux * AUX_HIDDEN + _bn_params(AUX_HIDDEN) + AUX_HIDDEN * AUX_WIDTH * 4
+        total += 0 if imagenet else _bn_params(AUX_WIDTH)
+        total += AUX_WIDTH * num_classes + num_classes if num_classes > 0 else 0
+    return total
+
+
+def darts_macs(genotype: Genotype, *, network: str = "cifar", C: int | None = None, layers: int | None = None,
+               num_classes: int | None = None, img_size: int | tuple[int, int] | None = None,
+               in_chans: int = 3) -> int:
+    """Analytic multiply-accumulates of one image through ``darts_cifar`` / ``darts_imagenet`` in eval mode.
+
+    Convention (that of :mod:`timm_nas.cost`): convolutions and the classifier only; BatchNorm, ReLU, pooling and
+    additions are not counted. For DARTS_V2 ImageNet (C=48, 14 layers) at 224x224 this is 529,911,552 (529.9M); the
+    paper's 574M is not reproducible (see the registry entry).
+    """
+    imagenet, C0, L0 = _head(network)
+    C = C0 if C is None else C
+    layers = L0 if layers is None else layers
+    num_classes = (1000 if imagenet else 10) if num_classes is None else num_classes
+    img_size = (224 if imagenet else 32) if img_size is None else img_size
+    H, W = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    genotype = Genotype.resolve(genotype)
+    half = lambda n: -(-n // 2)  # noqa: E731  (stride-2, "same" padding: ceil(n / 2))
+    if imagenet:
+        h, w = half(H), half(W)
+        total = 9 * in_chans * (C // 2) * h * w
+        h, w = half(h), half(w)
+        total += 9 * (C // 2) * C * h * w
+        size0 = (h, w)
+        h, w = half(h), half(w)
+        total += 9 * C * C * h * w
+        size1 = (h, w)
+        C_stem = C
+    else:
+        C_stem = STEM_MULTIPLIER * C
+        total = 9 * in_chans * C_stem * H * W
+        size0 = size1 = (H, W)
+    C_last = 0
+    for C_pp, C_p, C_curr, red, red_prev in _cell_plan(C, layers, C_stem, imagenet,
+                                                       lambda r: len(genotype.cell(r)[1])):
+        pairs, concat = genotype.cell(red)
+        h1, w1 = size1
+        if red_prev:
+            total += 2 * (C_curr // 2) * C_pp * half(size0[0]) * half(size0[1])
+        else:
+            total += C_pp * C_curr * size0[0] * size0[1]
+        total += C_p * C_curr * h1 * w1
+        out = (half(h1), half(w1)) if red else (h1, w1)
+        for op, idx in pairs:
+            stride = 2 if red and idx < 2 else 1
+            hi, wi = (h1, w1) if idx < 2 else out
+            total += op_macs(op, C_curr, stride, hi, wi)
+        C_last = len(concat) * C_curr
+        size0, size1 = size1, out
+    return total + C_last * num_classes
+
+
+register_cost(Genotype, darts_params, darts_macs)
+
+
+# --------------------------------------------------------------------------------- checkpoint conversion
+_ORIGINAL_SEARCH_EDGE = re.compile(r"^cells\.(\d+)\._ops\.(\d+)\._ops\.")
+_ORIGINAL_CELL_OP = re.compile(r"^cells\.(\d+)\._ops\.")
+_ARCH_KEYS = ("alphas_normal", "alphas_reduce")
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Convert an original quark0/darts checkpoint (or one of ours) to this model's state dict.
+
+    * Unwraps ``{'state_dict': ...}`` / ``{'model': ...}`` and strips ``module.`` (``nn.DataParallel``) prefixes.
+    * Genotype networks: ``cells.<i>._ops.<m>.`` -> ``cells.<i>.ops.<m>.``; NetworkImageNet's ``stem0.`` ->
+      ``stem.``. The auxiliary head's weights are dropped when the model has no auxiliary head (it is only used
+      for training).
+    * Search network: ``cells.<i>._ops.<e>._ops.<k>.`` -> ``cells.<i>.edges.<e>.ops.<k>.``. The original keeps the
+      alphas outside the state dict; ``alphas_normal`` / ``alphas_reduce`` are taken from the state dict or the
+      checkpoint's top level when present, else the model's current alphas are kept.
+    * BatchNorm ``num_batches_tracked`` counters, absent from PyTorch 0.3 checkpoints, are set to 0 (they have no
+      effect with the original's momentum 0.1).
+
+    Raises:
+        ValueError: naming unexpected and missing keys (e.g. a checkpoint of another genotype or channel count).
+    """
+    from .._checkpoint import unwrap_state_dict
+
+    top = state_dict
+    sd = unwrap_state_dict(state_dict, keys=("state_dict", "model", "state_dict_ema", "model_ema"))
+    search = isinstance(model, DartsSearchNet)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if key.startswith("module."):
+            key = key[len("module."):]
+        if search:
+            key = _ORIGINAL_SEARCH_EDGE.sub(r"cells.\1.edges.\2.ops.", key)
+        else:
+            key = _ORIGINAL_CELL_OP.sub(r"cells.\1.ops.", key)
+            if key.startswith("stem0."):
+                key = "stem." + key[len("stem0."):]
+            if key.startswith("auxiliary_head.") and getattr(model, "auxiliary_head", None) is None:
+                continue
+        out[key] = value
+    expected = model.state_dict()
+    if search:
+        for name in _ARCH_KEYS:
+            if name not in out:
+                value = top.get(name) if isinstance(top, Mapping) else None
+                out[name] = (value if isinstance(value, torch.Tensor) else getattr(model, name)).detach().clone()
+    for key, value in expected.items():
+        if key.endswith("num_batches_tracked") and key not in out:
+            out[key] = torch.zeros_like(value, device="cpu")
+    unexpected = sorted(set(out) - set(expected))
+    missing = sorted(set(expected) - set(out))
+    if unexpected or missing:
+        raise ValueError(
+            f"checkpoint does not match {type(model).__name__}: {len(unexpected)} unexpected keys "
+            f"{unexpected[:8]}, {len(missing)} missing keys {missing[:8]}. Check the genotype, C, layers and "
+            "auxiliary arguments against the run that saved it")
+    return out
+
+
+# ------------------------------------------------------------------------------------------- default cfgs
+def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
+    return {
+        "url": url, "num_classes": 10, "input_size": (3, 32, 32), "pool_size": (8, 8),
+        "crop_pct": 1.0, "interpolation": "bilinear", "mean": CIFAR_MEAN, "std": CIFAR_STD,
+        "first_conv": "stem.0", "classifier": "classifier", "license": "apache-2.0", **kwargs,
+    }
+
+
+def _imagenet_cfg(**kwargs: Any) -> dict[str, Any]:
+    # The original evaluates at Resize(256) + CenterCrop(224) with bilinear resizing.
+    return _cfg(num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
+                mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, **kwargs)
+
+
+#: Registry keys with entrypoints (``<key>_cifar`` / ``<key>_imagenet``).
+REGISTRY_KEYS: tuple[str, ...] = tuple(load_registry("darts"))
+
+default_cfgs = generate_default_cfgs({
+    "darts_cifar": _cfg(),
+    "darts_imagenet": _imagenet_cfg(),
+    "darts_search": _cfg(),
+    **{f"{key}_cifar": _cfg() for key in REGISTRY_KEYS},
+    **{f"{key}_imagenet": _imagenet_cfg() for key in REGISTRY_KEYS},
+})
+
+
+def _create_darts(variant: str, pretrained: bool = False, **kwargs: Any) -> DartsNet:
+    return build_model_with_cfg(
+        DartsNet, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls="hook", no_rewrite=True),  # two-input cells: not a sequential chain
+        **kwargs,
+    )
+
+
+def _create_darts_search(variant: str, pretrained: bool = False, **kwargs: Any) -> DartsSearchNet:
+    return build_model_with_cfg(
+        DartsSearchNet, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls="hook", no_rewrite=True),
+        **kwargs,
+    )
+
+
+#: Entrypoint defaults of the original evaluation recipes (cnn/train.py, cnn/train_imagenet.py).
+_CIFAR_ARGS = dict(C=36, layers=20, stem_type="cifar", auxiliary=False)
+_IMAGENET_ARGS = dict(C=48, layers=14, stem_type="imagenet", auxiliary=False)
+
+
+@register_model
+def darts_cifar(pretrained: bool = False, **kwargs: Any) -> DartsNet:
+    """NetworkCIFAR (C=36, 20 cells) of a ``genotype`` (default DARTS_V2); auxiliary head off by default."""
+    model_args = dict(genotype="darts_v2", **_CIFAR_ARGS)
+    return _create_darts("darts_cifar", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def darts_imagenet(pretrained: bool = False, **kwargs: Any) -> DartsNet:
+    """NetworkImageNet (C=48, 14 cells) of a ``genotype`` (default DARTS_V2); auxiliary head off by default."""
+    model_args = dict(genotype="darts_v2", **_IMAGENET_ARGS)
+    return _create_darts("darts_imagenet", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def darts_search(pretrained: bool = False, **kwargs: Any) -> DartsSearchNet:
+    """The DARTS search network (C=16, 8 cells, 4 steps, 10 classes)."""
+    model_args = dict(C=16, layers=8, steps=4, multiplier=4, stem_multiplier=STEM_MULTIPLIER)
+    return _create_darts_search("darts_search", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+def _registry_entrypoint(key: str, kind: str) -> Callable[..., DartsNet]:
+    name = f"{key}_{kind}"
+    base = _CIFAR_ARGS if kind == "cifar" else _IMAGENET_ARGS
+
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> DartsNet:
+        model_args = dict(genotype=load_registry("darts")[key]["model_args"]["genotype"], **base)
+        return _create_darts(name, pretrained=pretrained, **dict(model_args, **kwargs))
+
+    entrypoint.__name__ = entrypoint.__qualname__ = name
+    entrypoint.__module__ = __name__
+    network = "NetworkCIFAR (C=36, 20 cells)" if kind == "cifar" else "NetworkImageNet (C=48, 14 cells)"
+    entrypoint.__doc__ = f"{network} of the registry genotype ``{key}`` (registry/darts.json)."
+    return entrypoint
+
+
+# Published genotypes are data: one pair of entrypoints per registry key, no per-architecture code.
+for _key in REGISTRY_KEYS:
+    for _kind in ("cifar", "imagenet"):
+        globals()[f"{_key}_{_kind}"] = register_model(_registry_entrypoint(_key, _kind))
+del _key, _kind

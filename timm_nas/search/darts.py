@@ -1,0 +1,872 @@
+"""DARTS bilevel search, export of the derived genotype network, and the original evaluation-training recipe.
+
+Reference: quark0/darts ``cnn/architect.py`` and ``cnn/train_search.py`` (search), ``cnn/train.py`` /
+``cnn/train_imagenet.py`` (training a genotype network from scratch), commit
+``f276dd346a09ae3160f8e3aca5c7b193fda1da37``.
+
+Per training step the original first updates the architecture weights (alphas) with Adam on a validation batch,
+then the network weights with SGD on the training batch:
+
+* first order: ``dL_val(w, alpha) / d alpha``;
+* second order: ``dL_val(w', alpha) / d alpha - eta * (dL_train(w+, alpha)/d alpha - dL_train(w-, alpha)/d alpha)
+  / (2 R)`` with the unrolled weights ``w' = w - eta * (momentum * buf + dL_train/dw + wd * w)``, ``v =
+  dL_val(w', alpha)/dw'``, ``R = r / ||v||`` and ``w+- = w +- R v``.
+
+:func:`architecture_gradient` computes exactly that, but only the gradients each piece needs (alpha-only backward
+passes where the original also fills every weight gradient, and the unrolled model evaluated functionally instead of
+being rebuilt), which is where the speed-up over the original comes from (``bench/bench_darts.py``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from ..spaces.base import generator_for
+from ..spaces.darts import PRIMITIVES, Genotype
+
+__all__ = [
+    "architecture_gradient",
+    "momentum_buffers",
+    "DartsSearchConfig",
+    "DartsSearchResult",
+    "search",
+    "search_transforms",
+    "split_indices",
+    "export_genotype",
+    "DartsTrainConfig",
+    "train_genotype_network",
+    "Cutout",
+]
+
+_logger = logging.getLogger(__name__)
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+Reduce = Callable[[Sequence[torch.Tensor]], list[torch.Tensor]]
+
+#: Finite-difference scale of the Hessian-vector product, ``R = r / ||v||`` (cnn/architect.py
+#: ``_hessian_vector_product(..., r=1e-2)``).
+HESSIAN_R = 0.01
+
+
+# --------------------------------------------------------------------------------- architecture gradient
+def momentum_buffers(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
+    """The SGD momentum buffer of each of ``params`` in ``optimizer`` (``None`` where there is none yet)."""
+    return [optimizer.state.get(p, {}).get("momentum_buffer") for p in params]
+
+
+def _identity(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return list(tensors)
+
+
+def _loss(model: nn.Module, batch: Batch, params: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+    x, y = batch
+    logits = model(x) if params is None else functional_call(model, dict(params), (x,))
+    return F.cross_entropy(logits, y)
+
+
+def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def architecture_gradient(
+        model: nn.Module,
+        train_batch: Batch,
+        valid_batch: Batch,
+        *,
+        eta: float,
+        weight_decay: float,
+        network_momentum: float,
+        momentum_buffers: Sequence[torch.Tensor | None] | None = None,
+        order: int = 1,
+        r: float = HESSIAN_R,
+) -> tuple[torch.Tensor, ...]:
+    """The gradient of the validation loss with respect to the architecture weights, as the original architect.
+
+    The model runs in train mode (BatchNorm batch statistics); BatchNorm running statistics are updated as in the
+    original: by the validation forward (first order), or by the training forward and the two finite-difference
+    forwards (second order), never by the forward at the unrolled weights. ``.grad`` fields are left untouched.
+
+    Args:
+        model: a search network with ``arch_parameters()`` and ``weight_parameters()`` (``darts_search``).
+        train_batch: ``(input, target)`` of the training split (used by the second order only).
+        valid_batch: ``(input, target)`` of the validation split.
+        eta: the network's current learning rate (the unrolled step's size).
+        weight_decay: the network optimiser's weight decay (added to every weight gradient of the unrolled step).
+        network_momentum: the network optimiser's momentum.
+        momentum_buffers: the network optimiser's momentum buffers, aligned with ``model.weight_parameters()``
+            (see :func:`momentum_buffers`); ``None`` or any missing buffer means a momentum term of zero, as in the
+            original.
+        order: 1 (``unrolled=False``, the original's default) or 2 (``--unrolled``).
+        r: finite-difference scale, ``R = r / ||v||``.
+
+    Returns:
+        One gradient per architecture parameter (``alphas_normal``, ``alphas_reduce``), in the alphas' dtype.
+    """
+    return _architecture_gradient(model, train_batch, valid_batch, eta=eta, weight_decay=weight_decay,
+                                  network_momentum=network_momentum, momentum_buffers=momentum_buffers,
+                                  order=order, r=r, reduce=_identity)
+
+
+def _architecture_gradient(
+        model: nn.Module, train_batch: Batch, valid_batch: Batch, *, eta: float, weight_decay: float,
+        network_momentum: float, momentum_buffers: Sequence[torch.Tensor | None] | None, order: int, r: float,
+        reduce: Reduce,
+) -> tuple[torch.Tensor, ...]:
+    """:func:`architecture_gradient` with a ``reduce`` hook averaging every gradient over data-parallel ranks, so
+    all ranks compute the gradient of the global batch and keep identical alphas."""
+    if order not in (1, 2):
+        raise ValueError(f"order={order!r} is not allowed; allowed values: [1, 2]")
+    for name in ("arch_parameters", "weight_parameters"):
+        if not callable(getattr(model, name, None)):
+            raise TypeError(f"{type(model).__name__} has no {name}(); architecture_gradient needs a DARTS search "
+                            "network such as timm.create_model('darts_search')")
+    alphas = list(model.arch_parameters())
+    was_training = model.training
+    model.train()
+    try:
+        if order == 1:
+            # The original calls .backward() and so also fills every weight gradient; only the alphas' are needed.
+            loss = _loss(model, valid_batch)
+            return tuple(reduce(torch.autograd.grad(loss, alphas)))
+        return tuple(_second_order(model, alphas, train_batch, valid_batch, eta, weight_decay, network_momentum,
+                                   momentum_buffers, r, reduce))
+    finally:
+        model.train(was_training)
+
+
+def _second_order(model: nn.Module, alphas: list[torch.Tensor], train_batch: Batch, valid_batch: Batch, eta: float,
+                  weight_decay: float, network_momentum: float,
+                  buffers: Sequence[torch.Tensor | None] | None, r: float, reduce: Reduce) -> list[torch.Tensor]:
+    alpha_ids = {id(a) for a in alphas}
+    named_weights = [(n, p) for n, p in model.named_parameters() if id(p) not in alpha_ids]
+    weights = [p for _, p in named_weights]
+    if buffers is not None and len(buffers) != len(weights):
+        raise ValueError(f"momentum_buffers has {len(buffers)} entries but the model has {len(weights)} weight "
+                         "parameters; pass momentum_buffers(optimizer, model.weight_parameters())")
+
+    # 1. The unrolled weights w' = w - eta * (momentum * buf + dL_train/dw + wd * w): one SGD step without clipping.
+    loss = _loss(model, train_batch)
+    grads = reduce(torch.autograd.grad(loss, weights))
+    with torch.no_grad():
+        theta = _flat(weights)
+        if buffers is None or any(b is None for b in buffers):
+            moment = torch.zeros_like(theta)  # the original's bare `except`: no buffer yet -> no momentum term
+        else:
+            moment = _flat(buffers).mul_(network_momentum)
+        dtheta = _flat(grads) + weight_decay * theta
+        unrolled_flat = theta.sub(moment + dtheta, alpha=eta)
+
+    # 2. dL_val(w', alpha) / d(alpha, w'), with w' substituted functionally. The BatchNorm buffers are copies, so this
+    #    forward leaves the model's running statistics alone (the original runs it on a throw-away model copy).
+    unrolled_flat.requires_grad_(True)
+    params: dict[str, torch.Tensor] = {n: b.clone() for n, b in model.named_buffers()}
+    offset = 0
+    for name, p in named_weights:
+        params[name] = unrolled_flat[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+    unrolled_loss = _loss(model, valid_batch, params)
+    grads = torch.autograd.grad(unrolled_loss, alphas + [unrolled_flat])
+    dalpha = reduce(grads[:len(alphas)])
+    v_flat = reduce(grads[len(alphas):])[0]
+    vector, offset = [], 0
+    for p in weights:
+        vector.append(v_flat[offset:offset + p.numel()].view_as(p))
+        offset += p.numel()
+
+    # 3. Finite-difference Hessian-vector product around w (not w'), in the original's in-place order, so the
+    #    weights afterwards equal the original's bit for bit (w + Rv - 2Rv + Rv, not exactly w).
+    R = r / v_flat.norm().item()
+    with torch.no_grad():
+        for p, v in zip(weights, vector):
+            p.add_(v, alpha=R)
+    grads_p = torch.autograd.grad(_loss(model, train_batch), alphas)
+    with torch.no_grad():
+        for p, v in zip(weights, vector):
+            p.sub_(v, alpha=2 * R)
+    grads_n = torch.autograd.grad(_loss(model, train_batch), alphas)
+    with torch.no_grad():
+        for p, v in zip(weights, vector):
+            p.add_(v, alpha=R)
+    implicit = reduce([(x - y).div_(2 * R) for x, y in zip(grads_p, grads_n)])
+    return [g.sub(ig, alpha=eta) for g, ig in zip(dalpha, implicit)]
+
+
+# ------------------------------------------------------------------------------------------- distributed
+def _dist() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce_mean(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Average tensors over all ranks (one flat all-reduce); identity in a single process."""
+    _, world = _dist()
+    tensors = list(tensors)
+    if world == 1 or not tensors:
+        return tensors
+    flat = _flat([t.detach() for t in tensors]).clone()
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat.div_(world)
+    out, offset = [], 0
+    for t in tensors:
+        out.append(flat[offset:offset + t.numel()].view_as(t))
+        offset += t.numel()
+    return out
+
+
+def _broadcast_state(model: nn.Module) -> None:
+    """Make every rank's parameters and buffers equal to rank 0's."""
+    if _dist()[1] == 1:
+        return
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
+# ----------------------------------------------------------------------------------------- search config
+@dataclasses.dataclass
+class DartsSearchConfig:
+    """Search settings; the defaults are the original's ``train_search.py`` defaults.
+
+    Args:
+        C: search network initial channels.
+        layers: search network cells.
+        steps: intermediate nodes per cell.
+        multiplier: states concatenated into a cell's output.
+        stem_multiplier: stem width factor.
+        primitives: candidate operations (column order of the alphas).
+        epochs: search epochs.
+        batch_size: batch size per process, for both the training and the validation batches.
+        lr: initial network learning rate (SGD), cosine-annealed per epoch to ``lr_min`` over ``epochs``.
+        lr_min: final network learning rate.
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay (on every weight, BatchNorm and biases included).
+        grad_clip: gradient-norm clip of the network weights (alphas are never clipped).
+        arch_lr: Adam learning rate of the alphas.
+        arch_betas: Adam betas of the alphas.
+        arch_weight_decay: Adam (L2) weight decay of the alphas.
+        train_portion: fraction of the training set used for the weights; the rest is the validation split.
+        order: 1 (first order, the original's default) or 2 (second order, ``--unrolled``).
+        r: finite-difference scale of the second order.
+        seed: seed of the model initialisation, the data order and the validation batches.
+        img_size: training crop size (32 for CIFAR).
+        workers: data-loader worker processes (augmentations are reproducible from the seed only with ``>= 1``).
+    """
+
+    C: int = 16
+    layers: int = 8
+    steps: int = 4
+    multiplier: int = 4
+    stem_multiplier: int = 3
+    primitives: tuple[str, ...] = PRIMITIVES
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 0.025
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    arch_lr: float = 3e-4
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = 1e-3
+    train_portion: float = 0.5
+    order: int = 1
+    r: float = HESSIAN_R
+    seed: int = 2
+    img_size: int = 32
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.order not in (1, 2):
+            raise ValueError(f"order={self.order!r} is not allowed; allowed values: [1, 2]")
+        if not 0. < self.train_portion < 1.:
+            raise ValueError(f"train_portion must be in (0, 1), got {self.train_portion}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be positive, got {self.epochs} and {self.batch_size}")
+        self.primitives = tuple(self.primitives)
+        self.arch_betas = tuple(self.arch_betas)  # type: ignore[assignment]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def model_args(self) -> dict[str, Any]:
+        return dict(C=self.C, layers=self.layers, steps=self.steps, multiplier=self.multiplier,
+                    stem_multiplier=self.stem_multiplier, primitives=list(self.primitives))
+
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of epoch ``epoch`` (0-based): ``lr_min + (lr - lr_min) (1 + cos(pi e / epochs)) / 2``,
+        the closed form of the original's ``CosineAnnealingLR`` stepped at the start of each epoch under
+        PyTorch 0.3 (first epoch at ``lr``)."""
+        return self.lr_min + (self.lr - self.lr_min) * (1 + math.cos(math.pi * epoch / self.epochs)) / 2
+
+
+@dataclasses.dataclass
+class DartsSearchResult:
+    """What a search returns: the final genotype, the per-epoch history and where the files are."""
+
+    genotype: Genotype
+    history: list[dict[str, Any]]
+    output_dir: Path
+    export_dir: Path | None = None
+
+
+# ------------------------------------------------------------------------------------------------ data
+def search_transforms(img_size: int = 32, mean: Sequence[float] | None = None,
+                      std: Sequence[float] | None = None) -> Any:
+    """The original search / CIFAR training transform: random crop with 4-pixel padding, horizontal flip,
+    normalisation with the CIFAR-10 statistics (a resize to ``img_size`` first, a no-op on CIFAR)."""
+    from torchvision import transforms
+
+    from ..models.darts import CIFAR_MEAN, CIFAR_STD
+
+    return transforms.Compose([
+        transforms.Resize(img_size),
+        transforms.RandomCrop(img_size, padding=4),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(mean or CIFAR_MEAN, std or CIFAR_STD),
+    ])
+
+
+def split_indices(n: int, train_portion: float) -> tuple[list[int], list[int]]:
+    """The original's split: the first ``floor(portion * n)`` indices train the weights, the rest the alphas."""
+    split = int(math.floor(train_portion * n))
+    if split < 1 or split >= n:
+        raise ValueError(f"train_portion={train_portion} of {n} samples leaves an empty split")
+    return list(range(split)), list(range(split, n))
+
+
+class _EpochBatches(torch.utils.data.Sampler):
+    """Training batches of one epoch: a seeded permutation of the training split, sharded over ranks (the
+    original's ``SubsetRandomSampler``)."""
+
+    def __init__(self, indices: list[int], batch_size: int, seed: int, epoch: int, rank: int, world: int) -> None:
+        g = generator_for(seed, epoch)
+        perm = torch.randperm(len(indices), generator=g).tolist()
+        usable = len(perm) - len(perm) % world
+        mine = [indices[i] for i in perm[rank:usable:world]]
+        self.batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _RandomBatches(torch.utils.data.Sampler):
+    """Validation batches as the original draws them: every step takes the first ``batch_size`` items of a fresh
+    random permutation of the validation split (``next(iter(valid_queue))``), here from a seeded generator and
+    without respawning loader workers."""
+
+    def __init__(self, indices: list[int], batch_size: int, num_batches: int, generator: torch.Generator) -> None:
+        self.indices, self.batch_size, self.num_batches, self.generator = indices, batch_size, num_batches, generator
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for _ in range(self.num_batches):
+            perm = torch.randperm(len(self.indices), generator=self.generator)[:self.batch_size].tolist()
+            yield [self.indices[i] for i in perm]
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+
+def _loader(dataset: Any, batch_sampler: torch.utils.data.Sampler, workers: int, seed: int, step: int) -> Any:
+    return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers,
+                                       generator=generator_for(seed, step), persistent_workers=False)
+
+
+def _accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
+    return (logits.argmax(dim=-1) == target).float().sum().item()
+
+
+# ---------------------------------------------------------------------------------------------- search
+_CHECKPOINT = "checkpoint.pth"
+_LOG = "search_log.jsonl"
+
+
+def _save(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def search(
+        dataset: Any,
+        output_dir: str | os.PathLike,
+        config: DartsSearchConfig | None = None,
+        *,
+        num_classes: int | None = None,
+        resume: bool = True,
+        device: str | torch.device = "cpu",
+        progress: bool = True,
+        export: Mapping[str, Any] | None = None,
+) -> DartsSearchResult:
+    """Run the DARTS search (the original ``train_search.py`` loop) on ``dataset``.
+
+    The first ``train_portion`` of ``dataset`` trains the weights, the rest the alphas (both with the dataset's own
+    transform). Each epoch appends one JSON line to ``search_log.jsonl`` (learning rate, losses, accuracies, the
+    genotype derived after the epoch as dict and original text, the softmaxed alphas) and writes
+    ``checkpoint.pth`` (weights, alphas, both optimisers, epoch); a later call with ``resume=True`` continues after
+    the last finished epoch and reproduces the same run. The final genotype goes to ``genotype.json``.
+
+    Under ``torchrun`` (``torch.distributed`` initialised) every rank takes its shard of the training batches and its
+    own validation batches; weight gradients and every piece of the architecture gradient are averaged over ranks,
+    so weights and alphas stay identical on all ranks; BatchNorm statistics are synchronised from rank 0 after every
+    epoch. Only rank 0 writes files.
+
+    Args:
+        dataset: a map-style dataset of ``(image_tensor, class_index)`` (e.g. from :func:`search_transforms` with
+            ``timm.data.create_dataset``).
+        output_dir: folder for the log, checkpoint and genotype.
+        config: search settings (defaults: the original's).
+        num_classes: classes of the dataset (default: read from ``dataset.classes`` / ``dataset.targets``).
+        resume: continue from ``output_dir/checkpoint.pth`` when it exists.
+        device: where to run.
+        progress: show a progress bar.
+        export: when given, keyword arguments of :func:`export_genotype` (``folder``, ``model_name``,
+            ``model_kwargs``, ``push_to``, ...) to export the derived genotype network at the end.
+    """
+    import timm
+    from tqdm.auto import tqdm
+
+    from .._checkpoint import load_checkpoint_file
+
+    cfg = config or DartsSearchConfig()
+    out = Path(output_dir)
+    rank, world = _dist()
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    num_classes = num_classes or _num_classes(dataset)
+    train_idx, valid_idx = split_indices(len(dataset), cfg.train_portion)
+
+    # Model initialisation is seeded without disturbing the caller's global RNG stream.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = timm.create_model("darts_search", num_classes=num_classes, **cfg.model_args())
+    model.to(device)
+    weights, alphas = model.weight_parameters(), model.arch_parameters()
+    optimizer = torch.optim.SGD(weights, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    arch_optimizer = torch.optim.Adam(alphas, lr=cfg.arch_lr, betas=cfg.arch_betas, weight_decay=cfg.arch_weight_decay)
+
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    ckpt_path, log_path = out / _CHECKPOINT, out / _LOG
+    if resume and ckpt_path.is_file():
+        ckpt = load_checkpoint_file(ckpt_path)
+        saved = ckpt.get("config", {})
+        if saved and {k: v for k, v in saved.items() if k != "epochs"} != \
+                {k: v for k, v in cfg.to_dict().items() if k != "epochs"}:
+            raise ValueError(f"{ckpt_path} was written with different search settings; use another output_dir or "
+                             "resume=False. Saved: " + json.dumps(saved))
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        arch_optimizer.load_state_dict(ckpt["arch_optimizer"])
+        start_epoch = int(ckpt["epoch"]) + 1
+        history = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] \
+            if log_path.is_file() else []
+        history = [h for h in history if h["epoch"] < start_epoch]
+        _logger.info("resuming DARTS search at epoch %d from %s", start_epoch, ckpt_path)
+    elif rank == 0 and log_path.is_file():
+        log_path.unlink()
+    _broadcast_state(model)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        lr = cfg.lr_at(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        train_sampler = _EpochBatches(train_idx, cfg.batch_size, cfg.seed, epoch, rank, world)
+        valid_gen = generator_for(cfg.seed + 1 + rank, epoch)
+        valid_sampler = _RandomBatches(valid_idx, cfg.batch_size, len(train_sampler), valid_gen)
+        train_loader = _loader(dataset, train_sampler, cfg.workers, cfg.seed, 2 * epoch)
+        valid_loader = _loader(dataset, valid_sampler, cfg.workers, cfg.seed + 1 + rank, 2 * epoch + 1)
+        model.train()
+        stats = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
+        t0 = time.perf_counter()
+        bar = tqdm(zip(train_loader, valid_loader), total=len(train_sampler), disable=not progress or rank != 0,
+                   desc=f"darts search {epoch + 1}/{cfg.epochs}", leave=False)
+        for (x, y), (xv, yv) in bar:
+            x, y, xv, yv = x.to(device), y.to(device), xv.to(device), yv.to(device)
+            loss, logits = _search_step(model, optimizer, arch_optimizer, (x, y), (xv, yv), lr, cfg)
+            stats += torch.tensor([loss * y.numel(), _accuracy(logits, y), y.numel()], dtype=torch.float64)
+            bar.set_postfix(loss=f"{stats[0] / stats[2]:.3f}")
+        _broadcast_state_buffers(model)
+        valid_loss, valid_acc = _evaluate(model, dataset, valid_idx, cfg, device, rank, world)
+        stats = _sum_over_ranks(stats)
+        genotype = model.genotype()
+        record = {
+            "epoch": epoch, "lr": lr,
+            "train_loss": float(stats[0] / stats[2]), "train_acc": float(stats[1] / stats[2]),
+            "valid_loss": valid_loss, "valid_acc": valid_acc, "seconds": time.perf_counter() - t0,
+            "genotype": genotype.to_dict(), "genotype_text": genotype.to_text(),
+            "alphas_normal": F.softmax(model.alphas_normal.detach(), dim=-1).cpu().tolist(),
+            "alphas_reduce": F.softmax(model.alphas_reduce.detach(), dim=-1).cpu().tolist(),
+        }
+        history.append(record)
+        _logger.info("epoch %d lr %.5f train_acc %.4f valid_acc %.4f genotype %s", epoch, lr, record["train_acc"],
+                     valid_acc, record["genotype_text"])
+        if rank == 0:
+            with open(log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            _save(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "arch_optimizer": arch_optimizer.state_dict(), "epoch": epoch,
+                              "config": cfg.to_dict()})
+
+    genotype = model.genotype()
+    result = DartsSearchResult(genotype, history, out)
+    if rank == 0:
+        (out / "genotype.json").write_text(json.dumps(genotype.to_dict(), indent=1) + "\n")
+        (out / "genotype.txt").write_text(genotype.to_text() + "\n")
+        if export is not None:
+            provenance = _provenance(cfg, history, num_classes)
+            result.export_dir = export_genotype(genotype, provenance=provenance, **dict(export))
+    return result
+
+
+def _search_step(model: nn.Module, optimizer: torch.optim.Optimizer, arch_optimizer: torch.optim.Optimizer,
+                 train_batch: Batch, valid_batch: Batch, lr: float, cfg: DartsSearchConfig) -> tuple[float, torch.Tensor]:
+    """One step of the original: the architecture step (Adam on the alphas), then the weight step (SGD)."""
+    weights, alphas = model.weight_parameters(), model.arch_parameters()
+    grads = _architecture_gradient(
+        model, train_batch, valid_batch, eta=lr, weight_decay=cfg.weight_decay, network_momentum=cfg.momentum,
+        momentum_buffers=momentum_buffers(optimizer, weights), order=cfg.order, r=cfg.r, reduce=_all_reduce_mean)
+    arch_optimizer.zero_grad(set_to_none=True)
+    for a, g in zip(alphas, grads):
+        a.grad = g.detach().clone()
+    arch_optimizer.step()
+
+    # Weight step: the alphas are constants here, so their (unused) gradient is not computed.
+    optimizer.zero_grad(set_to_none=True)
+    for a in alphas:
+        a.requires_grad_(False)
+    try:
+        logits = model(train_batch[0])
+        loss = F.cross_entropy(logits, train_batch[1])
+        loss.backward()
+    finally:
+        for a in alphas:
+            a.requires_grad_(True)
+    if _dist()[1] > 1:
+        for p, g in zip(weights, _all_reduce_mean([p.grad for p in weights])):
+            p.grad.copy_(g)
+    nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
+    optimizer.step()
+    return loss.item(), logits.detach()
+
+
+def _broadcast_state_buffers(model: nn.Module) -> None:
+    if _dist()[1] > 1:
+        with torch.no_grad():
+            for b in model.buffers():
+                dist.broadcast(b.data, src=0)
+
+
+def _sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    if _dist()[1] > 1:
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, dataset: Any, indices: list[int], cfg: DartsSearchConfig, device: torch.device,
+              rank: int, world: int) -> tuple[float, float]:
+    """Loss and accuracy of the search network on the validation split (eval mode), the original's ``infer``."""
+    mine = indices[rank::world]
+    batches = [mine[i:i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)]
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers)
+    model.eval()
+    stats = torch.zeros(3, dtype=torch.float64)
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        stats += torch.tensor([F.cross_entropy(logits, y, reduction="sum").item(), _accuracy(logits, y), y.numel()],
+                              dtype=torch.float64)
+    model.train()
+    stats = _sum_over_ranks(stats)
+    return float(stats[0] / stats[2]), float(stats[1] / stats[2])
+
+
+def _num_classes(dataset: Any) -> int:
+    classes = getattr(dataset, "classes", None)
+    if classes:
+        return len(classes)
+    class_to_idx = getattr(getattr(dataset, "reader", None), "class_to_idx", None)  # timm's ImageDataset
+    if class_to_idx:
+        return len(class_to_idx)
+    targets = getattr(dataset, "targets", None)
+    if targets is not None and len(targets):
+        return int(max(int(t) for t in targets)) + 1
+    raise ValueError("cannot tell the number of classes of the dataset; pass num_classes=")
+
+
+def _provenance(cfg: DartsSearchConfig, history: list[dict[str, Any]], num_classes: int) -> dict[str, Any]:
+    from ..spaces.darts import DartsSpace
+
+    last = history[-1] if history else {}
+    return {
+        "method": "darts" if cfg.order == 1 else "darts (second order)",
+        "space": DartsSpace(cfg.primitives, cfg.steps, cfg.multiplier).to_dict(),
+        "constraints": None,
+        "seed": cfg.seed,
+        "score": last.get("valid_acc"),
+        "score_name": "search-network accuracy on the held-out half of the training set (last epoch)",
+        "search_config": cfg.to_dict(),
+        "search_num_classes": num_classes,
+        "epochs_run": len(history),
+        "weights": "untrained: a searched genotype is trained from scratch (timm-nas train-darts or timm's train.py)",
+    }
+
+
+# ------------------------------------------------------------------------------------------------ export
+def export_genotype(
+        genotype: Genotype | Mapping[str, Any] | str,
+        folder: str | os.PathLike,
+        *,
+        model_name: str = "darts_cifar",
+        model_kwargs: Mapping[str, Any] | None = None,
+        provenance: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+        push_to: str | None = None,
+        private: bool = False,
+        token: str | None = None,
+) -> Path:
+    """Build the genotype network (``darts_cifar`` or ``darts_imagenet``) and export it as a Hub folder with
+    :func:`timm_nas.hub.export` (``config.json`` holds ``genotype`` under ``model_args``); optionally push it.
+
+    The network's weights are freshly initialised: DARTS trains a searched genotype from scratch.
+    """
+    import timm
+    from timm.models._input import update_model_args
+
+    from .. import hub
+
+    if model_name not in ("darts_cifar", "darts_imagenet"):
+        raise ValueError(f"model_name={model_name!r} is not allowed; allowed values: ['darts_cifar', 'darts_imagenet']")
+    genotype = Genotype.resolve(genotype)
+    kwargs = dict(model_kwargs or {})
+    model = timm.create_model(model_name, genotype=genotype.to_dict(), **kwargs)
+    update_model_args(model, genotype=genotype.to_dict(), **kwargs)
+    card: dict[str, Any] = {"provenance": dict(provenance or {}, genotype=genotype.to_dict(),
+                                                genotype_text=genotype.to_text())}
+    path = Path(hub.export(model, folder, card=card, overwrite=overwrite))
+    if push_to:
+        hub.push(path, push_to, private=private, token=token)
+    return path
+
+
+# ---------------------------------------------------------------------------------- evaluation training
+class Cutout:
+    """Zero one ``length x length`` square (clipped at the border) at a uniformly random centre of a CHW tensor
+    (cnn/utils.py ``Cutout``; drawn from torch's RNG instead of numpy's)."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        h, w = img.shape[-2:]
+        y = int(torch.randint(h, (1,)).item())
+        x = int(torch.randint(w, (1,)).item())
+        half = self.length // 2
+        img = img.clone()
+        img[..., max(0, y - half):min(h, y + half), max(0, x - half):min(w, x + half)] = 0.
+        return img
+
+
+@dataclasses.dataclass
+class DartsTrainConfig:
+    """Training a genotype network from scratch; defaults are the original CIFAR-10 recipe (``cnn/train.py`` with
+    ``--auxiliary --cutout``). :meth:`imagenet` gives ``cnn/train_imagenet.py``'s.
+
+    Args:
+        model_name: ``darts_cifar`` or ``darts_imagenet``.
+        genotype: registry name, dict or text.
+        C: initial channels.
+        layers: cells.
+        epochs: training epochs.
+        batch_size: batch size per process.
+        lr: SGD learning rate.
+        momentum: SGD momentum (no Nesterov).
+        weight_decay: SGD weight decay on every parameter.
+        schedule: ``'cosine'`` (to 0 over ``epochs``) or ``'step'`` (x ``decay_rate`` per epoch).
+        decay_rate: per-epoch factor of the ``'step'`` schedule.
+        auxiliary_weight: weight of the auxiliary loss (0 disables the auxiliary head).
+        drop_path_prob: final drop-path probability, ramped linearly as ``p * epoch / epochs``.
+        cutout: cutout length (0 disables it; CIFAR recipe only).
+        label_smoothing: label smoothing of the training loss.
+        grad_clip: gradient-norm clip.
+        ema_decay: decay of a timm ``ModelEmaV3`` of the weights (0: none, as the original).
+        img_size: input size.
+        seed: seed of the model initialisation and the data order.
+        workers: data-loader workers.
+    """
+
+    model_name: str = "darts_cifar"
+    genotype: Any = "darts_v2"
+    C: int = 36
+    layers: int = 20
+    epochs: int = 600
+    batch_size: int = 96
+    lr: float = 0.025
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    schedule: str = "cosine"
+    decay_rate: float = 0.97
+    auxiliary_weight: float = 0.4
+    drop_path_prob: float = 0.2
+    cutout: int = 16
+    label_smoothing: float = 0.
+    grad_clip: float = 5.0
+    ema_decay: float = 0.
+    img_size: int = 32
+    seed: int = 0
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.model_name not in ("darts_cifar", "darts_imagenet"):
+            raise ValueError(f"model_name={self.model_name!r} is not allowed; allowed values: "
+                             "['darts_cifar', 'darts_imagenet']")
+        if self.schedule not in ("cosine", "step"):
+            raise ValueError(f"schedule={self.schedule!r} is not allowed; allowed values: ['cosine', 'step']")
+
+    @classmethod
+    def imagenet(cls, **overrides: Any) -> "DartsTrainConfig":
+        """The original ImageNet recipe (``cnn/train_imagenet.py``): C=48, 14 cells, batch 128, SGD 0.1, weight
+        decay 3e-5, x0.97 per epoch, 250 epochs, label smoothing 0.1, auxiliary 0.4, no drop path, no cutout."""
+        base = dict(model_name="darts_imagenet", C=48, layers=14, epochs=250, batch_size=128, lr=0.1,
+                    weight_decay=3e-5, schedule="step", decay_rate=0.97, drop_path_prob=0., cutout=0,
+                    label_smoothing=0.1, img_size=224)
+        return cls(**dict(base, **overrides))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if isinstance(self.genotype, Genotype):
+            d["genotype"] = self.genotype.to_dict()
+        return d
+
+
+def train_genotype_network(train_dataset: Any, valid_dataset: Any, output_dir: str | os.PathLike,
+                           config: DartsTrainConfig | None = None, *, num_classes: int | None = None,
+                           device: str | torch.device = "cpu", resume: bool = True,
+                           progress: bool = True) -> dict[str, Any]:
+    """Train a genotype network from scratch with the original recipe, built from timm's components: the model
+    from ``timm.create_model``, ``timm.optim.create_optimizer_v2`` (plain momentum SGD, weight decay on every
+    parameter), ``timm.scheduler`` (cosine or step, stepped at the start of each epoch like the original),
+    ``timm.loss.LabelSmoothingCrossEntropy``, ``timm.utils.ModelEmaV3`` and ``timm.utils.CheckpointSaver``
+    (``last.pth.tar`` / ``model_best.pth.tar`` in ``output_dir``).
+
+    Per step: ``loss = CE(logits) + auxiliary_weight * CE(aux_logits)`` from ``model.forward_with_aux``, gradient
+    clip, SGD step; ``model.drop_path_prob`` ramps linearly per epoch.
+
+    Returns:
+        ``{'best_top1': ..., 'history': [...]}`` (one record per epoch).
+    """
+    import argparse
+
+    import timm
+    from timm.loss import LabelSmoothingCrossEntropy
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler, StepLRScheduler
+    from timm.utils import CheckpointSaver, ModelEmaV3, accuracy
+    from tqdm.auto import tqdm
+
+    from .._checkpoint import load_checkpoint_file
+
+    cfg = config or DartsTrainConfig()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    num_classes = num_classes or _num_classes(train_dataset)
+    genotype = Genotype.resolve(cfg.genotype)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = timm.create_model(cfg.model_name, genotype=genotype.to_dict(), C=cfg.C, layers=cfg.layers,
+                                  num_classes=num_classes, auxiliary=cfg.auxiliary_weight > 0)
+    model.to(device)
+    optimizer = create_optimizer_v2(model, opt="momentum", lr=cfg.lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay, filter_bias_and_bn=False)
+    if cfg.schedule == "cosine":
+        scheduler = CosineLRScheduler(optimizer, t_initial=cfg.epochs, lr_min=0., t_in_epochs=True)
+    else:
+        scheduler = StepLRScheduler(optimizer, decay_t=1, decay_rate=cfg.decay_rate, t_in_epochs=True)
+    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
+    criterion = LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss()
+    args = argparse.Namespace(**{k: v for k, v in cfg.to_dict().items()})
+    saver = CheckpointSaver(model, optimizer, args=args, model_ema=ema, checkpoint_dir=str(out),
+                            recovery_dir=str(out), decreasing=False, max_history=1)
+    start_epoch, history = 0, []
+    last = out / "last.pth.tar"
+    if resume and last.is_file():
+        ckpt = load_checkpoint_file(last)
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ema is not None and "state_dict_ema" in ckpt:
+            ema.module.load_state_dict(ckpt["state_dict_ema"])
+        start_epoch = int(ckpt["epoch"]) + 1
+        hist_path = out / "history.jsonl"
+        if hist_path.is_file():
+            history = [json.loads(x) for x in hist_path.read_text().splitlines() if x.strip()][:start_epoch]
+    best = max((h["top1"] for h in history), default=0.)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        scheduler.step(epoch)
+        model.drop_path_prob = cfg.drop_path_prob * epoch / cfg.epochs
+        g = generator_for(cfg.seed, epoch)
+        loader = torch.utils.data.DataLoader(train_dataset, batch_size=cfg.batch_size, shuffle=True, generator=g,
+                                             num_workers=cfg.workers, drop_last=False)
+        model.train()
+        seen, loss_sum = 0, 0.
+        for x, y in tqdm(loader, disable=not progress, desc=f"train {epoch + 1}/{cfg.epochs}", leave=False):
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            logits, aux = model.forward_with_aux(x)
+            loss = criterion(logits, y)
+            if aux is not None:
+                loss = loss + cfg.auxiliary_weight * criterion(aux, y)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            if ema is not None:
+                ema.update(model)
+            seen += y.numel()
+            loss_sum += loss.item() * y.numel()
+        top1, top5, vloss = _validate(ema.module if ema is not None else model, valid_dataset, cfg, device, accuracy)
+        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "drop_path_prob": model.drop_path_prob,
+                  "train_loss": loss_sum / max(seen, 1), "valid_loss": vloss, "top1": top1, "top5": top5}
+        history.append(record)
+        best = max(best, top1)
+        with open(out / "history.jsonl", "a" if epoch else "w", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        saver.save_checkpoint(epoch, metric=top1)
+    return {"best_top1": best, "history": history}
+
+
+@torch.no_grad()
+def _validate(model: nn.Module, dataset: Any, cfg: DartsTrainConfig, device: torch.device,
+              accuracy: Callable) -> tuple[float, float, float]:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)
+    model.eval()
+    n, top1, top5, loss = 0, 0., 0., 0.
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        k = min(5, logits.shape[-1])
+        a1, a5 = accuracy(logits, y, topk=(1, k))
+        top1 += a1.item() * y.numel()
+        top5 += a5.item() * y.numel()
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        n += y.numel()
+    return top1 / max(n, 1), top5 / max(n, 1), loss / max(n, 1)
