@@ -1,4 +1,14 @@
 """layers (see DESIGN.md)."""
+from .darts_ops import (
+    DilConv,
+    FactorizedReduce,
+    MixedOp,
+    ReLUConvBN,
+    SepConv,
+    Zero,
+    create_darts_op,
+    darts_drop_path,
+)
 from .elastic_linear import ElasticLinear, slice_linear
 from .elastic_mlp import ElasticMlp
 from .elastic_norm import ElasticLayerNorm
