@@ -231,6 +231,25 @@ class AutoFormerSpace(ArchConfig):
         raise TypeError(f"space must be a preset name {sorted(AUTOFORMER_PRESETS)}, a dict or an AutoFormerSpace, "
                         f"got {type(space).__name__}")
 
+    @classmethod
+    def from_original(cls, d: Mapping[str, Any]) -> "AutoFormerSpace":
+        """Read an original supernet YAML dict (``SUPERNET`` and ``SEARCH_SPACE`` blocks with keys ``EMBED_DIM``,
+        ``DEPTH``, ``NUM_HEADS``, ``MLP_RATIO``), e.g. AutoFormer/experiments/supernet/supernet-T.yaml."""
+        if not isinstance(d, Mapping):
+            raise TypeError(f"from_original expects a dict, got {type(d).__name__}")
+        missing = sorted({"SUPERNET", "SEARCH_SPACE"} - set(d))
+        if missing:
+            raise ValueError(f"original supernet YAML is missing blocks {missing}; got {sorted(d)}")
+        sup, choices = d["SUPERNET"], d["SEARCH_SPACE"]
+        keys = ("EMBED_DIM", "DEPTH", "NUM_HEADS", "MLP_RATIO")
+        for name, block in (("SUPERNET", sup), ("SEARCH_SPACE", choices)):
+            absent = [k for k in keys if k not in block]
+            if absent:
+                raise ValueError(f"original {name} block is missing keys {absent}; expected {list(keys)}")
+        return cls(embed_dim=choices["EMBED_DIM"], depth=choices["DEPTH"], num_heads=choices["NUM_HEADS"],
+                   mlp_ratio=choices["MLP_RATIO"], super_embed_dim=sup["EMBED_DIM"], super_depth=sup["DEPTH"],
+                   super_num_heads=sup["NUM_HEADS"], super_mlp_ratio=sup["MLP_RATIO"])
+
     def full(self) -> AutoFormerSubnet:
         """The subnet using the supernet's whole weight shape (the default active subnet; may lie outside the
         choices)."""
