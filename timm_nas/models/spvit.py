@@ -106,7 +106,8 @@ _DEIT_ARGS: dict[str, dict[str, Any]] = {
     "base": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12),
 }
 
-_SEARCH_ONLY_ATTN = ("kernel_thresholds",)
+#: DeiT shape arguments recorded by the named pruned entrypoints (their arch is fixed by the name).
+_SHAPE_ARGS = ("patch_size", "embed_dim", "depth", "num_heads")
 _SEARCH_ONLY_MLP = ("ffn_thresholds", "assigned_indicator_index")
 _BN_FIELDS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 _GATE_STEP = "gate_step"
@@ -1006,56 +1007,56 @@ def search_checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SPViTSearc
 
 
 # ---------------------------------------------------------------------------------------------------- cost
-def _cost_args(kwargs: dict[str, Any]) -> dict[str, Any]:
-    allowed = {"embed_dim", "num_heads", "img_size", "patch_size", "in_chans", "num_classes", "skip_mode", "qkv_bias"}
-    unknown = sorted(set(kwargs) - allowed)
-    if unknown:
-        raise TypeError(f"unknown SPViT cost arguments {unknown}; allowed: {sorted(allowed)}")
-    if "embed_dim" not in kwargs or "num_heads" not in kwargs:
-        raise TypeError("SPViT costs need the model's embed_dim and num_heads, e.g. "
-                        "count_params(arch, embed_dim=384, num_heads=6)")
-    args = dict(img_size=224, patch_size=16, in_chans=3, num_classes=1000, skip_mode="original", qkv_bias=True)
-    args.update(kwargs)
-    return args
+def _cost_shape(embed_dim: int | None, num_heads: int | None, img_size: int | Sequence[int],
+                patch_size: int | Sequence[int]) -> tuple[int, int, int, int, int]:
+    if embed_dim is None or num_heads is None:
+        raise TypeError("SPViT costs need the model's embed_dim and num_heads (an SPViTArch does not hold them), "
+                        "e.g. count_params(arch, embed_dim=384, num_heads=6)")
+    (ih, iw), (ph, pw) = to_2tuple(img_size), to_2tuple(patch_size)
+    return embed_dim, embed_dim // num_heads, (ih // ph) * (iw // pw), ph, pw
 
 
-def spvit_params(arch: SPViTArch, **kwargs: Any) -> int:
-    """Parameters of the pruned model :class:`SPViTDeiT` of ``arch`` (materialised kernels, kept FFN units).
+def spvit_params(cfg: SPViTArch, *, embed_dim: int | None = None, num_heads: int | None = None,
+                 img_size: int | Sequence[int] = 224, patch_size: int | Sequence[int] = 16, in_chans: int = 3,
+                 num_classes: int = 1000, skip_mode: str = "original", qkv_bias: bool = True) -> int:
+    """Parameters of the pruned model :class:`SPViTDeiT` of ``cfg`` (materialised kernels, kept FFN units).
 
-    Keyword args: ``embed_dim`` and ``num_heads`` (required), ``img_size`` (224), ``patch_size`` (16), ``in_chans``
-    (3), ``num_classes`` (1000), ``skip_mode`` (``'original'``), ``qkv_bias`` (True).
+    Args:
+        cfg: the architecture.
+        embed_dim: token width (required).
+        num_heads: heads (required; the conv bottleneck is ``embed_dim // num_heads`` wide).
+        img_size, patch_size, in_chans, num_classes, skip_mode, qkv_bias: as the model's.
     """
-    a = _cost_args(kwargs)
-    D, d = a["embed_dim"], a["embed_dim"] // a["num_heads"]
-    (ih, iw), (ph, pw) = to_2tuple(a["img_size"]), to_2tuple(a["patch_size"])
-    n = (ih // ph) * (iw // pw)
-    total = D * a["in_chans"] * ph * pw + D + D + (n + 1) * D + 2 * D  # patch embed, cls, pos, final norm
-    total += (D * a["num_classes"] + a["num_classes"]) if a["num_classes"] > 0 else 0
-    for op, h in zip(arch.ops, arch.ffn_hidden):
-        norm1 = 0 if (op == "skip" and a["skip_mode"] == "zero") else 2 * D
+    D, d, n, ph, pw = _cost_shape(embed_dim, num_heads, img_size, patch_size)
+    total = D * in_chans * ph * pw + D + D + (n + 1) * D + 2 * D  # patch embed, cls, pos, final norm
+    total += (D * num_classes + num_classes) if num_classes > 0 else 0
+    for op, h in zip(cfg.ops, cfg.ffn_hidden):
+        norm1 = 0 if (op == "skip" and skip_mode == "zero") else 2 * D
         total += norm1 + 2 * D + (D * h + h) + (h * D + D)
         if op == "msa":
-            total += 3 * D * D + (3 * D if a["qkv_bias"] else 0) + D * D + D
+            total += 3 * D * D + (3 * D if qkv_bias else 0) + D * D + D
         elif op in ("bconv1x1", "bconv3x3"):
             k = _kernel_size(op)
             total += d * D * k * k + d + 2 * d + D * d + D
     return total
 
 
-def spvit_macs(arch: SPViTArch, **kwargs: Any) -> int:
-    """Multiply-accumulates of one image through :class:`SPViTDeiT` of ``arch``, in the project's convention
+def spvit_macs(cfg: SPViTArch, *, embed_dim: int | None = None, num_heads: int | None = None,
+               img_size: int | Sequence[int] = 224, patch_size: int | Sequence[int] = 16, in_chans: int = 3,
+               num_classes: int = 1000) -> int:
+    """Multiply-accumulates of one image through :class:`SPViTDeiT` of ``cfg``, in the project's convention
     (:mod:`timm_nas.cost`: convolutions, linear layers and attention products; no norms, activations or
-    additions). Unlike the original's FLOPs table it counts the FFN and the qkv projection on the class token
-    too, and the head; it equals ``measure_macs`` on the pruned model with norm ops ignored.
+    additions); it equals :func:`timm_nas.cost.measure_macs` on the pruned model. Unlike the original's FLOPs
+    table (:meth:`SPViTSearchDeiT.flops_table`) it counts the FFN and the qkv projection on the class token
+    too, and no norms.
 
-    Keyword args: as :func:`spvit_params`.
+    Args:
+        cfg: the architecture.
+        embed_dim, num_heads, img_size, patch_size, in_chans, num_classes: as :func:`spvit_params`.
     """
-    a = _cost_args(kwargs)
-    D, d = a["embed_dim"], a["embed_dim"] // a["num_heads"]
-    (ih, iw), (ph, pw) = to_2tuple(a["img_size"]), to_2tuple(a["patch_size"])
-    n = (ih // ph) * (iw // pw)
-    total = n * D * a["in_chans"] * ph * pw + D * max(a["num_classes"], 0)
-    for op, h in zip(arch.ops, arch.ffn_hidden):
+    D, d, n, ph, pw = _cost_shape(embed_dim, num_heads, img_size, patch_size)
+    total = n * D * in_chans * ph * pw + D * max(num_classes, 0)
+    for op, h in zip(cfg.ops, cfg.ffn_hidden):
         total += 2 * (n + 1) * D * h
         if op == "msa":
             total += 4 * (n + 1) * D * D + 2 * (n + 1) * (n + 1) * D
@@ -1113,10 +1114,21 @@ def _create_spvit_search_deit(variant: str, pretrained: bool = False, **kwargs: 
                                 pretrained_filter_fn=search_checkpoint_filter_fn, **kwargs)
 
 
-def _create_spvit_deit(variant: str, pretrained: bool = False, **kwargs: Any) -> SPViTDeiT:
+def _create_spvit_deit(variant: str, pretrained: bool = False, record: Sequence[str] = (), **kwargs: Any
+                       ) -> SPViTDeiT:
+    """Build a pruned model; ``record`` names the entrypoint defaults to record as constructor arguments (the
+    shape an exported ``config.json`` and the cost formulas need; an ``SPViTArch`` does not hold it)."""
+    from timm.models._input import update_model_args
+
     out_indices = kwargs.pop("out_indices", 3)
-    return build_model_with_cfg(SPViTDeiT, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-                                feature_cfg=dict(out_indices=out_indices, feature_cls="getter"), **kwargs)
+    model = build_model_with_cfg(SPViTDeiT, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                 feature_cfg=dict(out_indices=out_indices, feature_cls="getter"), **kwargs)
+    recorded = {k: kwargs[k] for k in record if k in kwargs}
+    if "arch" in recorded:
+        recorded["arch"] = SPViTArch.from_dict(recorded["arch"]).to_dict()
+    if recorded and isinstance(model, SPViTDeiT):  # not on a features_only wrapper
+        update_model_args(model, **recorded)
+    return model
 
 
 def _released(name: str) -> dict[str, Any]:
@@ -1162,25 +1174,29 @@ def spvit_search_deit_base(pretrained: bool = False, **kwargs: Any) -> SPViTSear
 def spvit_deit(pretrained: bool = False, **kwargs: Any) -> SPViTDeiT:
     """A pruned SPViT DeiT of any ``arch`` (an :class:`SPViTArch` dict); default: the released SPViT-DeiT-Ti."""
     model_args = _released("spvit_deit_tiny")
-    return _create_spvit_deit("spvit_deit", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_spvit_deit("spvit_deit", pretrained=pretrained, record=list(model_args),
+                              **dict(model_args, **kwargs))
 
 
 @register_model
 def spvit_deit_tiny(pretrained: bool = False, **kwargs: Any) -> SPViTDeiT:
     """The released SPViT-DeiT-Ti (1.0 GFLOPs; 70.7 top-1, 73.2 with distillation)."""
     model_args = _released("spvit_deit_tiny")
-    return _create_spvit_deit("spvit_deit_tiny", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_spvit_deit("spvit_deit_tiny", pretrained=pretrained, record=_SHAPE_ARGS,
+                              **dict(model_args, **kwargs))
 
 
 @register_model
 def spvit_deit_small(pretrained: bool = False, **kwargs: Any) -> SPViTDeiT:
     """The released SPViT-DeiT-S (3.3 GFLOPs; 78.3 top-1, 80.3 with distillation)."""
     model_args = _released("spvit_deit_small")
-    return _create_spvit_deit("spvit_deit_small", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_spvit_deit("spvit_deit_small", pretrained=pretrained, record=_SHAPE_ARGS,
+                              **dict(model_args, **kwargs))
 
 
 @register_model
 def spvit_deit_base(pretrained: bool = False, **kwargs: Any) -> SPViTDeiT:
     """The released SPViT-DeiT-B (8.3 GFLOPs; 81.5 top-1, 82.4 with distillation)."""
     model_args = _released("spvit_deit_base")
-    return _create_spvit_deit("spvit_deit_base", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_spvit_deit("spvit_deit_base", pretrained=pretrained, record=_SHAPE_ARGS,
+                              **dict(model_args, **kwargs))

@@ -1,0 +1,522 @@
+"""The SPViT search: train a pretrained DeiT's gates against a FLOPs target, then export the pruned model.
+
+Reference: ziplab/SPViT ``SPViT_DeiT/main_pruning.py``, ``engine.py`` (``train_one_epoch_pruning``),
+``utils.py`` (``create_2optimizers``, ``create_scheduler``, ``save_ffn_indicators``) and ``params.py`` at commit
+ae19b0d. Per training step the original computes
+
+    loss = criterion(model(x), y) + loss_lambda * (target_flops - flops / 1e9) ** 2
+
+(criterion: soft-target cross-entropy on Mixup/CutMix targets), then steps two AdamW optimisers on the one
+backward pass: one for the weights (``head_probs`` included; weight decay 0.05 except 1-D tensors, biases,
+``pos_embed`` and ``cls_token``; lr ``5e-5 x batch x world / 512``) and one for the gate thresholds (every
+parameter named ``*thresholds*``; no weight decay; lr ``arc_lr``). Both learning rates follow an epoch-wise
+cosine over ``epochs`` (300) towards ``min_lr`` (1e-4 in the search configs, so the released runs' weight lr of
+1e-4 is constant, and the gate lr stays near ``arc_lr``), stepped with ``scheduler.step(epoch)`` after each
+epoch. The search stops after epoch index 20 (21 epochs); the FFN masks are saved every 10 epochs.
+
+What this module adds: explicit seeds for the gate samples (``generator_for(seed + rank, step)``, the step kept in
+the model) and for the data order, a progress bar with the current FLOPs against the target, a resumable
+``last_checkpoint.pth`` in the original's format, a JSONL log, the derived architecture in our and the original's
+formats, and the export of the pruned model as a Hub folder (:func:`timm_nas.hub.export`). Augmentation
+(timm's transforms, Mixup) and drop-path draw from the global RNGs, which are not reseeded here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from ..spaces.spvit import SPViTArch
+
+__all__ = [
+    "SPViTSearchConfig",
+    "SPViTSearchResult",
+    "search",
+    "search_transforms",
+    "weight_param_groups",
+    "export_pruned",
+    "SPVIT_LR_BATCH",
+]
+
+_logger = logging.getLogger(__name__)
+
+#: Linear lr scaling divisor of DeiT and SPViT (``args.lr * args.batch_size * world_size / 512.0``).
+SPVIT_LR_BATCH = 512
+#: The original's evaluation resize ratio (DeiT ``datasets.build_transform``: resize to ``256/224`` of the crop).
+EVAL_CROP_PCT = 224 / 256
+#: Default gate learning rate when the model is not one of the released variants (the DeiT-S / Swin configs).
+DEFAULT_ARC_LR = 5e-4
+
+CHECKPOINT_NAME = "last_checkpoint.pth"
+LOG_NAME = "log.jsonl"
+ARCH_NAME = "arch.json"
+
+
+@dataclasses.dataclass
+class SPViTSearchConfig:
+    """Settings of an SPViT search. Defaults are the original's (``params.py`` and ``*_search.json``).
+
+    Args:
+        model: the search network (``spvit_search_deit_{tiny,small,base}`` or ``spvit_search_deit``).
+        model_kwargs: further JSON-native arguments of the model (``embed_dim``, ``depth``, ... for
+            ``spvit_search_deit``).
+        pretrained: start from timm's DeiT weights (the original starts from the official DeiT checkpoints).
+        pretrained_file: a local DeiT checkpoint to start from instead of downloading (timm or facebook layout).
+        target_flops: FLOPs target in GFLOPs (default: the model's, i.e. the released search's).
+        loss_lambda: complexity-loss weight (default: the model's).
+        theta: initial gate threshold (default: the model's, 1.5).
+        arc_lr: gate learning rate (default: the released search's for the variant, else 5e-4).
+        batch_size: per-process batch size.
+        lr: base weight learning rate, scaled by ``batch_size * world_size / 512``.
+        min_lr: the cosine floor of both schedules (the original applies ``min_lr`` to the gate schedule too).
+        weight_decay: AdamW weight decay of the weight optimiser.
+        opt_eps: AdamW epsilon of both optimisers.
+        epochs: length of the cosine schedules.
+        stop_epoch: the last epoch index that runs (the original returns after epoch 20).
+        warmup_epochs: warm-up epochs of the weight schedule (0 in the search configs).
+        warmup_lr: warm-up start lr.
+        ffn_save_every: save the search checkpoint with its FFN masks every this many epochs.
+        drop_path: stochastic depth rate.
+        mixup, cutmix, mixup_prob, mixup_switch_prob, mixup_mode, smoothing: timm ``Mixup`` settings.
+        aa, color_jitter, reprob, remode, recount, train_interpolation: timm training transform settings.
+        input_size: image size.
+        seed: seed of the gate samples (``seed + rank``) and the data order.
+        workers: data-loading processes.
+        amp: mixed precision (default: on CUDA).
+    """
+
+    model: str = "spvit_search_deit_small"
+    model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    pretrained: bool = True
+    pretrained_file: str | None = None
+    target_flops: float | None = None
+    loss_lambda: float | None = None
+    theta: float | None = None
+    arc_lr: float | None = None
+    batch_size: int = 128
+    lr: float = 5e-5
+    min_lr: float = 1e-4
+    weight_decay: float = 0.05
+    opt_eps: float = 1e-8
+    epochs: int = 300
+    stop_epoch: int = 20
+    warmup_epochs: int = 0
+    warmup_lr: float = 1e-6
+    ffn_save_every: int = 10
+    drop_path: float = 0.1
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    mixup_mode: str = "batch"
+    smoothing: float = 0.1
+    aa: str | None = "rand-m9-mstd0.5-inc1"
+    color_jitter: float = 0.4
+    reprob: float = 0.25
+    remode: str = "pixel"
+    recount: int = 1
+    train_interpolation: str = "bicubic"
+    input_size: int = 224
+    seed: int = 0
+    workers: int = 10
+    amp: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "epochs", "ffn_save_every", "input_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.stop_epoch < 0:
+            raise ValueError(f"stop_epoch must be >= 0, got {self.stop_epoch}")
+        if self.target_flops is not None and self.target_flops <= 0:
+            raise ValueError(f"target_flops must be a positive number of GFLOPs, got {self.target_flops}")
+        if self.loss_lambda is not None and self.loss_lambda < 0:
+            raise ValueError(f"loss_lambda must be >= 0, got {self.loss_lambda}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def resolved_arc_lr(self) -> float:
+        """``arc_lr``, or the released search's for the model's variant, or 5e-4."""
+        if self.arc_lr is not None:
+            return self.arc_lr
+        from ..models.spvit import SEARCH_SETTINGS
+
+        variant = self.model.rsplit("_", 1)[-1]
+        return SEARCH_SETTINGS[variant]["arc_lr"] if self.model.startswith("spvit_search_deit_") and \
+            variant in SEARCH_SETTINGS else DEFAULT_ARC_LR
+
+
+@dataclasses.dataclass
+class SPViTSearchResult:
+    """What :func:`search` returns: the derived arch, the search network, the per-epoch log and the export."""
+
+    arch: SPViTArch
+    model: nn.Module
+    history: list[dict[str, Any]]
+    output_dir: Path
+    export_path: Path | None = None
+
+
+def search_transforms(config: SPViTSearchConfig, is_training: bool) -> Any:
+    """The original's (DeiT's) transforms: RandAugment, colour jitter and random erasing for training; resize to
+    ``256/224`` of the crop (bicubic) and centre crop for evaluation."""
+    from timm.data import create_transform
+
+    if is_training:
+        return create_transform(config.input_size, is_training=True, color_jitter=config.color_jitter,
+                                auto_augment=config.aa, interpolation=config.train_interpolation,
+                                re_prob=config.reprob, re_mode=config.remode, re_count=config.recount)
+    return create_transform(config.input_size, is_training=False, interpolation="bicubic", crop_pct=EVAL_CROP_PCT)
+
+
+def weight_param_groups(model: nn.Module, weight_decay: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The original's ``add_weight_decay_2ops``: (weight groups: no decay for 1-D tensors, biases and
+    ``no_weight_decay()``; decay otherwise) and (gate group: every ``*thresholds*`` parameter, no decay)."""
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    decay, no_decay, gates = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if "thresholds" in name:
+            gates.append(p)
+        elif p.ndim == 1 or name.endswith(".bias") or name in skip:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return ([{"params": no_decay, "weight_decay": 0.}, {"params": decay, "weight_decay": weight_decay}],
+            [{"params": gates, "weight_decay": 0.}])
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _num_classes(dataset: Any) -> int:
+    for attr in ("classes", "class_to_idx"):
+        value = getattr(dataset, attr, None)
+        if value:
+            return len(value)
+    reader = getattr(dataset, "reader", None)
+    if reader is not None and getattr(reader, "class_to_idx", None):
+        return len(reader.class_to_idx)
+    raise ValueError("cannot tell the number of classes of the dataset; pass num_classes=")
+
+
+def _loader(dataset: Any, batch_size: int, *, train: bool, workers: int, seed: int, epoch: int, rank: int,
+            world: int, drop_last: bool) -> torch.utils.data.DataLoader:
+    """A loader whose order depends only on (seed, epoch, rank): DistributedSampler for training (as the original
+    uses for every run), sequential for evaluation."""
+    if train:
+        sampler: Any = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+                                                           seed=seed, drop_last=False)
+        sampler.set_epoch(epoch)
+    else:
+        sampler = torch.utils.data.SequentialSampler(dataset)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                                       drop_last=drop_last, pin_memory=torch.cuda.is_available())
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, dataset: Any, batch_size: int, device: torch.device, workers: int,
+              amp: bool) -> dict[str, float]:
+    from timm.utils import accuracy
+
+    model.eval()
+    loader = _loader(dataset, batch_size, train=False, workers=workers, seed=0, epoch=0, rank=0, world=1,
+                     drop_last=False)
+    n, top1, top5, loss = 0, 0.0, 0.0, 0.0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        with torch.autocast(device.type, enabled=amp):
+            out = model(x)
+        k = min(5, out.shape[-1])
+        a1, a5 = accuracy(out.float(), y, topk=(1, k))
+        b = x.shape[0]
+        n += b
+        top1 += a1.item() * b
+        top5 += a5.item() * b
+        loss += nn.functional.cross_entropy(out.float(), y, reduction="sum").item()
+    return {"acc1": top1 / max(n, 1), "acc5": top5 / max(n, 1), "loss": loss / max(n, 1)}
+
+
+def _arch_summary(model: Any) -> dict[str, Any]:
+    arch = model.derive_arch()
+    with torch.no_grad():
+        gflops = float(model.complexity()["flops"]) / 1e9
+    return {"gflops": gflops, "ops": list(arch.ops), "ffn_hidden": list(arch.ffn_hidden)}
+
+
+def _save(path: Path, payload: Mapping[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(dict(payload), tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def search(
+        train_dataset: Any,
+        output_dir: str | os.PathLike,
+        config: SPViTSearchConfig | None = None,
+        *,
+        val_dataset: Any | None = None,
+        num_classes: int | None = None,
+        resume: bool = True,
+        device: str | torch.device = "cpu",
+        progress: bool = True,
+        export: Mapping[str, Any] | None = None,
+        max_steps_per_epoch: int | None = None,
+) -> SPViTSearchResult:
+    """Run the SPViT search (the original ``main_pruning.py`` search loop) and derive the pruned architecture.
+
+    Files in ``output_dir`` (rank 0 writes): ``last_checkpoint.pth`` after every epoch (the original's keys:
+    ``model``, ``optimizer1``, ``lr_scheduler1``, ``optimizer2``, ``lr_scheduler2``, ``epoch``, ``scaler``,
+    ``args`` as a plain dict), ``search_{epoch}epoch.pth`` every ``ffn_save_every`` epochs (the original's FFN mask
+    file: the whole search state dict under ``model``), ``log.jsonl`` (one line per epoch: losses, learning rates,
+    GFLOPs against the target, ops, FFN widths, validation accuracy), and at the end ``arch.json`` (our
+    :class:`SPViTArch` dict, plus the original's ``assigned_indicators``). A later call with ``resume=True``
+    continues after the last finished epoch (the gate sampling continues too: its step is in the checkpoint).
+
+    Args:
+        train_dataset: map-style dataset of ``(image, class)`` with its transform (see :func:`search_transforms`).
+        output_dir: the run folder.
+        config: settings (default: the original's for DeiT-S).
+        val_dataset: optional evaluation dataset (accuracy of the search network after every epoch).
+        num_classes: classes (default: read from ``train_dataset``).
+        resume: continue from ``output_dir/last_checkpoint.pth`` when it exists.
+        device: where to run.
+        progress: show a progress bar with the loss and the current GFLOPs against the target (rank 0).
+        export: when given, keyword arguments of :func:`export_pruned` (``folder``, ``skip_mode``, ``push_to``,
+            ``overwrite``, ...) to export the derived pruned model at the end.
+        max_steps_per_epoch: cap on training steps per epoch (smoke tests); ``None`` for full epochs.
+    """
+    import timm
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+    from timm.scheduler import CosineLRScheduler
+    from tqdm.auto import tqdm
+
+    from .._checkpoint import load_checkpoint_file
+
+    cfg = config or SPViTSearchConfig()
+    device = torch.device(device)
+    rank, world = _dist_info()
+    out = Path(output_dir)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    num_classes = _num_classes(train_dataset) if num_classes is None else num_classes
+    amp = device.type == "cuda" if cfg.amp is None else cfg.amp
+
+    model_kwargs: dict[str, Any] = dict(cfg.model_kwargs, num_classes=num_classes, drop_path_rate=cfg.drop_path,
+                                        img_size=cfg.input_size, gate_seed=cfg.seed + rank)
+    for key in ("target_flops", "loss_lambda", "theta"):
+        if getattr(cfg, key) is not None:
+            model_kwargs[key] = getattr(cfg, key)
+    overlay = dict(file=str(cfg.pretrained_file)) if cfg.pretrained_file else None
+    model = timm.create_model(cfg.model, pretrained=cfg.pretrained, pretrained_cfg_overlay=overlay, **model_kwargs)
+    if not hasattr(model, "complexity_loss"):
+        raise ValueError(f"{cfg.model} is not an SPViT search network; use spvit_search_deit[_tiny|_small|_base]")
+    if model.target_flops is None or model.loss_lambda is None:
+        raise ValueError(f"{cfg.model} has no FLOPs target / loss weight: set target_flops and loss_lambda")
+    model.to(device)
+    raw = model
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    lr = cfg.lr * cfg.batch_size * world / SPVIT_LR_BATCH
+    weight_groups, gate_groups = weight_param_groups(raw, cfg.weight_decay)
+    optimizer1 = torch.optim.AdamW(weight_groups, lr=lr, eps=cfg.opt_eps, weight_decay=0.)
+    optimizer2 = torch.optim.AdamW(gate_groups, lr=cfg.resolved_arc_lr(), eps=cfg.opt_eps, weight_decay=0.)
+    scheduler1 = CosineLRScheduler(optimizer1, t_initial=cfg.epochs, lr_min=cfg.min_lr, warmup_t=cfg.warmup_epochs,
+                                   warmup_lr_init=cfg.warmup_lr, t_in_epochs=True)
+    # the original passes min_lr=arc_lr here, but its create_scheduler uses args.min_lr for every schedule
+    scheduler2 = CosineLRScheduler(optimizer2, t_initial=cfg.epochs, lr_min=cfg.min_lr, warmup_t=0,
+                                   warmup_lr_init=cfg.warmup_lr, t_in_epochs=True)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+
+    mixup_fn = None
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        mixup_fn = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
+                         switch_prob=cfg.mixup_switch_prob, mode=cfg.mixup_mode, label_smoothing=cfg.smoothing,
+                         num_classes=num_classes)
+        criterion: nn.Module = SoftTargetCrossEntropy()
+    elif cfg.smoothing:
+        criterion = LabelSmoothingCrossEntropy(smoothing=cfg.smoothing)
+    else:
+        criterion = nn.CrossEntropyLoss()
+
+    start_epoch, history = 0, []
+    ckpt_path = out / CHECKPOINT_NAME
+    if resume and ckpt_path.is_file():
+        ckpt = load_checkpoint_file(ckpt_path)
+        saved = ckpt.get("args") or {}
+        for key in ("model", "model_kwargs", "target_flops", "loss_lambda", "epochs", "seed", "batch_size"):
+            if key in saved and saved[key] != getattr(cfg, key):
+                raise ValueError(f"{ckpt_path} was written with {key}={saved[key]!r}, not {getattr(cfg, key)!r}; "
+                                 "use another output folder or resume=False")
+        raw.load_state_dict(ckpt["model"], strict=True)
+        optimizer1.load_state_dict(ckpt["optimizer1"])
+        optimizer2.load_state_dict(ckpt["optimizer2"])
+        scheduler1.load_state_dict(ckpt["lr_scheduler1"])
+        scheduler2.load_state_dict(ckpt["lr_scheduler2"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        start_epoch = int(ckpt["epoch"]) + 1
+        log_path = out / LOG_NAME
+        if log_path.is_file():
+            history = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            history = [h for h in history if h["epoch"] < start_epoch]
+        _logger.info("resuming %s from epoch %d", out, start_epoch)
+
+    target = raw.target_flops
+    for epoch in range(start_epoch, cfg.stop_epoch + 1):
+        model.train()
+        loader = _loader(train_dataset, cfg.batch_size, train=True, workers=cfg.workers, seed=cfg.seed, epoch=epoch,
+                         rank=rank, world=world, drop_last=True)
+        total = len(loader) if max_steps_per_epoch is None else min(len(loader), max_steps_per_epoch)
+        if total == 0:
+            raise ValueError(f"the training set gives no full batch of {cfg.batch_size}: lower batch_size")
+        bar = tqdm(loader, total=total, disable=not progress or rank != 0, desc=f"spvit epoch {epoch}", leave=False)
+        sums = {"loss": 0.0, "loss_cls": 0.0, "loss_bop": 0.0}
+        steps = 0
+        for x, y in bar:
+            if steps >= total:
+                break
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if mixup_fn is not None:
+                x, y = mixup_fn(x, y)
+            with torch.autocast(device.type, enabled=amp):
+                logits = model(x)
+                loss_cls = criterion(logits, y)
+                loss_bop = raw.complexity_loss()
+                loss = loss_cls + loss_bop
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {steps}; stopping")
+            optimizer1.zero_grad()
+            optimizer2.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer1)
+            scaler.step(optimizer2)
+            scaler.update()
+            steps += 1
+            for k, v in (("loss", loss), ("loss_cls", loss_cls), ("loss_bop", loss_bop)):
+                sums[k] += float(v)
+            with torch.no_grad():
+                gflops = float(raw.complexity()["flops"]) / 1e9
+            bar.set_postfix(loss=f"{float(loss):.3f}", gflops=f"{gflops:.3f}/{target:.3f}")
+        bar.close()
+        lrs = {"lr": optimizer1.param_groups[0]["lr"], "arc_lr": optimizer2.param_groups[0]["lr"]}
+        scheduler1.step(epoch)  # the original steps with the finished epoch's index (the lr lags one epoch)
+        scheduler2.step(epoch)
+
+        record: dict[str, Any] = {"epoch": epoch, **{k: v / steps for k, v in sums.items()}, **lrs,
+                                  "target_gflops": target, **_arch_summary(raw), "gate_step": raw.step}
+        if rank == 0:
+            _save(ckpt_path, {"model": raw.state_dict(), "optimizer1": optimizer1.state_dict(),
+                              "lr_scheduler1": scheduler1.state_dict(), "optimizer2": optimizer2.state_dict(),
+                              "lr_scheduler2": scheduler2.state_dict(), "epoch": epoch,
+                              "scaler": scaler.state_dict(), "args": cfg.to_dict()})
+            if val_dataset is not None:
+                record.update({f"val_{k}": v for k, v in _evaluate(raw, val_dataset, int(1.5 * cfg.batch_size),
+                                                                   device, cfg.workers, amp).items()})
+            if (epoch + 1) % cfg.ffn_save_every == 0 and epoch > 0:
+                _save(out / f"search_{epoch}epoch.pth", {"model": raw.state_dict()})
+            with open(out / LOG_NAME, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            _logger.info("epoch %d: loss %.4f, %.3f GFLOPs (target %.3f), ops %s", epoch, record["loss"],
+                         record["gflops"], target, record["ops"])
+        history.append(record)
+        if world > 1:
+            dist.barrier()
+
+    arch = raw.derive_arch()
+    export_path = None
+    if rank == 0:
+        _write_json(out / ARCH_NAME, {"arch": arch.to_dict(), "assigned_indicators": arch.indicators(),
+                                      "gflops": _arch_summary(raw)["gflops"], "model": cfg.model})
+        if export is not None:
+            last = history[-1] if history else {}
+            metrics = {k[4:]: last[k] for k in ("val_acc1", "val_acc5") if k in last}
+            export_path = export_pruned(raw, arch=arch, provenance=_provenance(cfg, raw, history),
+                                        metrics=metrics or None, **dict(export))
+    raw.eval()
+    return SPViTSearchResult(arch=arch, model=raw, history=history, output_dir=out, export_path=export_path)
+
+
+def _provenance(cfg: SPViTSearchConfig, model: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
+    last = history[-1] if history else {}
+    return {
+        "method": "spvit",
+        "space": f"SPViT gates of {cfg.model} (per layer: msa / bconv3x3 / bconv1x1 / skip; per FFN hidden unit)",
+        "constraints": {"target_gflops": model.target_flops, "loss_lambda": model.loss_lambda},
+        "seed": cfg.seed,
+        "score": last.get("val_acc1"),
+        "score_name": "top-1 of the search network (= the exported pruned model, before fine-tuning), last epoch",
+        "gflops": last.get("gflops"),
+        "epochs_run": len(history),
+        "search_config": cfg.to_dict(),
+        "weights": "search-network weights (kernels materialised from the searched head assignment); the original "
+                   "fine-tunes the pruned model afterwards",
+    }
+
+
+def export_pruned(
+        model: Any,
+        folder: str | os.PathLike,
+        *,
+        arch: SPViTArch | Mapping[str, Any] | None = None,
+        skip_mode: str = "zero",
+        provenance: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        datasets: Iterable[str] | None = None,
+        overwrite: bool = False,
+        push_to: str | None = None,
+        private: bool = False,
+        token: str | None = None,
+) -> Path:
+    """Export the pruned model of a search network (:meth:`SPViTSearchDeiT.extract`) with
+    :func:`timm_nas.hub.export`; optionally push it with :func:`timm_nas.hub.push`.
+
+    Args:
+        model: the search network.
+        folder: destination folder.
+        arch: the architecture (default: the one the gates choose).
+        skip_mode: ``'zero'`` (reproduces the search network) or ``'original'`` (the released models' skip).
+        provenance: the search's provenance for the model card (method, constraints, seed, score, ...).
+        metrics: metric name -> value of the exported weights (with an optional ``dataset``).
+        datasets: dataset names for the card.
+        overwrite: replace a previous export in ``folder``.
+        push_to: a Hub repo id to push to.
+        private, token: passed to :func:`timm_nas.hub.push`.
+    """
+    from .. import hub
+
+    pruned = model.extract(arch, skip_mode=skip_mode)
+    pruned.eval()
+    derived = SPViTArch.from_dict(pruned.arch)
+    card: dict[str, Any] = {"provenance": dict(provenance or {}, ops=list(derived.ops),
+                                                ffn_hidden=list(derived.ffn_hidden), skip_mode=skip_mode)}
+    if metrics:
+        card["metrics"] = dict(metrics)
+        if "dataset" not in card["metrics"] and not datasets:
+            card["metrics"]["dataset"] = "search validation split"
+    if datasets:
+        card["datasets"] = list(datasets)
+    path = Path(hub.export(pruned, folder, card=card, overwrite=overwrite))
+    if push_to:
+        hub.push(path, push_to, private=private, token=token)
+    return path
