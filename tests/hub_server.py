@@ -4,7 +4,7 @@ It implements only the routes that ``huggingface_hub``'s real client touches whe
 timm pulls it back (see ``shared/reference/ecosystem.md`` section 4):
 
 * ``POST /api/repos/create``                     create a model repo (409 with its URL when it exists)
-* ``POST /api/validate-yaml``                    card metadata check (always clean)
+* ``POST /api/validate-yaml``                    card metadata check (YAML, types, ``model-index`` shape)
 * ``POST /api/models/{repo}/preupload/{rev}``    every file is uploaded "regular" (inline, no LFS / Xet)
 * ``POST /api/models/{repo}/commit/{rev}``       NDJSON commit: ``header`` / ``file`` / ``deletedFile`` lines
 * ``HEAD|GET /{repo}/resolve/{rev}/{path}``      file metadata (``X-Repo-Commit``, ``ETag``) and content
@@ -73,6 +73,7 @@ class FakeHub:
         self.unknown: list[tuple[str, str]] = []
         self.auth_headers: list[str] = []
         self.create_payloads: list[dict[str, Any]] = []
+        self.validated: list[str] = []  # README contents sent to /api/validate-yaml
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -131,6 +132,39 @@ class FakeHub:
             oid = h.hexdigest()
             repo.commits.append(oid)
             return oid
+
+
+def _card_metadata_errors(content: str) -> list[str]:
+    """The checks the stand-in applies to a card's front matter: YAML mapping, string ``library_name`` and
+    ``license``, list ``tags`` / ``datasets``, and a well-formed ``model-index``."""
+    import yaml
+
+    m = re.match(r"^---\n(.*?)\n---\n", content, flags=re.S)
+    if not m:
+        return []  # no metadata: the Hub only warns
+    try:
+        meta = yaml.safe_load(m.group(1))
+    except yaml.YAMLError as e:
+        return [f"invalid YAML: {e}"]
+    if not isinstance(meta, dict):
+        return ["metadata must be a YAML mapping"]
+    errors = [f"{k} must be a string" for k in ("library_name", "license", "pipeline_tag")
+              if k in meta and not isinstance(meta[k], str)]
+    errors += [f"{k} must be a list of strings" for k in ("tags", "datasets")
+               if k in meta and not (isinstance(meta[k], list) and all(isinstance(x, str) for x in meta[k]))]
+    for entry in meta.get("model-index") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            errors.append("model-index entries need a name")
+            continue
+        for result in entry.get("results") or [None]:
+            ok = (isinstance(result, dict) and isinstance(result.get("task"), dict) and "type" in result["task"]
+                  and isinstance(result.get("dataset"), dict) and {"name", "type"} <= set(result["dataset"])
+                  and isinstance(result.get("metrics"), list) and result["metrics"]
+                  and all(isinstance(x, dict) and {"type", "value"} <= set(x) for x in result["metrics"]))
+            if not ok:
+                errors.append(f"model-index result of {entry['name']!r} needs task.type, dataset.name/type and "
+                              "metrics with type and value")
+    return errors
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -211,8 +245,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, {"url": url, "name": repo_id})
 
     def _validate_yaml(self, method: str) -> None:
-        self._body()
-        self._json(200, {"errors": [], "warnings": []})
+        payload = json.loads(self._body() or b"{}")
+        content = payload.get("content", "")
+        self.fake.validated.append(content)
+        errors = [{"message": m} for m in _card_metadata_errors(content)]
+        self._json(400 if errors else 200, {"errors": errors, "warnings": []},
+                   {"X-Error-Message": "Invalid metadata"} if errors else None)
 
     def _preupload(self, method: str, repo: str, rev: str) -> None:
         payload = json.loads(self._body() or b"{}")
