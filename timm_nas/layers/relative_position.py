@@ -117,7 +117,8 @@ class RelativePosition2D(nn.Module):
         rows = 2 * max_distance + 2
         self.table_v = nn.Parameter(torch.empty(rows, width, device=device, dtype=dtype))
         self.table_h = nn.Parameter(torch.empty(rows, width, device=device, dtype=dtype))
-        self.reset_parameters()
+        if not self.table_v.is_meta:  # nothing to initialise on the meta device
+            self.reset_parameters()
 
     def reset_parameters(self) -> None:
         trunc_normal_(self.table_v, std=REL_POS_INIT_STD)
