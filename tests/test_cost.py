@@ -1,0 +1,110 @@
+"""Cost model: analytic params / MACs against real models, fvcore and FlopCounterMode; the published numbers;
+throughput; the generic measuring API."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import timm
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import timm_nas  # noqa: F401  (registers the models)
+from timm_nas import cost
+from timm_nas.spaces.autoformer import AutoFormerSpace, AutoFormerSubnet
+
+#: The original code measured with FlopCounterMode total / 2 at 224 px (reference section 2.4 / issue 2).
+ORIGINAL_MEASURED_MACS = {"autoformer_tiny": 1.482e9, "autoformer_small": 5.161e9, "autoformer_base": 11.691e9}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads (and spinning threads crawl on a shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name", sorted(ORIGINAL_MEASURED_MACS))
+def test_published_macs_match_the_original_measurement(name):
+    model = timm.create_model(name, device="meta").eval()
+    analytic = cost.count_macs(model.subnet)
+    assert abs(analytic - ORIGINAL_MEASURED_MACS[name]) / ORIGINAL_MEASURED_MACS[name] < 0.01
+    # FlopCounterMode runs on the meta device: the same count from the real model's ops at 224 px
+    assert cost.flop_counter_macs(model, torch.zeros(1, 3, 224, 224, device="meta")) == analytic
+
+
+@pytest.mark.parametrize("preset, img_size", [("tiny", 32), ("small", 48), ("base", 32)])
+def test_analytic_macs_equal_measured(preset, img_size):
+    space = AutoFormerSpace.preset(preset)
+    g = torch.Generator().manual_seed(3)
+    for cfg in (space.sample(g), space.sample(g)):
+        model = timm.create_model("autoformer_subnet", subnet=cfg.to_dict(), img_size=img_size).eval()
+        x = torch.zeros(1, 3, img_size, img_size)
+        analytic = cost.count_macs(cfg, img_size=img_size)
+        assert cost.measure_macs(model, x) == analytic
+        assert cost.flop_counter_macs(model, x) == analytic
+
+
+def test_supernet_measured_macs_follow_the_active_subnet():
+    model = timm.create_model("autoformer_supernet_tiny", img_size=32).eval()
+    cfg = AutoFormerSubnet(216, 12, (3, 4) * 6, (3.5, 4.0, 4.0) * 4)
+    x = torch.zeros(1, 3, 32, 32)
+    with model.use_subnet(cfg):
+        assert cost.measure_macs(model, x) == cost.count_macs(cfg, img_size=32) == cost.flop_counter_macs(model, x)
+
+
+def test_macs_options():
+    cfg = AutoFormerSubnet(192, 2, (3, 4), (4.0, 3.5))
+    base = cost.count_macs(cfg)
+    assert base - cost.count_macs(cfg, num_classes=0) == 192 * 1000
+    assert cost.count_macs(cfg, global_pool="") - cost.count_macs(cfg, num_classes=0) == 197 * 192 * 1000
+    assert cost.count_macs(cfg, head_dim=32) < base
+    assert cost.count_macs(cfg, space="tiny") == base
+    assert cost.count_params(cfg, space=dict(embed_dim=[192], depth=[2], num_heads=[4], mlp_ratio=[4.0],
+                                             super_embed_dim=256, head_dim=32)) == cost.count_params(cfg, head_dim=32)
+    with pytest.raises(TypeError, match="space must be a preset name"):
+        cost.count_params(cfg, space=3)
+
+
+def test_analytic_throughput():
+    space = AutoFormerSpace.preset("base")
+    g = torch.Generator().manual_seed(0)
+    cfgs = [space.sample(g) for _ in range(2000)]
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        for cfg in cfgs:
+            cost.count_params(cfg)
+            cost.count_macs(cfg)
+        best = min(best, time.perf_counter() - t)
+    assert len(cfgs) / best >= 10_000, f"{len(cfgs) / best:.0f} configs/s"
+
+
+def test_unknown_config_type():
+    with pytest.raises(TypeError, match="no analytic cost model for str; known config types: .*AutoFormerSubnet"):
+        cost.count_macs("vit")
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(8)
+        self.fc = nn.Linear(8, 24)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.fc(self.norm(x)).view(x.shape[0], x.shape[1], 3, 2, 4).permute(2, 0, 3, 1, 4)
+        return F.scaled_dot_product_attention(q, k, v)
+
+
+def test_measure_macs_conventions():
+    model, x = _Block().eval(), torch.zeros(1, 5, 8)
+    linear = 5 * 8 * 24
+    attention = 2 * 5 * 5 * (4 + 4)  # heads x Nq x Nk x (d_qk + d_v)
+    assert cost.measure_macs(model, x) == linear + attention
+    assert cost.measure_macs(model, x) == cost.flop_counter_macs(model, x)
+    assert cost.measure_macs(model, x, count_norms=True) > linear + attention  # fvcore's norm count, on request
+    assert cost.measure_macs(model, x, ignore=["aten::linear"]) == attention
+    assert cost.real_params(model) == 8 * 2 + 8 * 24 + 24
