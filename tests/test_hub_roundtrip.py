@@ -3,8 +3,9 @@
 
 ``huggingface_hub`` reads ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and friends when it is imported, so the client side
 runs in fresh subprocesses with the environment set; every pull happens in a process that has never seen the
-model and only imports ``timm_nas``. A real-Hub run is opt-in (``-m hub_online`` with ``TIMM_NAS_HUB_TOKEN`` and
-``TIMM_NAS_HUB_REPO`` set).
+model and only imports ``timm_nas``. Each fresh process costs seconds of imports, so the default suite keeps the
+round trip and the offline cases and marks the other subprocess checks ``slow``. A real-Hub run is opt-in
+(``-m hub_online`` with ``TIMM_NAS_HUB_TOKEN`` and ``TIMM_NAS_HUB_REPO`` set).
 """
 from __future__ import annotations
 
@@ -146,6 +147,7 @@ def test_push_then_pull_in_a_fresh_process_gives_identical_logits(published: Pub
                       ("HEAD", f"/{REPO}/resolve/main/*"), ("GET", f"/{REPO}/resolve/main/*")}
 
 
+@pytest.mark.slow  # one more fresh process (a few seconds of imports)
 def test_card_example_from_the_hub_runs(published: Published, tmp_path: Path) -> None:
     readme = published.hub.repos[REPO].files["README.md"].decode()
     code = re.search(r"```python\n(.*?)```", readme, flags=re.S).group(1)
@@ -178,6 +180,7 @@ def test_offline_with_a_cold_cache_is_a_clear_error(tmp_path: Path) -> None:
     assert "HF_HUB_OFFLINE" in ran.stdout and "download it once while online" in ran.stdout
 
 
+@pytest.mark.slow  # one more fresh process (a few seconds of imports)
 def test_missing_repo_and_missing_revision(published: Published, tmp_path: Path) -> None:
     ran = _run(f"""
         from timm_nas import hub
@@ -193,6 +196,7 @@ def test_missing_repo_and_missing_revision(published: Published, tmp_path: Path)
     assert lines[1].startswith("ERROR revision '0123456789abcdef0123456789abcdef01234567' not found")
 
 
+@pytest.mark.slow  # one more fresh process (a few seconds of imports)
 def test_unknown_architecture_from_the_hub_says_what_to_install(fake_hub: FakeHub, in_process_client,
                                                                  tmp_path: Path) -> None:
     folder, _, _ = _export_test_vit(tmp_path / "export")
@@ -233,6 +237,7 @@ def test_push_refills_the_card_for_each_repo(fake_hub: FakeHub, in_process_clien
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
 
 
+@pytest.mark.slow  # one more fresh process (a few seconds of imports)
 def test_token_never_appears_in_logs_files_or_errors(tmp_path: Path) -> None:
     folder, _, _ = _export_test_vit(tmp_path / "export")
     with FakeHub(token=TOKEN, echo_auth_in_errors=True) as server:  # every write answers with the token in it
