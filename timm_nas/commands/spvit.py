@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     p.add_argument("--output", required=True, help="run folder (checkpoints, log, arch.json, export/)")
     p.add_argument("--model", default="spvit_search_deit_small",
                    help="spvit_search_deit_tiny / _small / _base (released search settings) or spvit_search_deit")
+    p.add_argument("--model-kwargs", default=None, type=_json_dict,
+                   help='further model arguments as a JSON object, e.g. \'{"embed_dim": 48, "depth": 2}\'')
     p.add_argument("--no-pretrained", action="store_true", help="start from random weights (for testing)")
     p.add_argument("--pretrained-file", default=None, help="local DeiT checkpoint to start from")
     p.add_argument("--target-flops", type=float, default=None, help="FLOPs target in GFLOPs (default: the model's)")
@@ -61,6 +63,16 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     a.set_defaults(func=_run_arch)
 
 
+def _json_dict(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object of model arguments")
+    return value
+
+
 def _run_search(args: argparse.Namespace) -> int:
     import os
 
@@ -74,6 +86,8 @@ def _run_search(args: argparse.Namespace) -> int:
         "model", "target_flops", "loss_lambda", "theta", "arc_lr", "batch_size", "lr", "min_lr", "epochs",
         "stop_epoch", "input_size", "mixup", "cutmix", "drop_path", "seed", "workers") if getattr(args, k) is not None}
     overrides["pretrained"] = not args.no_pretrained
+    if args.model_kwargs:
+        overrides["model_kwargs"] = args.model_kwargs
     overrides["pretrained_file"] = args.pretrained_file
     cfg = SPViTSearchConfig(**overrides)
     if not Path(args.data_dir).exists():

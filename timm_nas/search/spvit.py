@@ -414,10 +414,10 @@ def search(
             scaler.update()
             steps += 1
             for k, v in (("loss", loss), ("loss_cls", loss_cls), ("loss_bop", loss_bop)):
-                sums[k] += float(v)
+                sums[k] += float(v.detach())
             with torch.no_grad():
                 gflops = float(raw.complexity()["flops"]) / 1e9
-            bar.set_postfix(loss=f"{float(loss):.3f}", gflops=f"{gflops:.3f}/{target:.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", gflops=f"{gflops:.3f}/{target:.3f}")
         bar.close()
         lrs = {"lr": optimizer1.param_groups[0]["lr"], "arc_lr": optimizer2.param_groups[0]["lr"]}
         scheduler1.step(epoch)  # the original steps with the finished epoch's index (the lr lags one epoch)

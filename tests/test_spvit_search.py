@@ -1,0 +1,149 @@
+"""The SPViT search loop, its files, resume, export and the CLI, on a tiny model and a synthetic image folder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from timm.data import create_dataset
+
+import timm_nas  # noqa: F401
+from timm_nas.cli import main
+from timm_nas.models.spvit import derive_arch_from_state_dict
+from timm_nas.search.spvit import SPViTSearchConfig, search, search_transforms, weight_param_groups
+from timm_nas.spaces.spvit import SPViTArch, read_ffn_masks
+
+TINY_ARGS = dict(patch_size=4, embed_dim=48, depth=2, num_heads=3)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("spvit_data")
+    rng = np.random.default_rng(0)
+    for split in ("train", "validation"):
+        for c, cls in enumerate(("a", "b")):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(8):
+                img = (rng.random((32, 32, 3)) * 255).astype("uint8")
+                img[: 8 + 16 * c] = 255  # a learnable difference between the classes
+                Image.fromarray(img).save(folder / f"{i}.png")
+    return root
+
+
+def _config(**kw) -> SPViTSearchConfig:
+    base = dict(model="spvit_search_deit", model_kwargs=TINY_ARGS, pretrained=False, target_flops=0.002,
+                loss_lambda=20.0, batch_size=4, input_size=32, stop_epoch=1, epochs=4, workers=0, ffn_save_every=1,
+                mixup=0.0, cutmix=0.0, drop_path=0.0, smoothing=0.0, seed=3)
+    base.update(kw)
+    return SPViTSearchConfig(**base)
+
+
+def _datasets(data_dir: Path, cfg: SPViTSearchConfig, augment: bool = False):
+    train = create_dataset("", root=str(data_dir), split="train", is_training=True)
+    # no random augmentation unless asked: the run is then a function of the seeds alone
+    train.transform = search_transforms(cfg, is_training=augment)
+    val = create_dataset("", root=str(data_dir), split="validation")
+    val.transform = search_transforms(cfg, is_training=False)
+    return train, val
+
+
+def test_search_writes_the_original_files_and_exports(data_dir, tmp_path):
+    cfg = _config(arc_lr=0.3)
+    train, val = _datasets(data_dir, cfg, augment=True)
+    out = tmp_path / "run"
+    result = search(train, out, cfg, val_dataset=val, progress=False, export=dict(folder=out / "export"))
+    assert [h["epoch"] for h in result.history] == [0, 1]
+    first, last = result.history
+    assert first["target_gflops"] == 0.002 and {"loss_cls", "loss_bop", "val_acc1", "ops", "ffn_hidden"} <= set(first)
+    assert last["gate_step"] == 8  # 2 epochs x 4 steps (16 images, batch 4)
+    # a strong gate lr with a FLOPs target below the network: the gates switch units off
+    assert last["gflops"] < first["gflops"] or sum(last["ffn_hidden"]) < 2 * 192
+    saved = json.loads((out / "arch.json").read_text())
+    assert SPViTArch.from_dict(saved["arch"]) == result.arch and saved["assigned_indicators"] == result.arch.indicators()
+    ckpt = torch.load(out / "last_checkpoint.pth", weights_only=True)
+    assert {"model", "optimizer1", "lr_scheduler1", "optimizer2", "lr_scheduler2", "epoch", "scaler", "args"} <= set(ckpt)
+    assert ckpt["epoch"] == 1 and ckpt["args"]["target_flops"] == 0.002
+    masks = out / "search_1epoch.pth"  # the original's FFN mask file, readable by its tools and ours
+    assert derive_arch_from_state_dict(torch.load(masks, weights_only=True)) == result.arch
+    assert [int(m.sum()) for m in read_ffn_masks(masks)] == list(result.arch.ffn_hidden)
+    # the exported pruned model rebuilds from the folder and reproduces the search network
+    loaded = timm.create_model(f"local-dir:{out / 'export'}", pretrained=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (loaded(x) - result.model.eval()(x)).abs().max().item() <= 3e-5
+    config = json.loads((out / "export" / "config.json").read_text())
+    assert config["architecture"] == "spvit_deit" and config["model_args"]["arch"] == result.arch.to_dict()
+    card = (out / "export" / "README.md").read_text()
+    assert "spvit" in card and "target_gflops" in card
+
+
+def test_resumed_search_equals_an_uninterrupted_one(data_dir, tmp_path):
+    cfg = _config()
+    train, _ = _datasets(data_dir, cfg)
+    torch.manual_seed(0)  # the random initial weights (pretrained=False) come from the global RNG
+    full = search(train, tmp_path / "full", cfg, progress=False)
+    torch.manual_seed(0)
+    search(train, tmp_path / "split", _config(stop_epoch=0), progress=False)
+    with pytest.raises(ValueError, match="was written with target_flops=0.002, not 0.5"):
+        search(train, tmp_path / "split", _config(target_flops=0.5), progress=False)
+    resumed = search(train, tmp_path / "split", cfg, progress=False)
+    assert [h["epoch"] for h in resumed.history] == [0, 1] and resumed.model.step == full.model.step == 8
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)
+    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in full.history])
+
+
+def test_optimiser_groups_follow_the_original():
+    m = timm.create_model("spvit_search_deit", img_size=32, **TINY_ARGS)
+    weights, gates = weight_param_groups(m, 0.05)
+    names = {id(p): n for n, p in m.named_parameters()}
+    no_decay = {names[id(p)] for p in weights[0]["params"]}
+    decay = {names[id(p)] for p in weights[1]["params"]}
+    gate = {names[id(p)] for p in gates[0]["params"]}
+    assert gate == {n for n in names.values() if "thresholds" in n}
+    assert "blocks.0.attn.head_probs" in decay and "blocks.0.attn.qk.weight" in decay
+    assert {"pos_embed", "cls_token", "blocks.0.attn.qk.bias", "blocks.0.attn.bn_1x1.weight"} <= no_decay
+    assert weights[1]["weight_decay"] == 0.05 and weights[0]["weight_decay"] == 0 and gates[0]["weight_decay"] == 0
+    assert len(no_decay) + len(decay) + len(gate) == len(names)
+
+
+def test_config_validation_and_defaults():
+    cfg = SPViTSearchConfig()
+    assert (cfg.lr, cfg.min_lr, cfg.weight_decay, cfg.epochs, cfg.stop_epoch) == (5e-5, 1e-4, 0.05, 300, 20)
+    assert SPViTSearchConfig(model="spvit_search_deit_tiny").resolved_arc_lr() == 1e-3
+    assert SPViTSearchConfig(model="spvit_search_deit").resolved_arc_lr() == 5e-4
+    with pytest.raises(ValueError, match="target_flops must be a positive number of GFLOPs"):
+        SPViTSearchConfig(target_flops=0)
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        SPViTSearchConfig(batch_size=0)
+
+
+def test_search_refuses_a_model_without_a_target(data_dir, tmp_path):
+    cfg = _config(target_flops=None, loss_lambda=None)
+    train, _ = _datasets(data_dir, cfg)
+    with pytest.raises(ValueError, match="has no FLOPs target"):
+        search(train, tmp_path / "x", cfg, progress=False)
+
+
+def test_cli_search_and_arch(data_dir, tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main(["search", "spvit", "--data-dir", str(data_dir), "--output", str(out), "--model", "spvit_search_deit",
+               "--model-kwargs", json.dumps(dict(TINY_ARGS, depth=3)), "--val-split", "",
+               "--no-pretrained", "--input-size", "32", "--batch-size", "4", "--stop-epoch", "0",
+               "--max-steps-per-epoch", "2", "--target-flops", "0.01", "--loss-lambda", "1", "--workers", "0",
+               "--mixup", "0", "--cutmix", "0", "--no-progress"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["export"] == str(out / "export") and len(summary["ops"]) == 3
+    assert (out / "export" / "model.safetensors").is_file()
+    rc = main(["spvit-arch", "--search-checkpoint", str(out / "last_checkpoint.pth")])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["ops"] == summary["ops"]
+    assert main(["spvit-arch", "--config", str(tmp_path / "x.json")]) == 2
+    assert "--config needs --masks" in capsys.readouterr().err
+    assert main(["search", "spvit", "--data-dir", str(tmp_path / "nope"), "--output", str(out)]) == 2
