@@ -605,12 +605,7 @@ def _fmt_count(n: int | float, unit: str = "") -> str:
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, float):
-        text = f"{value:g}"
-    else:
-        text = json.dumps(value, separators=(", ", ": "))
+    text = value if isinstance(value, str) else json.dumps(value, separators=(", ", ": "))
     return text.replace("|", "\\|").replace("\n", " ")
 
 
@@ -645,18 +640,17 @@ def _arch_section(config: Mapping[str, Any]) -> str:
     if not isinstance(cfg, Mapping):
         lines += ["", "The architecture is fixed by the timm name: it has no separate architecture config."]
         return "\n".join(lines)
-    scalars = [(k, v) for k, v in cfg.items() if not isinstance(v, (list, dict))]
-    flat_lists = {k: v for k, v in cfg.items()
-                  if isinstance(v, list) and v and all(not isinstance(x, (list, dict)) for x in v)}
+    # Lists with one value per layer (their length is the config's int depth) form a per-layer table; every
+    # other field is one row (long nested values, e.g. a DARTS cell, are left to the JSON below).
+    depth = cfg.get("depth")
+    per_layer = [k for k, v in cfg.items() if isinstance(depth, int) and isinstance(v, list) and len(v) == depth
+                 and all(not isinstance(x, (list, dict)) for x in v)]
+    rows = [(k, v if len(_cell(v)) <= 120 else "(see the JSON below)") for k, v in cfg.items() if k not in per_layer]
     lines += ["", f"The architecture config, {where}:"]
-    if scalars:
-        lines += ["", _table(("field", "value"), scalars)]
-    by_len: dict[int, list[str]] = {}
-    for k, v in flat_lists.items():
-        by_len.setdefault(len(v), []).append(k)
-    for n, keys in sorted(by_len.items()):
-        index = "layer" if cfg.get("depth") == n else "index"
-        lines += ["", _table((index, *keys), ([i, *(cfg[k][i] for k in keys)] for i in range(n)))]
+    if rows:
+        lines += ["", _table(("field", "value"), rows)]
+    if per_layer:
+        lines += ["", _table(("layer", *per_layer), ([i, *(cfg[k][i] for k in per_layer)] for i in range(depth)))]
     lines += ["", "```json", json.dumps(cfg, indent=1), "```"]
     return "\n".join(lines)
 
@@ -933,6 +927,17 @@ def load(source: str | os.PathLike, *, pretrained: bool = True, **kwargs: Any) -
                            local.glob(p) for p in ("*.bin", "*.pth", "*.pth.tar")))):
         raise FileNotFoundError(f"{where} holds no weights (architecture only); load it with pretrained=False to "
                                 "get the architecture with freshly initialised weights")
+    # Build the architecture alone first (on meta: no memory, no weights), so an argument error is reported as
+    # one and not confused with weights that do not fit.
+    try:
+        timm.create_model(name, pretrained=False, **dict(kwargs, device="meta"))
+    except (ValueError, TypeError, KeyError) as e:
+        args = json.dumps(cfg.get("model_args", {}))
+        given = f" and the arguments given ({', '.join(sorted(kwargs))})" if kwargs else ""
+        raise ValueError(f"{arch} could not be built from the model_args in {where}'s config.json ({args}){given}: "
+                         f"{e.args[0] if e.args else e}") from e
+    except (NotImplementedError, RuntimeError):  # a model that cannot be built on meta: the real build reports
+        pass
     try:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except LocalEntryNotFoundError as e:
@@ -941,18 +946,16 @@ def load(source: str | os.PathLike, *, pretrained: bool = True, **kwargs: Any) -
                                 "online, or unset HF_HUB_OFFLINE") from e
     except EntryNotFoundError as e:
         raise FileNotFoundError(f"{where} has no weights file; load it with pretrained=False") from e
-    except RuntimeError as e:
-        if "loading state_dict" not in str(e):
+    except (RuntimeError, ValueError) as e:
+        # timm's strict load_state_dict raises RuntimeError; a family's pretrained_filter_fn may raise ValueError
+        if not pretrained or (isinstance(e, RuntimeError) and "loading state_dict" not in str(e)):
             raise
-        detail = _diagnose_weights(name, local, where, kwargs) or str(e).strip().splitlines()[-1].strip()
+        detail = _diagnose_weights(name, local, where, kwargs)
+        if not detail:
+            raise ValueError(f"loading the weights of {where} into {arch} failed: {e}") from e
         raise ValueError(f"the weights in {where} do not fit {arch} as built from its config.json model_args "
                          f"({detail}); the folder was changed after export or the model_args were edited: re-export "
                          "the model") from e
-    except (ValueError, TypeError, KeyError) as e:
-        args = json.dumps(cfg.get("model_args", {}))
-        given = f" and the arguments given ({', '.join(sorted(kwargs))})" if kwargs else ""
-        raise ValueError(f"{arch} could not be built from the model_args in {where}'s config.json ({args}){given}: "
-                         f"{e.args[0] if e.args else e}") from e
 
 
 # ---------------------------------------------------------------------------------------------------- push
@@ -1042,17 +1045,17 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _try_candidate(name: str, state: Mapping[str, torch.Tensor],
+def _try_candidate(name: str, model_args: Mapping[str, Any], state: Mapping[str, torch.Tensor],
                    filter_fn: Callable[..., Mapping[str, torch.Tensor]]) -> str:
     """'' when the filtered checkpoint fits model ``name`` exactly, else why not (built on meta: no memory)."""
     import timm
 
     try:
-        model = timm.create_model(name, pretrained=False, device="meta")
+        model = timm.create_model(name, pretrained=False, device="meta", **model_args)
     except RuntimeError as e:
         if "Unknown model" in str(e):
             return "not a registered model"
-        model = timm.create_model(name, pretrained=False)
+        model = timm.create_model(name, pretrained=False, **model_args)
     try:
         filtered = filter_fn(dict(state), model)
     except (ValueError, KeyError, RuntimeError, IndexError) as e:
@@ -1061,8 +1064,8 @@ def _try_candidate(name: str, state: Mapping[str, torch.Tensor],
 
 
 def convert_checkpoint(family: str, checkpoint: str | os.PathLike, out: str | os.PathLike, *,
-                       model_name: str | None = None, overwrite: bool = False,
-                       card: Mapping[str, Any] | None = None) -> Path:
+                       model_name: str | None = None, model_args: Mapping[str, Any] | None = None,
+                       overwrite: bool = False, card: Mapping[str, Any] | None = None) -> Path:
     """Turn an authors' released checkpoint into a Hub-ready folder.
 
     The file is read with ``weights_only=True`` (see :func:`timm_nas._checkpoint.load_checkpoint_file`), mapped
@@ -1075,6 +1078,8 @@ def convert_checkpoint(family: str, checkpoint: str | os.PathLike, out: str | os
         out: the destination folder.
         model_name: the timm model to load into; default: the first of the family's ``convert_models`` whose
             weights the checkpoint fits (for AutoFormer, the supernet whose space matches the shapes).
+        model_args: arguments for the model (e.g. ``{"space": {...}, "img_size": 384}`` for a supernet of a
+            space that has no named entrypoint); recorded in ``config.json`` like any ``create_model`` argument.
         overwrite: replace an existing export at ``out``.
         card: extra card information (see :func:`export`); the source file and its SHA-256 are added to the
             provenance, and the family's datasets when none are given.
@@ -1100,7 +1105,7 @@ def convert_checkpoint(family: str, checkpoint: str | os.PathLike, out: str | os
         raise ValueError(f"the {fam.name} family has no default model for conversion: name one with --model")
     reasons: dict[str, str] = {}
     for name in candidates:
-        reasons[name] = _try_candidate(name, state, filter_fn)
+        reasons[name] = _try_candidate(name, dict(model_args or {}), state, filter_fn)
         if not reasons[name]:
             chosen = name
             break
@@ -1111,7 +1116,7 @@ def convert_checkpoint(family: str, checkpoint: str | os.PathLike, out: str | os
         listed = "; ".join(f"{n}: {r}" for n, r in reasons.items())
         raise ValueError(f"{checkpoint.name} fits none of the {fam.name} models {candidates} ({listed}); name the "
                          "right one with --model")
-    model = timm.create_model(chosen, pretrained=False)
+    model = timm.create_model(chosen, pretrained=False, **dict(model_args or {}))
     model.load_state_dict(filter_fn(dict(state), model), strict=True)
     model.eval()
     info = dict(card or {})

@@ -71,8 +71,9 @@ def _convert(args: argparse.Namespace) -> int:
     from .. import hub
 
     card = _json_arg(args.card, "--card")
+    model_args = _json_arg(args.model_args, "--model-args")
     folder = hub.convert_checkpoint(args.family, args.checkpoint, args.out, model_name=args.model,
-                                    overwrite=args.overwrite, card=card or None)
+                                    model_args=model_args, overwrite=args.overwrite, card=card or None)
     print(folder)
     return 0
 
@@ -113,6 +114,8 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     p.add_argument("--checkpoint", required=True, help="the authors' .pth (or .safetensors) file")
     p.add_argument("--out", required=True, help="destination folder")
     p.add_argument("--model", help="timm model to load into (default: the family's model whose weight shapes fit)")
+    p.add_argument("--model-args", help="arguments of that model as a JSON object or .json file, e.g. "
+                                        "'{\"space\": {...}}' for a supernet of a space without a named model")
     p.add_argument("--card", help=card_help)
     p.add_argument("--overwrite", action="store_true", help="replace an existing exported folder")
     p.set_defaults(func=_convert)
