@@ -35,6 +35,7 @@ FAMILIES: dict[str, dict] = {
                 "test_model_forward_torchscript": "supernet forward takes a runtime subnet config (Python data)",
                 "test_model_forward_fx": "subnet-dependent Python control flow is not FX-traceable",
                 "test_model_backward_fx": "subnet-dependent Python control flow is not FX-traceable",
+                "test_model_forward_fx_torchscript": "not FX-traceable (see test_model_forward_fx)",
             },
         }),
     "darts": dict(patterns=["darts_*", "*_darts_*"], non_std=False, feat_inter=False, skips={}),
