@@ -509,7 +509,14 @@ def test_card_without_metrics_has_no_model_index(tmp_path: Path) -> None:
     assert "No measured result" in text and "do not come from a recorded architecture search" in text
 
 
-def test_card_uses_the_analytic_cost_when_the_config_type_has_one(tmp_path: Path,
+def _tiny_params(cfg: TinyArch, num_classes: int = 10) -> int:
+    """Parameters of ``hubtest_vit`` (32x32 input, 8x8 patches, MLP ratio 2, class token)."""
+    e = cfg.embed_dim
+    block = 2 * e + (3 * e * e + 3 * e) + (e * e + e) + 2 * e + (2 * e * e + 2 * e) + (2 * e * e + e)
+    return (3 * 8 * 8 * e + e) + e + 17 * e + cfg.depth * block + 2 * e + (e * num_classes + num_classes)
+
+
+def test_card_uses_the_analytic_cost_when_its_params_formula_fits(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     seen = {}
 
@@ -517,10 +524,16 @@ def test_card_uses_the_analytic_cost_when_the_config_type_has_one(tmp_path: Path
         seen["img_size"] = img_size
         return 1000 * cfg.depth
 
-    monkeypatch.setitem(cost._ANALYTIC, TinyArch, (lambda cfg, **kw: 0, macs))
-    text = (hub.export(_tiny_model(), tmp_path / "out") / "README.md").read_text()
+    model = _tiny_model()
+    assert _tiny_params(TINY) == cost.real_params(model)
+    monkeypatch.setitem(cost._ANALYTIC, TinyArch, (_tiny_params, macs))
+    text = (hub.export(model, tmp_path / "a") / "README.md").read_text()
     assert "MACs: 2.00 K (2,000) per 32x32 image, analytic (TinyArch formula in timm_nas.cost)" in text
     assert seen["img_size"] == 32
+    # a formula that does not reproduce the model's parameters (e.g. an unrecorded entrypoint default) is not used
+    monkeypatch.setitem(cost._ANALYTIC, TinyArch, (lambda cfg, **kw: _tiny_params(cfg) + 1, macs))
+    text = (hub.export(model, tmp_path / "b") / "README.md").read_text()
+    assert "analytic" not in text and "per 32x32 image, measured" in text
 
 
 def test_measured_macs_match_the_cost_module(tmp_path: Path) -> None:

@@ -378,35 +378,75 @@ def _check_rebuild(model: nn.Module, arch: str, model_args: Mapping[str, Any]) -
             "arguments with timm.models._input.update_model_args(model, ...) where it is made (e.g. extract())")
 
 
-def _arch_config(family: HubFamily | None, arch: str, model_args: Mapping[str, Any]) -> tuple[str, Any] | None:
-    """``(argument name, config dict)`` of the architecture, from ``model_args`` or, for a named published
-    model, from the registry entry of that name; ``None`` when neither holds one."""
+@dataclasses.dataclass(frozen=True)
+class _Arch:
+    """The architecture config shown on the card: its argument name, JSON dict, typed config and source."""
+
+    arg: str
+    config: dict[str, Any]
+    obj: Any
+    source: str
+
+
+def _config_object(family: HubFamily, arg: str, value: Any) -> Any:
+    """``value`` (a dict, a config, or a name such as a preset or registry key) as the family's config type for
+    ``arg``; ``None`` when the family has no such type or the value does not parse."""
+    cls = family.config_type(arg)
+    if cls is None:
+        return None
+    make = getattr(cls, "resolve", None) or cls.from_dict
+    try:
+        return make(value)
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def _arch_arg(model: nn.Module, arch: str, family: HubFamily, model_args: Mapping[str, Any]) -> str | None:
+    """The argument that holds the architecture: the family's for a generic entrypoint, else the model class's
+    constructor parameter among the family's config arguments, else a recorded one."""
+    if arch in family.arch_args:
+        return family.arch_args[arch]
+    candidates = list(dict.fromkeys(list(family.arch_args.values()) + list(family.config_types)))
+    try:
+        params = inspect.signature(type(model).__init__).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    for arg in candidates:
+        if arg in params:
+            return arg
+    return next((arg for arg in candidates if arg in model_args), None)
+
+
+def _resolve_arch(model: nn.Module, arch: str, family: HubFamily | None,
+                  model_args: Mapping[str, Any]) -> _Arch | None:
+    """The architecture config for the card and the cost: the recorded argument (a name is resolved), else the
+    registry entry of ``arch``, else the model's own config attribute of that name (a named model fixes it)."""
     if family is None:
         return None
-    args = list(dict.fromkeys(list(family.arch_args.values()) + list(family.config_types)))
-    for arg in args:
-        if arg in model_args:
-            return arg, model_args[arg]
+    arg = _arch_arg(model, arch, family, model_args)
+    if arg is None:
+        return None
+    value = model_args.get(arg)
+    if value is not None:
+        obj = _config_object(family, arg, value)
+        config = _json_native(obj) if obj is not None else value
+        if isinstance(config, Mapping):
+            named = f" (the name {json.dumps(value)}, resolved)" if isinstance(value, str) else ""
+            return _Arch(arg, dict(config), obj, f'`model_args["{arg}"]` in `config.json`{named}')
     from . import registry
 
     try:
-        entry = registry.get_entry(family.name, arch)
+        value = registry.get_entry(family.name, arch)["model_args"][arg]
     except (KeyError, FileNotFoundError, ValueError):
-        return None
-    for arg in args:
-        if arg in entry.get("model_args", {}):
-            return arg, entry["model_args"][arg]
+        value = None
+    if value is not None:
+        obj = _config_object(family, arg, value)
+        return _Arch(arg, _json_native(obj) if obj is not None else value, obj,
+                     f"the timm-nas registry entry `{arch}` (`registry/{family.name}.json`)")
+    attr = getattr(model, arg, None)
+    if dataclasses.is_dataclass(attr) and not isinstance(attr, type) and hasattr(attr, "to_dict"):
+        return _Arch(arg, _json_native(attr), attr, f"the model's `{arg}`, fixed by the timm name `{arch}`")
     return None
-
-
-def _config_object(family: HubFamily | None, arg: str, value: Any) -> Any:
-    cls = family.config_type(arg) if family is not None else None
-    if cls is None:
-        return None
-    try:
-        return cls.from_dict(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _accepted_kwargs(fn: Callable[..., Any], available: Mapping[str, Any]) -> dict[str, Any]:
@@ -420,24 +460,41 @@ def _accepted_kwargs(fn: Callable[..., Any], available: Mapping[str, Any]) -> di
 
 
 def _cost(model: nn.Module, cfg: Any, model_args: Mapping[str, Any], input_size: Sequence[int]) -> dict[str, Any]:
-    """Params and MACs for the card: analytic (timm_nas.cost) where the config type has a formula, otherwise
-    measured on the model, otherwise left out with the reason."""
+    """Params and MACs for the card.
+
+    Parameters are counted on the model. MACs come from the config type's analytic formula in
+    :mod:`timm_nas.cost` when there is one and its parameter formula, given the same recorded arguments,
+    reproduces the model's parameter count (so an entrypoint default missing from ``model_args`` cannot skew
+    the formula); otherwise they are measured on the model; otherwise left out with the reason.
+    """
     from . import cost
 
-    out: dict[str, Any] = {"params": cost.real_params(model), "input_size": list(input_size)}
+    params = cost.real_params(model)
+    out: dict[str, Any] = {"params": params, "input_size": list(input_size)}
+    fns = None
     if cfg is not None:
         try:
-            macs_fn = cost._lookup(cfg)[1]
-        except TypeError:
-            macs_fn = None
-        if macs_fn is not None:
-            extra = {k: v for k, v in model_args.items() if k != "img_size" or isinstance(v, int)}
-            extra.setdefault("img_size", int(input_size[-1]))
-            out["macs"] = cost.count_macs(cfg, **_accepted_kwargs(macs_fn, extra))
+            fns = cost._lookup(cfg)
+        except TypeError:  # no formula for this config type
+            fns = None
+    if fns is not None:
+        extra = {k: v for k, v in model_args.items() if k != "img_size" or isinstance(v, int)}
+        extra.setdefault("img_size", int(input_size[-1]))
+        try:
+            analytic_params = cost.count_params(cfg, **_accepted_kwargs(fns[0], extra))
+            macs = cost.count_macs(cfg, **_accepted_kwargs(fns[1], extra))
+        except (TypeError, ValueError, KeyError) as e:
+            analytic_params, macs = None, None
+            _logger.info("analytic cost of %s failed (%s); measuring instead", type(cfg).__name__, e)
+        if analytic_params == params:
+            out["macs"] = macs
             out["macs_source"] = f"analytic ({type(cfg).__name__} formula in timm_nas.cost)"
             return out
+        if analytic_params is not None:
+            _logger.info("analytic params of %s (%d) differ from the model's (%d): measuring MACs instead",
+                         type(cfg).__name__, analytic_params, params)
     if any(t.is_meta for t in model.state_dict().values()):
-        out["macs_note"] = "not counted: the model has no weights (meta device) and its config type has no formula"
+        out["macs_note"] = "not counted: the model has no weights (meta device) to measure, and no analytic formula fits it"
         return out
     was_training = model.training
     try:
@@ -546,11 +603,11 @@ def export(model: nn.Module, folder: str | os.PathLike, *, card: Mapping[str, An
     # it runs once, into the staging folder, and the result is checked to rebuild the model before it is kept.
     state = model.state_dict()
     has_weights = bool(state) and not any(t.is_meta for t in state.values())
-    arch_cfg = _arch_config(family, arch, overrides)
+    arch_info = _resolve_arch(model, arch, family, overrides)
     marker = {
         "version": __version__,
         "family": family.name if family else None,
-        "arch_arg": arch_cfg[0] if arch_cfg else None,
+        "arch_arg": arch_info.arg if arch_info else None,
         "install": f"pip install '{_PIP_NAME}>={__version__}'",
         "import": "import timm_nas",
         "weights": WEIGHTS_NAME if has_weights else None,
@@ -565,10 +622,10 @@ def export(model: nn.Module, folder: str | os.PathLike, *, card: Mapping[str, An
             raise ValueError(f"cannot write config.json for {arch}: {e}") from e
         config = json.loads(partial_config.read_text(encoding="utf-8"))
         _check_rebuild(model, arch, config.get("model_args", {}))
-        cfg_obj = _config_object(family, arch_cfg[0], arch_cfg[1]) if arch_cfg else None
         input_size = config["pretrained_cfg"].get("input_size") or (3, 224, 224)
-        cost = _cost(model, cfg_obj, config.get("model_args", {}), input_size)
-        readme = render_card(config, dict(card or {}, name=info.get("name") or folder.name), cost=cost)
+        cost = _cost(model, arch_info.obj if arch_info else None, config.get("model_args", {}), input_size)
+        readme = render_card(config, dict(card or {}, name=info.get("name") or folder.name), cost=cost,
+                             architecture=(arch_info.config, arch_info.source) if arch_info else None)
         if has_weights:  # weights before config.json: a folder cut short never holds a config that loads
             _save_weights(state, tmp / WEIGHTS_NAME)
         (tmp / _README_NAME).write_text(readme, encoding="utf-8")
@@ -615,24 +672,17 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _arch_section(config: Mapping[str, Any]) -> str:
+def _arch_section(config: Mapping[str, Any], architecture: tuple[Mapping[str, Any], str] | None) -> str:
     marker = config.get(MARKER_KEY) or {}
     arch = config["architecture"]
     model_args = config.get("model_args") or {}
     arg = marker.get("arch_arg")
-    family = marker.get("family")
     cfg: Any = None
     where = ""
-    if arg and arg in model_args:
+    if architecture is not None:
+        cfg, where = architecture
+    elif arg and isinstance(model_args.get(arg), Mapping):
         cfg, where = model_args[arg], f'`model_args["{arg}"]` in `config.json`'
-    elif arg and family:
-        from . import registry
-
-        try:
-            cfg = registry.get_entry(family, arch)["model_args"][arg]
-            where = f"the timm-nas registry entry `{arch}` (`registry/{family}.json`)"
-        except (KeyError, FileNotFoundError, ValueError):
-            cfg = None
     other = {k: v for k, v in model_args.items() if k != arg}
     lines = [f"timm architecture: `{arch}`."]
     if other:
@@ -691,7 +741,8 @@ def _usage_section(repo_id: str) -> str:
 
 
 def render_card(config: Mapping[str, Any], card: Mapping[str, Any] | None = None, *,
-                cost: Mapping[str, Any] | None = None) -> str:
+                cost: Mapping[str, Any] | None = None,
+                architecture: tuple[Mapping[str, Any], str] | None = None) -> str:
     """Render a folder's ``README.md`` from its ``config.json`` content and card information.
 
     Args:
@@ -700,6 +751,8 @@ def render_card(config: Mapping[str, Any], card: Mapping[str, Any] | None = None
         card: card information as in :func:`export` (validated here too).
         cost: ``params``, ``input_size`` and ``macs`` with ``macs_source`` (or ``macs_note``), as computed by
             :func:`export`; omitted from the card when ``None``.
+        architecture: ``(config dict, where it comes from)`` for the architecture table; default: the marker's
+            ``arch_arg`` entry of ``model_args``, if any.
 
     Returns:
         The card: YAML front matter (``library_name: timm``, tags with ``timm-nas`` and the family, license,
@@ -755,7 +808,7 @@ def render_card(config: Mapping[str, Any], card: Mapping[str, Any] | None = None
         title=name,
         summary=(info.get("description") or f"`{arch}`, a timm model made with timm-nas.") + weights_note,
         usage=_usage_section(info.get("repo_id") or REPO_ID_PLACEHOLDER),
-        architecture=_arch_section(config),
+        architecture=_arch_section(config, architecture),
         cost=_cost_section(cost),
         results=results,
         provenance=provenance,
