@@ -240,6 +240,7 @@ class DartsNet(nn.Module):
         if C < 2 or layers < 1:
             raise ValueError(f"C must be at least 2 and layers at least 1, got C={C}, layers={layers}")
         self.genotype = Genotype.resolve(genotype)
+        self.C = C
         self.stem_type = stem_type
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -532,22 +533,24 @@ def _bn_params(C: int) -> int:
 
 def _head(kind: str) -> tuple[bool, int, int]:
     if kind not in _STEM_TYPES:
-        raise ValueError(f"network={kind!r} is not allowed; allowed values: {list(_STEM_TYPES)}")
+        raise ValueError(f"stem_type={kind!r} is not allowed; allowed values: {list(_STEM_TYPES)}")
     imagenet = kind == "imagenet"
     return imagenet, (48 if imagenet else 36), (14 if imagenet else 20)
 
 
-def darts_params(genotype: Genotype, *, network: str = "cifar", C: int | None = None, layers: int | None = None,
-                 num_classes: int | None = None, auxiliary: bool = False, in_chans: int = 3) -> int:
-    """Analytic parameter count of ``darts_cifar`` / ``darts_imagenet`` (``network``) for ``genotype``.
+def darts_params(cfg: Genotype | Mapping[str, Any] | str, *, stem_type: str = "cifar", C: int | None = None,
+                 layers: int | None = None, num_classes: int | None = None, auxiliary: bool = False,
+                 in_chans: int = 3) -> int:
+    """Analytic parameter count of the genotype network of ``cfg`` (a genotype): ``stem_type='cifar'``
+    (``darts_cifar``) or ``'imagenet'`` (``darts_imagenet``); keyword names are the model's arguments.
 
     Defaults are the original recipes: CIFAR C=36, 20 layers, 10 classes; ImageNet C=48, 14 layers, 1000 classes.
     """
-    imagenet, C0, L0 = _head(network)
+    imagenet, C0, L0 = _head(stem_type)
     C = C0 if C is None else C
     layers = L0 if layers is None else layers
     num_classes = (1000 if imagenet else 10) if num_classes is None else num_classes
-    genotype = Genotype.resolve(genotype)
+    genotype = Genotype.resolve(cfg)
     if imagenet:
         total = 9 * in_chans * (C // 2) + _bn_params(C // 2) + 9 * (C // 2) * C + _bn_params(C) + 9 * C * C + _bn_params(C)
         C_stem = C
@@ -572,22 +575,23 @@ def darts_params(genotype: Genotype, *, network: str = "cifar", C: int | None = 
     return total
 
 
-def darts_macs(genotype: Genotype, *, network: str = "cifar", C: int | None = None, layers: int | None = None,
-               num_classes: int | None = None, img_size: int | tuple[int, int] | None = None,
-               in_chans: int = 3) -> int:
-    """Analytic multiply-accumulates of one image through ``darts_cifar`` / ``darts_imagenet`` in eval mode.
+def darts_macs(cfg: Genotype | Mapping[str, Any] | str, *, stem_type: str = "cifar", C: int | None = None,
+               layers: int | None = None, num_classes: int | None = None,
+               img_size: int | tuple[int, int] | None = None, in_chans: int = 3) -> int:
+    """Analytic multiply-accumulates of one image through the genotype network of ``cfg`` in eval mode
+    (``stem_type`` as in :func:`darts_params`; default image size 32 for CIFAR, 224 for ImageNet).
 
     Convention (that of :mod:`timm_nas.cost`): convolutions and the classifier only; BatchNorm, ReLU, pooling and
     additions are not counted. For DARTS_V2 ImageNet (C=48, 14 layers) at 224x224 this is 529,911,552 (529.9M); the
     paper's 574M is not reproducible (see the registry entry).
     """
-    imagenet, C0, L0 = _head(network)
+    imagenet, C0, L0 = _head(stem_type)
     C = C0 if C is None else C
     layers = L0 if layers is None else layers
     num_classes = (1000 if imagenet else 10) if num_classes is None else num_classes
     img_size = (224 if imagenet else 32) if img_size is None else img_size
     H, W = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    genotype = Genotype.resolve(genotype)
+    genotype = Genotype.resolve(cfg)
     half = lambda n: -(-n // 2)  # noqa: E731  (stride-2, "same" padding: ceil(n / 2))
     if imagenet:
         h, w = half(H), half(W)
@@ -712,11 +716,17 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+def _feature_cfg(layers: int) -> dict[str, Any]:
+    # Two-input cells are not a sequential chain: features come from forward hooks. The stem plus one tap per
+    # resolution (4 levels for 3+ cells), not timm's default of 5.
+    return dict(feature_cls="hook", no_rewrite=True, out_indices=tuple(range(1 + len(_stage_ends(layers)))))
+
+
 def _create_darts(variant: str, pretrained: bool = False, **kwargs: Any) -> DartsNet:
     return build_model_with_cfg(
         DartsNet, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="hook", no_rewrite=True),  # two-input cells: not a sequential chain
+        feature_cfg=_feature_cfg(kwargs["layers"]),
         **kwargs,
     )
 
@@ -725,7 +735,7 @@ def _create_darts_search(variant: str, pretrained: bool = False, **kwargs: Any) 
     return build_model_with_cfg(
         DartsSearchNet, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="hook", no_rewrite=True),
+        feature_cfg=_feature_cfg(kwargs["layers"]),
         **kwargs,
     )
 

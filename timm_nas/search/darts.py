@@ -43,6 +43,7 @@ __all__ = [
     "DartsSearchResult",
     "search",
     "search_transforms",
+    "dataset_num_classes",
     "split_indices",
     "export_genotype",
     "DartsTrainConfig",
@@ -80,6 +81,13 @@ def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
+def _grad(loss: torch.Tensor, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``torch.autograd.grad`` with zeros for inputs the loss does not use (e.g. ``alphas_normal`` of a search
+    network with fewer than 3 cells, which has no normal cell)."""
+    grads = torch.autograd.grad(loss, list(inputs), allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
+
+
 def architecture_gradient(
         model: nn.Module,
         train_batch: Batch,
@@ -112,7 +120,8 @@ def architecture_gradient(
         r: finite-difference scale, ``R = r / ||v||``.
 
     Returns:
-        One gradient per architecture parameter (``alphas_normal``, ``alphas_reduce``), in the alphas' dtype.
+        One gradient per architecture parameter (``alphas_normal``, ``alphas_reduce``), in the alphas' dtype; zeros
+        for one that no cell uses (fewer than 3 cells: no normal cell).
     """
     return _architecture_gradient(model, train_batch, valid_batch, eta=eta, weight_decay=weight_decay,
                                   network_momentum=network_momentum, momentum_buffers=momentum_buffers,
@@ -139,7 +148,7 @@ def _architecture_gradient(
         if order == 1:
             # The original calls .backward() and so also fills every weight gradient; only the alphas' are needed.
             loss = _loss(model, valid_batch)
-            return tuple(reduce(torch.autograd.grad(loss, alphas)))
+            return tuple(reduce(_grad(loss, alphas)))
         return tuple(_second_order(model, alphas, train_batch, valid_batch, eta, weight_decay, network_momentum,
                                    momentum_buffers, r, reduce))
     finally:
@@ -158,7 +167,7 @@ def _second_order(model: nn.Module, alphas: list[torch.Tensor], train_batch: Bat
 
     # 1. The unrolled weights w' = w - eta * (momentum * buf + dL_train/dw + wd * w): one SGD step without clipping.
     loss = _loss(model, train_batch)
-    grads = reduce(torch.autograd.grad(loss, weights))
+    grads = reduce(_grad(loss, weights))
     with torch.no_grad():
         theta = _flat(weights)
         if buffers is None or any(b is None for b in buffers):
@@ -177,7 +186,7 @@ def _second_order(model: nn.Module, alphas: list[torch.Tensor], train_batch: Bat
         params[name] = unrolled_flat[offset:offset + p.numel()].view_as(p)
         offset += p.numel()
     unrolled_loss = _loss(model, valid_batch, params)
-    grads = torch.autograd.grad(unrolled_loss, alphas + [unrolled_flat])
+    grads = _grad(unrolled_loss, alphas + [unrolled_flat])
     dalpha = reduce(grads[:len(alphas)])
     v_flat = reduce(grads[len(alphas):])[0]
     vector, offset = [], 0
@@ -191,11 +200,11 @@ def _second_order(model: nn.Module, alphas: list[torch.Tensor], train_batch: Bat
     with torch.no_grad():
         for p, v in zip(weights, vector):
             p.add_(v, alpha=R)
-    grads_p = torch.autograd.grad(_loss(model, train_batch), alphas)
+    grads_p = _grad(_loss(model, train_batch), alphas)
     with torch.no_grad():
         for p, v in zip(weights, vector):
             p.sub_(v, alpha=2 * R)
-    grads_n = torch.autograd.grad(_loss(model, train_batch), alphas)
+    grads_n = _grad(_loss(model, train_batch), alphas)
     with torch.no_grad():
         for p, v in zip(weights, vector):
             p.add_(v, alpha=R)
@@ -450,7 +459,7 @@ def search(
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
-    num_classes = num_classes or _num_classes(dataset)
+    num_classes = num_classes or dataset_num_classes(dataset)
     train_idx, valid_idx = split_indices(len(dataset), cfg.train_portion)
 
     # Model initialisation is seeded without disturbing the caller's global RNG stream.
@@ -544,8 +553,10 @@ def _search_step(model: nn.Module, optimizer: torch.optim.Optimizer, arch_optimi
         model, train_batch, valid_batch, eta=lr, weight_decay=cfg.weight_decay, network_momentum=cfg.momentum,
         momentum_buffers=momentum_buffers(optimizer, weights), order=cfg.order, r=cfg.r, reduce=_all_reduce_mean)
     arch_optimizer.zero_grad(set_to_none=True)
-    for a, g in zip(alphas, grads):
-        a.grad = g.detach().clone()
+    kinds = {cell.reduction for cell in model.cells}
+    for a, g, used in zip(alphas, grads, (False in kinds, True in kinds)):
+        # An alpha no cell uses keeps grad None and is left alone by Adam, as in the original.
+        a.grad = g.detach().clone() if used else None
     arch_optimizer.step()
 
     # Weight step: the alphas are constants here, so their (unused) gradient is not computed.
@@ -587,7 +598,8 @@ def _evaluate(model: nn.Module, dataset: Any, indices: list[int], cfg: DartsSear
     """Loss and accuracy of the search network on the validation split (eval mode), the original's ``infer``."""
     mine = indices[rank::world]
     batches = [mine[i:i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)]
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
+                                         generator=generator_for(cfg.seed, -1))  # not the global RNG
     model.eval()
     stats = torch.zeros(3, dtype=torch.float64)
     for x, y in loader:
@@ -600,7 +612,9 @@ def _evaluate(model: nn.Module, dataset: Any, indices: list[int], cfg: DartsSear
     return float(stats[0] / stats[2]), float(stats[1] / stats[2])
 
 
-def _num_classes(dataset: Any) -> int:
+def dataset_num_classes(dataset: Any) -> int:
+    """Number of classes of a torchvision / timm dataset (``classes``, the reader's ``class_to_idx`` or
+    ``targets``)."""
     classes = getattr(dataset, "classes", None)
     if classes:
         return len(classes)
@@ -659,7 +673,11 @@ def export_genotype(
     genotype = Genotype.resolve(genotype)
     kwargs = dict(model_kwargs or {})
     model = timm.create_model(model_name, genotype=genotype.to_dict(), **kwargs)
-    update_model_args(model, genotype=genotype.to_dict(), **kwargs)
+    # Record every architecture argument, not only the ones passed, so config.json and the card's cost count
+    # describe this network on their own.
+    arch = dict(genotype=genotype.to_dict(), C=model.C, layers=len(model.cells), stem_type=model.stem_type,
+                auxiliary=model.auxiliary_head is not None)
+    update_model_args(model, **dict(kwargs, **arch))
     card: dict[str, Any] = {"provenance": dict(provenance or {}, genotype=genotype.to_dict(),
                                                 genotype_text=genotype.to_text())}
     path = Path(hub.export(model, folder, card=card, overwrite=overwrite))
@@ -789,7 +807,7 @@ def train_genotype_network(train_dataset: Any, valid_dataset: Any, output_dir: s
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
-    num_classes = num_classes or _num_classes(train_dataset)
+    num_classes = num_classes or dataset_num_classes(train_dataset)
     genotype = Genotype.resolve(cfg.genotype)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
@@ -804,7 +822,7 @@ def train_genotype_network(train_dataset: Any, valid_dataset: Any, output_dir: s
         scheduler = StepLRScheduler(optimizer, decay_t=1, decay_rate=cfg.decay_rate, t_in_epochs=True)
     ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
     criterion = LabelSmoothingCrossEntropy(cfg.label_smoothing) if cfg.label_smoothing > 0 else nn.CrossEntropyLoss()
-    args = argparse.Namespace(**{k: v for k, v in cfg.to_dict().items()})
+    args = argparse.Namespace(model=cfg.model_name, **{k: v for k, v in cfg.to_dict().items() if k != "model_name"})
     saver = CheckpointSaver(model, optimizer, args=args, model_ema=ema, checkpoint_dir=str(out),
                             recovery_dir=str(out), decreasing=False, max_history=1)
     start_epoch, history = 0, []
@@ -857,7 +875,8 @@ def train_genotype_network(train_dataset: Any, valid_dataset: Any, output_dir: s
 @torch.no_grad()
 def _validate(model: nn.Module, dataset: Any, cfg: DartsTrainConfig, device: torch.device,
               accuracy: Callable) -> tuple[float, float, float]:
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
+                                         generator=generator_for(cfg.seed, -1))  # not the global RNG
     model.eval()
     n, top1, top5, loss = 0, 0., 0., 0.
     for x, y in loader:

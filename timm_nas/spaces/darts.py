@@ -321,19 +321,21 @@ def parse_genotype_text(text: str) -> dict[str, Any]:
     p.take("(")
     fields: dict[str, Any] = {}
     positional = 0
+    keyword_seen = False
     while p.peek() is not None and p.peek()[1] != ")":
         tok = p.peek()
         nxt = p.tokens[p.i + 1] if p.i + 1 < len(p.tokens) else None
         if tok[0] == "name" and nxt is not None and nxt[1] == "=":
             name = tok[1]
             p.i += 2
+            keyword_seen = True
             if name not in _GENOTYPE_FIELDS + _GDAS_FIELDS:
                 raise ValueError(f"genotype text: unknown field {name!r}; allowed fields: {list(_GENOTYPE_FIELDS)}")
             if name in fields:
                 raise ValueError(f"genotype text: field {name!r} given twice")
             fields[name] = p.value()
         else:
-            if fields:
+            if keyword_seen:
                 raise ValueError(f"genotype text: positional value after keyword fields at position {tok[2]}")
             if positional >= len(_GENOTYPE_FIELDS):
                 raise ValueError(f"genotype text: too many positional values at position {tok[2]}")
