@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 import timm_nas  # noqa: F401  (registers the models)
 from conftest import fixtures_root, load_json, load_tensors
 from timm_nas import AutoFormerSpace, AutoFormerSubnet
-from timm_nas.layers import relative_position_index_2d, slice_interleaved_qkv
+from timm_nas.layers import relative_position_embeddings, relative_position_index_2d, slice_interleaved_qkv
 from timm_nas.models.autoformer import (
     AutoFormer,
     AutoFormerSupernet,
@@ -404,6 +404,23 @@ def test_relative_position_index_matches_the_original_rule_and_is_cached():
     with torch.inference_mode():
         fresh = relative_position_index_2d((3, 5), m)
     assert not fresh.is_inference()  # usable by autograd later
+
+
+def test_relative_embeddings_equal_the_original_two_gathers_with_gradients():
+    """The single gather of pre-summed rows gives the original's ``T_v[iv] + T_h[ih]`` and the same gradients."""
+    g = torch.Generator().manual_seed(0)
+    tables = [torch.randn(30, 64, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    weight = torch.randn(17, 17, 64, generator=g, dtype=torch.float64)
+    (relative_position_embeddings(*tables, (4, 4), 14) * weight).sum().backward()
+    ours = [t.grad.clone() for t in tables]
+    for t in tables:
+        t.grad = None
+    index = relative_position_index_2d((4, 4), 14)
+    original = tables[0][index[0]] + tables[1][index[1]]
+    (original * weight).sum().backward()
+    torch.testing.assert_close(relative_position_embeddings(*tables, (4, 4), 14), original, rtol=0, atol=0)
+    for a, t in zip(ours, tables):
+        torch.testing.assert_close(a, t.grad)
 
 
 # ------------------------------------------------------------------------------------------- checkpoints

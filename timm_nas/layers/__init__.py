@@ -21,6 +21,7 @@ from .relative_position import (
     clear_relative_position_cache,
     relative_position_embeddings,
     relative_position_index_2d,
+    relative_position_pair_index_2d,
 )
 from .spvit_attention import SPVIT_ALPHA, BConv, SkipAttention, UnifiedAttention, bconv_weights, head_assignment
 from .spvit_gates import (

@@ -11,12 +11,17 @@ The original rebuilt the index maps on every forward; here they are built once p
 device and cached at module level (not as buffers, so a model created on the meta device and materialised later
 never sees stale or uninitialised indices). The original derives the grid side as ``int(sqrt(N))`` (square
 grids only); this uses the true ``(H, W)`` patch grid, identical for square inputs.
+
+Speed: instead of two ``(N+1)^2 x width`` gathers and their sum, the ``(2m+2)^2`` sums ``table_v[a] + table_h[b]``
+are formed once (a few hundred rows) and gathered once with a cached pair index ``a (2m+2) + b``: the same
+floating-point values, a third of the memory traffic.
 """
 import threading
 from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import register_notrace_function, trunc_normal_
 
 __all__ = [
@@ -24,6 +29,7 @@ __all__ = [
     "REL_POS_INIT_STD",
     "RelativePosition2D",
     "relative_position_index_2d",
+    "relative_position_pair_index_2d",
     "relative_position_embeddings",
     "clear_relative_position_cache",
 ]
@@ -35,7 +41,7 @@ MAX_RELATIVE_POSITION = 14
 #: Truncated-normal std of the tables at init (microsoft/Cream multihead_super.py, ``trunc_normal_(std=.02)``).
 REL_POS_INIT_STD = 0.02
 
-_CACHE: Dict[Tuple[int, int, int, torch.device], torch.Tensor] = {}
+_CACHE: Dict[Tuple[str, int, int, int, torch.device], torch.Tensor] = {}
 _LOCK = threading.Lock()
 
 
@@ -52,6 +58,23 @@ def _build_index(grid_h: int, grid_w: int, max_distance: int) -> torch.Tensor:
     return index
 
 
+def _cached(kind: str, grid_size: Tuple[int, int], max_distance: int, device: Optional[torch.device]) -> torch.Tensor:
+    device = torch.device("cpu") if device is None else torch.device(device)
+    key = (kind, int(grid_size[0]), int(grid_size[1]), int(max_distance), device)
+    index = _CACHE.get(key)
+    if index is None:
+        # Normal (non-inference) tensors, whatever mode the first caller runs in: autograd saves them later.
+        with torch.inference_mode(False), torch.no_grad(), _LOCK:
+            index = _CACHE.get(key)
+            if index is None:
+                index = _build_index(key[1], key[2], key[3])
+                if kind == "pair":
+                    index = index[0] * (2 * key[3] + 2) + index[1]
+                index = index.to(device)
+                _CACHE[key] = index
+    return index
+
+
 def relative_position_index_2d(
         grid_size: Tuple[int, int],
         max_distance: int = MAX_RELATIVE_POSITION,
@@ -61,17 +84,16 @@ def relative_position_index_2d(
 
     Built once per (grid, max distance, device); works for the meta device too (the indices are then shape-only).
     """
-    device = torch.device("cpu") if device is None else torch.device(device)
-    key = (int(grid_size[0]), int(grid_size[1]), int(max_distance), device)
-    index = _CACHE.get(key)
-    if index is None:
-        # Normal (non-inference) tensors, whatever mode the first caller runs in: autograd saves them later.
-        with torch.inference_mode(False), torch.no_grad(), _LOCK:
-            index = _CACHE.get(key)
-            if index is None:
-                index = _build_index(key[0], key[1], key[2]).to(device)
-                _CACHE[key] = index
-    return index
+    return _cached("vh", grid_size, max_distance, device)
+
+
+def relative_position_pair_index_2d(
+        grid_size: Tuple[int, int],
+        max_distance: int = MAX_RELATIVE_POSITION,
+        device: Optional[torch.device] = None,
+) -> torch.Tensor:
+    """The cached ``(N+1, N+1)`` index ``iv (2m+2) + ih`` into the table of all vertical + horizontal sums."""
+    return _cached("pair", grid_size, max_distance, device)
 
 
 def clear_relative_position_cache() -> None:
@@ -89,8 +111,9 @@ def relative_position_embeddings(
         max_distance: int,
 ) -> torch.Tensor:
     """``(N+1, N+1, width)`` embeddings ``table_v[iv] + table_h[ih]`` of every (query, key) token pair."""
-    index = relative_position_index_2d(grid_size, max_distance, table_v.device)
-    return table_v[index[0]] + table_h[index[1]]
+    pair = relative_position_pair_index_2d(grid_size, max_distance, table_v.device)
+    sums = (table_v[:, None, :] + table_h[None, :, :]).flatten(0, 1)  # ((2m+2)^2, width): row a (2m+2) + b
+    return F.embedding(pair, sums)  # a plain row gather; much faster than advanced indexing on CPU
 
 
 class RelativePosition2D(nn.Module):
