@@ -202,6 +202,14 @@ def test_use_subnet_restores_and_accepts_dicts():
     assert model.active_subnet == full
 
 
+def test_initial_active_subnet_argument():
+    t = timm.create_model("autoformer_tiny", device="meta").subnet
+    model = timm.create_model("autoformer_supernet_tiny", subnet=t.to_dict(), sampling="fixed", device="meta")
+    assert model.active_subnet == t and model.num_features == 192
+    with pytest.raises(ValueError, match="embed_dim=512 exceeds"):
+        timm.create_model("autoformer_supernet_tiny", subnet=dict(t.to_dict(), embed_dim=512), device="meta")
+
+
 def test_features_and_head_follow_the_active_subnet():
     model = make_supernet().eval()
     x = images()

@@ -223,6 +223,8 @@ class AutoFormerSupernet(SupernetMixin, nn.Module):
         sampling: training-mode policy ``'uniform'`` (default), ``'sandwich'`` or ``'fixed'``.
         seed: seed of the per-step sampling generators (default 0).
         unused_grad: ``'zero'`` (default) or ``'none'`` (the original's missing gradients).
+        subnet: the initial active subnet (default: the full weight shape); with ``sampling='fixed'`` it is the one
+            trained, as the original's ``--mode retrain --cfg subnet.yaml``. It must fit the weights.
     """
 
     def __init__(
@@ -241,6 +243,7 @@ class AutoFormerSupernet(SupernetMixin, nn.Module):
             sampling: Optional[str] = None,
             seed: Optional[int] = None,
             unused_grad: Optional[str] = None,
+            subnet: Optional[SubnetLike] = None,
             device: Optional[torch.device] = None,
             dtype: Optional[torch.dtype] = None,
     ) -> None:
@@ -271,7 +274,7 @@ class AutoFormerSupernet(SupernetMixin, nn.Module):
             for i in range(space.super_depth)])
         self.norm = ElasticLayerNorm(E, **dd)
         self.head = ElasticLinear(E, num_classes, **dd) if num_classes > 0 else nn.Identity()
-        self.init_supernet(space, sampling=sampling, seed=seed, unused_grad=unused_grad, device=device)
+        self.init_supernet(space, sampling=sampling, seed=seed, unused_grad=unused_grad, subnet=subnet, device=device)
         if not self.cls_token.is_meta:  # nothing to initialise on the meta device (and init ops are slow there)
             self.init_weights()
 
