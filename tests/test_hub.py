@@ -243,9 +243,13 @@ def test_meta_model_exports_the_architecture_only(tmp_path: Path) -> None:
     assert built._model_args["arch"] == TINY.to_dict()
 
 
-def test_tied_weights_are_stored(tmp_path: Path) -> None:
+def test_tied_and_overlapping_weights_are_stored(tmp_path: Path) -> None:
     model = _tiny_model()
     model.blocks[1].attn.proj.weight = model.blocks[0].attn.proj.weight  # two names, one tensor
+    flat = torch.randn(2 * 16)
+    with torch.no_grad():  # two parameters that are views into one storage at different offsets
+        model.blocks[0].norm1.bias = torch.nn.Parameter(flat[:16])
+        model.blocks[1].norm1.bias = torch.nn.Parameter(flat[16:])
     loaded = hub.load(hub.export(model, tmp_path / "out"))
     assert torch.equal(_logits(model), _logits(loaded))
 

@@ -494,7 +494,8 @@ def _cost(model: nn.Module, cfg: Any, model_args: Mapping[str, Any], input_size:
             _logger.info("analytic params of %s (%d) differ from the model's (%d): measuring MACs instead",
                          type(cfg).__name__, analytic_params, params)
     if any(t.is_meta for t in model.state_dict().values()):
-        out["macs_note"] = "not counted: the model has no weights (meta device) to measure, and no analytic formula fits it"
+        out["macs_note"] = ("not counted: the model has no weights (meta device) to measure, and no analytic "
+                            "formula fits it")
         return out
     was_training = model.training
     try:
@@ -552,13 +553,13 @@ def _save_weights(state: Mapping[str, torch.Tensor], path: Path) -> None:
     import safetensors.torch
 
     tensors: dict[str, torch.Tensor] = {}
-    seen: set[tuple[int, int]] = set()
+    seen: set[int] = set()
     for key, t in state.items():
         t = t.detach().to("cpu").contiguous()
-        ident = (t.untyped_storage().data_ptr(), t.storage_offset())
-        if t.numel() and ident in seen:  # safetensors refuses tensors sharing memory: store a copy
+        storage = t.untyped_storage().data_ptr()
+        if t.numel() and storage in seen:  # safetensors refuses tensors that share memory: store a copy
             t = t.clone()
-        seen.add(ident)
+        seen.add(t.untyped_storage().data_ptr())
         tensors[key] = t
     safetensors.torch.save_file(tensors, str(path), metadata={"format": "pt"})
 
@@ -871,11 +872,12 @@ def _validate_config(cfg: Any, where: str) -> dict[str, Any]:
         raise ValueError(f"{where} must hold a JSON object, got {type(cfg).__name__}")
     arch = cfg.get("architecture")
     if not isinstance(arch, str) or not arch:
-        raise ValueError(f"{where} has no 'architecture' (a timm model name); it was not written by timm_nas.hub.export "
-                         "or timm's save_for_hf: re-export the model")
+        raise ValueError(f"{where} has no 'architecture' (a timm model name); it was not written by "
+                         "timm_nas.hub.export or timm's save_for_hf: re-export the model")
     for key in ("model_args", "pretrained_cfg", MARKER_KEY):
         if key in cfg and not isinstance(cfg[key], dict):
-            raise ValueError(f"{where}: {key!r} must be a JSON object, got {type(cfg[key]).__name__}; re-export the model")
+            raise ValueError(f"{where}: {key!r} must be a JSON object, got {type(cfg[key]).__name__}; re-export "
+                             "the model")
     if "num_classes" in cfg and (isinstance(cfg["num_classes"], bool) or not isinstance(cfg["num_classes"], int)):
         raise ValueError(f"{where}: 'num_classes' must be an integer, got {cfg['num_classes']!r}")
     return cfg
