@@ -16,11 +16,10 @@ the golden fixtures.
 * :func:`slice_s3_state_dict`: the one slicing function, used by the supernet's forward (per module), by
   ``extract`` and by loading a supernet checkpoint into a subnet.
 """
-from __future__ import annotations
 
 import contextlib
 import re
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, PatchEmbed, calculate_drop_path_rates, get_device_dtype, to_2tuple
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint, checkpoint_seq, named_apply
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
 from timm.models.vision_transformer import get_init_weights_vit
@@ -87,6 +87,11 @@ def _stage_grids(grid: int, num_stages: int) -> list[int]:
                              f"img_size / patch_size whose grid ({grid}) stays even for {num_stages - 1} merges")
         grids.append(grids[-1] // 2)
     return grids
+
+
+def _check_fmt(output_fmt: str) -> None:
+    if output_fmt != "NCHW":
+        raise ValueError(f"output_fmt={output_fmt!r} is not supported; intermediates are returned as 'NCHW'")
 
 
 def _check_subnet_windows(cfg: S3Subnet, grids: Sequence[int]) -> None:
@@ -187,9 +192,6 @@ class S3SuperStage(nn.Module):
 
 class _S3Common:
     """Methods shared by the static and the supernet model (timm's Swin API)."""
-
-    layers: nn.Sequential
-    head: ClassifierHead
 
     @torch.jit.ignore
     def no_weight_decay(self) -> Set[str]:
@@ -298,6 +300,57 @@ class S3Transformer(_S3Common, nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         self._reset_head(num_classes, global_pool, self.num_features)
         self.head_hidden_size = self.head.num_features
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = "NCHW",
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Stage outputs (NCHW) and the final features, as timm's Swin.
+
+        Args:
+            x: input images.
+            indices: last n stages if an int, all if None, else the stage indices to return.
+            norm: apply the final norm to the last stage's intermediate.
+            stop_early: stop after the last requested stage.
+            output_fmt: only ``'NCHW'``.
+            intermediates_only: return only the intermediates.
+        """
+        _check_fmt(output_fmt)
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        x = self.patch_embed(x)
+        stages = self.layers if torch.jit.is_scripting() or not stop_early else self.layers[:max_index + 1]
+        last = len(self.layers) - 1
+        intermediates = []
+        i = 0
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                inter = self.norm(x) if norm and i == last else x
+                intermediates.append(inter.permute(0, 3, 1, 2).contiguous())
+        if intermediates_only:
+            return intermediates
+        if i == last:
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the stages (and norm / head) not needed for the given intermediates."""
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        prune_end = max_index < len(self.layers) - 1
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()
+        self.layers = self.layers[:max_index + 1]
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
+            self.reset_classifier(0, "")
+        return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> unpooled normalised features ``(B, h, w, embed_dim[-1])`` (NHWC, as timm's Swin)."""
@@ -413,6 +466,8 @@ class S3Supernet(SupernetMixin, _S3Common, nn.Module):
     def set_active_subnet(self, cfg: Any) -> None:
         super().set_active_subnet(cfg)
         self.num_features = self.head_hidden_size = self._active.embed_dim[-1]
+        for info, e in zip(self.feature_info, self._active.embed_dim):
+            info["num_chs"] = e
 
     @contextlib.contextmanager
     def use_subnet(self, cfg: Any) -> Iterator[S3Subnet]:  # type: ignore[override]
@@ -448,7 +503,60 @@ class S3Supernet(SupernetMixin, _S3Common, nn.Module):
     # ------------------------------------------------------------------------------------------- forward
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         # the head keeps the supernet's largest input width; forward_head slices it to the active width
-        self._reset_head(num_classes, global_pool, self.space.full().embed_dim[-1])
+        self._reset_head(num_classes, global_pool, self.head.in_features)
+
+    def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.norm, nn.Identity):  # pruned
+            return x
+        e = x.shape[-1]
+        p = slice_norm(dict(self.norm.named_parameters()), e)
+        return F.layer_norm(x, (e,), p["weight"], p["bias"], self.norm.eps)
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = "NCHW",
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Stage outputs (NCHW) of the subnet this forward runs, and its final features (see
+        :meth:`S3Transformer.forward_intermediates`)."""
+        _check_fmt(output_fmt)
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        cfg = self.select_subnet()
+        x = self.patch_embed(x, cfg.embed_dim[0])
+        last = len(self.layers) - 1
+        stop = max_index if stop_early else last
+        intermediates = []
+        for i in range(stop + 1):
+            x = self.layers[i](x, cfg, i)
+            if i in take_indices:
+                inter = self._final_norm(x) if norm and i == last else x
+                intermediates.append(inter.permute(0, 3, 1, 2).contiguous())
+        if intermediates_only:
+            if intermediates:
+                intermediates[-1] = self.tie_unused(intermediates[-1], cfg)
+            return intermediates
+        if stop == last:
+            x = self._final_norm(x)
+        return self.tie_unused(x, cfg), intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop the stages (and norm / head) not needed for the given intermediates. A pruned supernet is a feature
+        extractor: its later stages are gone, so ``extract`` no longer applies."""
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        prune_end = max_index < len(self.layers) - 1
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()
+        self.layers = self.layers[:max_index + 1]
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
+            self._reset_head(0, "", self.num_features)
+        return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> unpooled normalised features ``(B, h, w, e)`` of the subnet this forward runs."""
@@ -456,10 +564,7 @@ class S3Supernet(SupernetMixin, _S3Common, nn.Module):
         x = self.patch_embed(x, cfg.embed_dim[0])
         for i, stage in enumerate(self.layers):
             x = stage(x, cfg, i)
-        e = x.shape[-1]
-        p = slice_norm(dict(self.norm.named_parameters()), e)
-        x = F.layer_norm(x, (e,), p["weight"], p["bias"], self.norm.eps)
-        return self.tie_unused(x, cfg)
+        return self.tie_unused(self._final_norm(x), cfg)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool, dropout, then the classifier's first ``e`` input columns (``e`` read from ``x``)."""
@@ -639,12 +744,13 @@ default_cfgs = generate_default_cfgs({
 
 
 def _create_s3(variant: str, model_cls: type, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    if model_cls is S3Supernet and kwargs.get("features_only"):
-        raise ValueError("features_only is not supported on the S3 supernet (its stages take the active subnet as "
-                         "an argument); extract() a subnet and build its features instead")
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
+    feature_cfg: Dict[str, Any] = dict(flatten_sequential=True, out_indices=out_indices)
+    if model_cls is S3Supernet:
+        # supernet stages take the subnet as an argument, so features come from forward_intermediates
+        feature_cfg["feature_cls"] = "getter"
     return build_model_with_cfg(model_cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-                                feature_cfg=dict(flatten_sequential=True, out_indices=out_indices), **kwargs)
+                                feature_cfg=feature_cfg, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------- entrypoints
