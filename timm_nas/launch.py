@@ -62,8 +62,8 @@ def resolve_script(script: str | os.PathLike, default_name: str | None = None) -
 def run_script(script: str | os.PathLike, argv: Sequence[str] = (), default_name: str | None = None) -> int:
     """Import :mod:`timm_nas` (registering its models with timm), then run ``script`` as ``__main__``.
 
-    ``sys.argv`` is ``[script, *argv]`` and the script's folder is first on ``sys.path`` while it runs; both are
-    restored afterwards.
+    ``sys.argv`` is ``[script, *argv]``, the script's folder is first on ``sys.path`` and the root logger has no
+    handlers (the script configures logging) while it runs; all three are restored afterwards.
 
     Args:
         script: the script (or, with ``default_name``, a timm checkout folder).
@@ -76,10 +76,15 @@ def run_script(script: str | os.PathLike, argv: Sequence[str] = (), default_name
     path = resolve_script(script, default_name)
     import timm_nas  # noqa: F401  (registers the models with timm)
 
+    _logger.info("running %s with timm-nas models registered: %s", path, " ".join(argv))
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     sys.argv = [str(path), *argv]
     sys.path.insert(0, str(path.parent))
-    _logger.info("running %s with timm-nas models registered: %s", path, " ".join(argv))
+    # the script sets up logging itself (timm's scripts call setup_default_logging): without this, a handler left
+    # by a caller (e.g. the timm-nas command's basicConfig) would print every record twice
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    root.handlers.clear()
     try:
         runpy.run_path(str(path), run_name="__main__")
     except SystemExit as e:  # argparse errors, sys.exit(...) at the end of a script
@@ -92,6 +97,8 @@ def run_script(script: str | os.PathLike, argv: Sequence[str] = (), default_name
     finally:
         sys.argv[:] = saved_argv
         sys.path[:] = saved_path
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
     return 0
 
 
