@@ -227,8 +227,9 @@ class BConv(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
                 is_causal: bool = False) -> torch.Tensor:
-        if attn_mask is not None or is_causal:
-            raise RuntimeError("a BConv layer has no attention to mask; attn_mask / is_causal are not supported")
+        """``attn_mask`` / ``is_causal`` (passed by timm's ``VisionTransformer`` to every block's attention) are
+        ignored: a convolution has no attention to mask. (Raising on them would break FX tracing, where an
+        unset ``attn_mask`` is a proxy.)"""
         B, N, C = x.shape
         H, W = self.grid_size
         y = self.bconv(x[:, 1:].transpose(1, 2).reshape(B, C, H, W))  # (B, dim, H, W)
@@ -237,7 +238,7 @@ class BConv(nn.Module):
 
 class SkipAttention(nn.Module):
     """The original fine-tuned models' skip layer: returns its (normalised) input, so the block computes
-    ``x + norm1(x)``."""
+    ``x + norm1(x)``. ``attn_mask`` / ``is_causal`` are ignored, as in :class:`BConv`."""
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
                 is_causal: bool = False) -> torch.Tensor:

@@ -45,7 +45,6 @@ optimised layout.
 from __future__ import annotations
 
 import logging
-import math
 from collections import OrderedDict
 from functools import partial
 from typing import Any, Callable, Literal, Mapping, Optional, Sequence
