@@ -177,11 +177,11 @@ def write_image_folder(root: Path, per_class: int = 2) -> Path:
 
 
 SCRIPT = '''
-import json, sys
+import json, logging, sys
 import timm
 model = timm.create_model(sys.argv[1], space={space!r}, img_size=32, patch_size=8)
 print(json.dumps({{"argv": sys.argv[1:], "params": sum(p.numel() for p in model.parameters()),
-                   "first_path": sys.path[0]}}))
+                   "first_path": sys.path[0], "root_handlers": len(logging.getLogger().handlers)}}))
 sys.exit(int(sys.argv[2]))
 '''
 
@@ -216,11 +216,21 @@ def test_run_script_and_validate_commands(tmp_path, capsys):
     argv, path = sys.argv[:], sys.path[:]
     # everything after the script goes to it, including options timm-nas itself knows (-v) or that look like ours
     assert cli.main(["run-script", str(script), "autoformer_supernet", "0", "-v", "--checkpoint", "x"]) == 0
-    assert json.loads(capsys.readouterr().out)["argv"] == ["autoformer_supernet", "0", "-v", "--checkpoint", "x"]
+    out = json.loads(capsys.readouterr().out)
+    assert out["argv"] == ["autoformer_supernet", "0", "-v", "--checkpoint", "x"]
+    assert out["root_handlers"] == 0  # the script sets up its own logging (no duplicate lines)
     # `validate` takes the script or a checkout folder holding validate.py
     assert cli.main(["validate", str(tmp_path), "autoformer_supernet", "4"]) == 4
     assert sys.argv == argv and sys.path == path  # restored
-    assert run_script(script, ["autoformer_supernet", "0"]) == 0
+    import logging
+
+    handler = logging.NullHandler()
+    logging.getLogger().addHandler(handler)
+    try:
+        assert run_script(script, ["autoformer_supernet", "0"]) == 0
+        assert handler in logging.getLogger().handlers  # restored afterwards
+    finally:
+        logging.getLogger().removeHandler(handler)
     capsys.readouterr()
     assert cli.main(["validate", str(tmp_path / "nowhere"), "--model", "x"]) == 2
     err = capsys.readouterr().err
