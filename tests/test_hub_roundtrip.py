@@ -39,13 +39,16 @@ def fake_hub() -> Iterator[FakeHub]:
 
 
 @pytest.fixture
-def in_process_client(monkeypatch: pytest.MonkeyPatch) -> Callable[[FakeHub], None]:
-    """Point this process's ``huggingface_hub`` at a fake Hub (for pushes; pulls run in fresh processes)."""
+def in_process_client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[FakeHub], None]:
+    """Point this process's ``huggingface_hub`` at a fake Hub (for pushes; pulls run in fresh processes). Its
+    telemetry (which would fetch an agent registry from the endpoint and cache it under HF_HOME) is off."""
     from huggingface_hub import constants
 
     def point(server: FakeHub) -> None:
         monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
         monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+        monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agent_harnesses.json"))
         monkeypatch.setenv("HF_TOKEN", TOKEN)
 
     return point
