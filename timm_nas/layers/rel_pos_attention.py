@@ -138,7 +138,6 @@ class ElasticRelPosAttention(nn.Module):
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        self.max_heads = dim // head_dim
         self.head_dim = head_dim
         self.scale = head_dim ** -0.5
         self.qkv = InterleavedQKV(dim, 3 * dim, bias=qkv_bias, **dd)

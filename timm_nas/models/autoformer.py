@@ -63,6 +63,7 @@ __all__ = [
     "slice_subnet_state_dict",
     "convert_original_state_dict",
     "checkpoint_filter_fn",
+    "load_original_checkpoint",
 ]
 
 _logger = logging.getLogger(__name__)
