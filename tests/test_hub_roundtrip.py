@@ -232,11 +232,16 @@ def test_private_push_and_second_push_to_the_same_repo(fake_hub: FakeHub, in_pro
     assert fake_hub.unknown == []
 
 
-def test_push_refills_the_card_for_each_repo(fake_hub: FakeHub, in_process_client, tmp_path: Path) -> None:
+def test_push_points_the_card_example_at_each_repo(fake_hub: FakeHub, in_process_client, tmp_path: Path) -> None:
     folder, _, _ = _export_test_vit(tmp_path / "export")
     in_process_client(fake_hub)
     hub.push(folder, REPO)
-    assert f"hf-hub:{REPO}" in (folder / "README.md").read_text()  # filled in the folder too
+    assert f'timm.create_model("hf-hub:{REPO}", pretrained=True)' in (folder / "README.md").read_text()
+    hub.push(folder, "user/another-copy")
+    for repo in (REPO, "user/another-copy"):
+        readme = fake_hub.repos[repo].files["README.md"].decode()
+        assert f'timm.create_model("hf-hub:{repo}", pretrained=True)' in readme
+        assert readme.count("hf-hub:") == 1
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
 
 

@@ -1014,20 +1014,26 @@ def load(source: str | os.PathLike, *, pretrained: bool = True, **kwargs: Any) -
 
 
 # ---------------------------------------------------------------------------------------------------- push
+# The example line :func:`render_card` writes; push points it at the repo (the placeholder or an earlier repo).
+_USAGE_LINE = re.compile(r'(timm\.create_model\("hf-hub:)([^"]+)(", pretrained=True\))')
+
+
 def _fill_repo_id(readme: Path, repo_id: str) -> None:
     if not readme.is_file():
+        _logger.warning("%s has no %s: the repo will have no model card", readme.parent, _README_NAME)
         return
     text = readme.read_text(encoding="utf-8")
-    if REPO_ID_PLACEHOLDER not in text:
+    filled = _USAGE_LINE.sub(lambda m: m.group(1) + repo_id + m.group(3), text)
+    if filled == text:
         return
     tmp = readme.with_name(f".{readme.name}.{uuid.uuid4().hex[:8]}")
     try:
-        tmp.write_text(text.replace(REPO_ID_PLACEHOLDER, repo_id), encoding="utf-8")
+        tmp.write_text(filled, encoding="utf-8")
         os.replace(tmp, readme)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        _logger.warning("could not write the repo id into %s (%s); the card's example keeps %s", readme, e,
-                        REPO_ID_PLACEHOLDER)
+        _logger.warning("could not write the repo id into %s (%s); the card's example keeps its old repo id",
+                        readme, e)
 
 
 def _scrub(text: str, token: str | None) -> str:
@@ -1049,8 +1055,8 @@ def push(folder: str | os.PathLike, repo_id: str, *, private: bool = False, toke
          commit_message: str | None = None) -> str:
     """Upload an exported folder to a Hub model repository (created if needed).
 
-    The card's example names ``REPO_ID_PLACEHOLDER`` until the repo is known: it is replaced by ``repo_id`` in
-    the folder's ``README.md`` before the upload.
+    The card's example loads ``hf-hub:<repo>``; before the upload that line of the folder's ``README.md`` is
+    pointed at ``repo_id`` (replacing :data:`REPO_ID_PLACEHOLDER` or the repo of an earlier push).
 
     Args:
         folder: a folder written by :func:`export` (checked first: its ``config.json`` must be valid).
