@@ -1,8 +1,419 @@
-"""`timm-nas` sub-commands: search (none yet)."""
+"""`timm-nas search tf-tas | evolution | random`: architecture search over a supernet's space.
+
+Examples::
+
+    timm-nas search tf-tas --space tiny --out runs/tf-tas-tiny                     # TF-TAS: 8000 x DSS, 3M-23M
+    timm-nas search evolution --space tiny --pretrained --data-dir /data/imagenet --out runs/evo-tiny
+    timm-nas search random --space small --proxy synflow --candidates 500 --out runs/random-small
+    torchrun --nproc-per-node 2 -m timm_nas search tf-tas --space tiny --out runs/tf-tas-tiny
+
+Each run writes ``candidates.jsonl`` (appended as candidates are scored), ``best.json``, ``pareto.json``,
+``pareto.png`` and ``export/`` (the best subnet, Hub-ready) into ``--out``. Running the same command again on
+the same ``--out`` resumes an interrupted search without re-scoring anything; a folder made with different
+arguments is refused (``--overwrite`` discards it).
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "run_cli_search", "search_from_args", "summary_table", "export_best"]
+
+_STRATEGIES = {
+    "tf-tas": ("TF-TAS zero-shot search: random candidates inside the constraints ranked by a training-free proxy "
+               "(default DSS; Zhou et al., CVPR 2022)"),
+    "evolution": ("AutoFormer's evolutionary search (Chen et al., ICCV 2021): fitness = top-1 of the supernet with "
+                  "inherited weights on --data-dir, or a --proxy"),
+    "random": "random search: uniform candidates inside the constraints, scored by --data-dir accuracy or a --proxy",
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _add_common(p: argparse.ArgumentParser, strategy: str) -> None:
+    from ..search.zero_shot import TF_TAS_CANDIDATES, TF_TAS_PARAMS
+
+    g = p.add_argument_group("supernet")
+    g.add_argument("--model", default="autoformer_supernet",
+                   help="supernet model name (default: autoformer_supernet)")
+    g.add_argument("--space", default="tiny",
+                   help="search space: a preset (tiny, small, base), a JSON object, or a .json file (default: tiny)")
+    g.add_argument("--img-size", type=_positive_int, default=None, help="input image size (default: the model's)")
+    g.add_argument("--num-classes", type=int, default=None, help="classifier width (default: the model's, 1000)")
+    w = g.add_mutually_exclusive_group()
+    w.add_argument("--pretrained", action="store_true", help="load the supernet's released weights")
+    w.add_argument("--checkpoint", default=None, help="load supernet weights from a file (original .pth or ours)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+
+    s = p.add_argument_group("scoring")
+    default_proxy = "dss" if strategy == "tf-tas" else None
+    s.add_argument("--proxy", default=default_proxy,
+                   help="training-free proxy to score with (timm-nas search proxies lists them)"
+                        + (" (default: dss)" if default_proxy else ""))
+    s.add_argument("--dss-mode", choices=("reference", "paper"), default="reference",
+                   help="DSS as the released TF-TAS code computes it (reference) or as the paper describes it")
+    s.add_argument("--proxy-batch-size", type=_positive_int, default=None,
+                   help="batch size of the seeded random batch of data-dependent proxies (snip, jacov, ...)")
+    if strategy != "tf-tas":
+        s.add_argument("--data-dir", default=None,
+                       help="score by top-1 accuracy with inherited weights on this dataset (timm create_dataset)")
+        s.add_argument("--dataset", default="", help="timm dataset name (default: a folder of class folders)")
+        s.add_argument("--split", default="train", help="dataset split (default: train, as the original)")
+        s.add_argument("--subset-per-class", type=int, default=100,
+                       help="images per class, the original's subImageNet (default 100; 0 = all)")
+        s.add_argument("--batch-size", type=_positive_int, default=64, help="evaluation batch size (default 64)")
+        s.add_argument("--workers", type=int, default=4, help="data loader workers (default 4)")
+
+    c = p.add_argument_group("constraints (analytic cost model)")
+    lo, hi = (TF_TAS_PARAMS[0] / 1e6, TF_TAS_PARAMS[1] / 1e6) if strategy == "tf-tas" else (None, None)
+    c.add_argument("--params-min", type=float, default=lo,
+                   help="minimum parameters, millions" + (f" (default {lo:g}, TF-TAS)" if lo is not None else ""))
+    c.add_argument("--params-max", type=float, default=hi,
+                   help="maximum parameters, millions" + (f" (default {hi:g}, TF-TAS)" if hi is not None else ""))
+    c.add_argument("--macs-min", type=float, default=None, help="minimum MACs of one image, G")
+    c.add_argument("--macs-max", type=float, default=None, help="maximum MACs of one image, G")
+
+    r = p.add_argument_group("run")
+    if strategy != "evolution":
+        default_n = TF_TAS_CANDIDATES if strategy == "tf-tas" else 100
+        r.add_argument("--candidates", type=_positive_int, default=default_n,
+                       help=f"number of candidates to score (default {default_n})")
+    r.add_argument("--seed", type=int, default=0, help="seed of every draw and of the supernet's init (default 0)")
+    r.add_argument("--out", required=True, help="output folder (resumed when it holds the same search)")
+    r.add_argument("--overwrite", action="store_true", help="discard a previous search in --out")
+    r.add_argument("--top", type=_positive_int, default=10, help="rows of the summary table (default 10)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--no-export", action="store_true", help="do not export the best subnet")
+    r.add_argument("--push-to-hub", metavar="REPO", default=None, help="push the exported subnet to this Hub repo")
+    r.add_argument("--private", action="store_true", help="create the Hub repo private")
+
+
+def _add_evolution(p: argparse.ArgumentParser) -> None:
+    e = p.add_argument_group("evolution (defaults: microsoft/Cream AutoFormer/evolution.py)")
+    e.add_argument("--population", type=_positive_int, default=50, help="population size (50)")
+    e.add_argument("--topk", type=_positive_int, default=10, help="parents kept across generations (10)")
+    e.add_argument("--generations", type=int, default=20, help="generations (20)")
+    e.add_argument("--mutations", type=int, default=25, help="mutations per generation (25)")
+    e.add_argument("--crossovers", type=int, default=25, help="crossovers per generation (25)")
+    e.add_argument("--m-prob", type=float, default=0.2, help="per-layer mutation probability (0.2)")
+    e.add_argument("--s-prob", type=float, default=0.4, help="depth / embed-dim mutation probability (0.4)")
 
 
 def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction) -> None:
-    """Add this module's parsers (none yet)."""
+    """Add ``timm-nas search tf-tas|evolution|random`` and ``timm-nas search proxies``."""
+    for name, text in _STRATEGIES.items():
+        p = search.add_parser(name, help=text.split(":")[0], description=text,
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        _add_common(p, name)
+        if name == "evolution":
+            _add_evolution(p)
+        p.set_defaults(func=run_cli_search, search_strategy=name)
+    p = search.add_parser("proxies", help="list the training-free proxies")
+    p.set_defaults(func=_list_proxies)
+
+
+def _list_proxies(args: argparse.Namespace) -> int:
+    from ..proxies import get_proxy, list_proxies
+
+    for name in list_proxies():
+        print(f"{name:10s} {get_proxy(name).description}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def _space_arg(text: str) -> Any:
+    """A preset name, a JSON object, or a .json file."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--space is not valid JSON ({e.msg} at column {e.colno})") from e
+    if stripped.endswith(".json"):
+        path = Path(stripped).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"--space file not found: {path}")
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--space file {path} is not valid JSON ({e.msg} at line {e.lineno})") from e
+    return stripped
+
+
+def _scale(value: float | None, unit: float) -> float | None:
+    return None if value is None else value * unit
+
+
+def _validate(args: argparse.Namespace) -> None:
+    """Checks that need no model: done before anything is built or written."""
+    from ..proxies import get_proxy
+
+    data_dir = getattr(args, "data_dir", None)
+    if args.search_strategy != "tf-tas":
+        if data_dir is None and args.proxy is None:
+            raise ValueError(f"timm-nas search {args.search_strategy} needs a scorer: --data-dir DIR (top-1 of the "
+                             "supernet with inherited weights) or --proxy NAME")
+        if data_dir is not None and args.proxy is not None:
+            raise ValueError("give either --data-dir (accuracy) or --proxy, not both")
+        if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+            raise FileNotFoundError(f"data folder not found: {data_dir}")
+        if args.subset_per_class < 0:
+            raise ValueError(f"--subset-per-class must be >= 0, got {args.subset_per_class}")
+    if args.proxy is not None:
+        get_proxy(args.proxy)
+    _constraints(args)  # an empty window fails here, before the model is built
+    if args.checkpoint is not None and not Path(args.checkpoint).expanduser().is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {args.checkpoint}")
+    if args.push_to_hub is not None and args.no_export:
+        raise ValueError("--push-to-hub pushes the export: it cannot be combined with --no-export")
+
+
+def _constraints(args: argparse.Namespace, cost_kwargs: dict[str, Any] | None = None) -> Any:
+    from ..search import Constraints
+
+    return Constraints(_scale(args.params_min, 1e6), _scale(args.params_max, 1e6), _scale(args.macs_min, 1e9),
+                       _scale(args.macs_max, 1e9), cost_kwargs=cost_kwargs or {})
+
+
+def _build_supernet(args: argparse.Namespace, device: Any) -> Any:
+    import timm
+    import torch
+
+    from .._factory import create_model
+
+    from .. import models  # noqa: F401  (registration)
+
+    if not timm.is_model(args.model):
+        supernets = [n for n in timm.list_models("*supernet*")]
+        raise ValueError(f"unknown model {args.model!r}; supernets: {supernets}")
+    kwargs: dict[str, Any] = {"space": _space_arg(args.space)}
+    if args.img_size is not None:
+        kwargs["img_size"] = args.img_size
+    if args.num_classes is not None:
+        kwargs["num_classes"] = args.num_classes
+    # The supernet's random init (TF-TAS scores a randomly initialised supernet) is seeded, without leaving the
+    # global generator changed.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        try:
+            model = create_model(args.model, pretrained=args.pretrained, **kwargs)
+        except TypeError as e:
+            raise ValueError(f"{args.model} does not take these arguments ({e}); is it a supernet?") from e
+    if not (hasattr(model, "use_subnet") and hasattr(model, "space")):
+        raise ValueError(f"{args.model} is not a supernet (it has no search space / use_subnet); "
+                         "choose a *_supernet model")
+    if args.checkpoint is not None:
+        load = getattr(model, "load_pretrained", None)
+        if load is not None:
+            load(str(Path(args.checkpoint).expanduser()))
+        else:
+            from timm.models import load_checkpoint
+
+            load_checkpoint(model, str(Path(args.checkpoint).expanduser()), strict=True)
+    return model.to(device).eval()
+
+
+def _weights_arg(args: argparse.Namespace) -> dict[str, Any]:
+    if args.checkpoint is not None:
+        path = Path(args.checkpoint).expanduser().resolve()
+        return {"checkpoint": str(path), "bytes": path.stat().st_size}
+    if args.pretrained:
+        return {"pretrained": True}
+    return {"random_init_seed": args.seed}
+
+
+def _device(args: argparse.Namespace, dist: Any) -> Any:
+    import torch
+
+    name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None and dist.world_size > 1:
+        device = torch.device("cuda", dist.local_rank)
+    return device
+
+
+# --------------------------------------------------------------------------------------------------- output
+def _fmt_score(v: float) -> str:
+    if math.isnan(v):
+        return "nan"
+    return f"{v:.6g}"
+
+
+def _fmt_config(cfg: Any, width: int = 64) -> str:
+    parts = []
+    for k, v in cfg.to_dict().items():
+        if isinstance(v, list):
+            flat = ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)
+            parts.append(f"{k}=[{flat}]")
+        else:
+            parts.append(f"{k}={v}")
+    text = " ".join(parts)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def summary_table(result: Any, top: int = 10) -> str:
+    """The ``top`` best candidates as a text table."""
+    rows = [("rank", "cand", "score", "params(M)", "MACs(G)", "origin", "architecture")]
+    for r, c in enumerate(result.top(top), 1):
+        rows.append((str(r), str(c.index), _fmt_score(c.score), f"{c.params / 1e6:.2f}", f"{c.macs / 1e9:.3f}",
+                     c.origin if c.generation is None else f"{c.origin}@{c.generation}", _fmt_config(c.config)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+class _Progress:
+    """tqdm bar: candidates/s and the best score so far (stderr, rank 0 only)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = None
+        self.best = -math.inf
+        self.reused = 0
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="cand", dynamic_ncols=True, file=sys.stderr, desc="search")
+
+    def __call__(self, cand: Any, reused: bool) -> None:
+        if not math.isnan(cand.score):
+            self.best = max(self.best, cand.score)
+        self.reused += bool(reused)
+        if self.bar is not None:
+            post = {"best": _fmt_score(self.best)}
+            if self.reused:
+                post["from log"] = self.reused
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ------------------------------------------------------------------------------------------------------ run
+def run_cli_search(args: argparse.Namespace) -> int:
+    """The handler of ``timm-nas search tf-tas|evolution|random``."""
+    search_from_args(args)
+    return 0
+
+
+def search_from_args(args: argparse.Namespace) -> tuple[Any, Any, Path | None]:
+    """Run the search the parsed arguments describe; print the summary and export on rank 0.
+
+    Returns:
+        ``(result, supernet, export_folder)``; ``export_folder`` is ``None`` with ``--no-export`` and on ranks
+        other than 0.
+    """
+    from ..cli import UsageError
+    from ..proxies.zero_cost import cost_kwargs
+    from ..search import (AccuracyScorer, Dist, EvolutionSearch, ProxyScorer, RandomSearch, ZeroShotSearch,
+                          build_eval_loader, run_search)
+
+    _validate(args)
+    out = Path(args.out).expanduser()
+    dist = Dist.from_env()
+    device = _device(args, dist)
+    supernet = _build_supernet(args, device)
+    constraints = _constraints(args, cost_kwargs(supernet))
+    constraints.check_space(supernet.space)
+
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir is not None:
+        loader, data = build_eval_loader(supernet, Path(data_dir).expanduser(), dataset=args.dataset, split=args.split,
+                                         subset_per_class=args.subset_per_class or None, seed=args.seed,
+                                         batch_size=args.batch_size, workers=args.workers, device=device)
+        scorer: Any = AccuracyScorer(supernet, loader, device=device, describe=data)
+    else:
+        options = {"mode": args.dss_mode} if args.proxy == "dss" else {}
+        scorer = ProxyScorer(supernet, args.proxy, batch_size=args.proxy_batch_size, seed=args.seed, **options)
+
+    space = supernet.space
+    if args.search_strategy == "evolution":
+        strategy: Any = EvolutionSearch(space, constraints, seed=args.seed, population=args.population,
+                                        topk=args.topk, generations=args.generations, mutations=args.mutations,
+                                        crossovers=args.crossovers, m_prob=args.m_prob, s_prob=args.s_prob)
+    elif args.search_strategy == "tf-tas":
+        strategy = ZeroShotSearch(space, num_candidates=args.candidates, constraints=constraints, seed=args.seed)
+    else:
+        strategy = RandomSearch(space, num_candidates=args.candidates, constraints=constraints, seed=args.seed)
+
+    arguments = {"model": args.model, "weights": _weights_arg(args), "model_args": supernet_args(supernet)}
+    progress = _Progress(strategy.expected_candidates(), enabled=dist.is_main and not args.no_progress)
+    try:
+        result = run_search(strategy, scorer, out=out, arguments=arguments, overwrite=args.overwrite, dist=dist,
+                            callback=progress)
+    finally:
+        progress.close()
+    if not dist.is_main:
+        return result, supernet, None
+
+    best = result.best
+    print(f"{strategy.name}: {len(result.candidates)} candidates ({result.scored} scored now, "
+          f"{result.reused} from the log of an earlier run) in {out}")
+    print(summary_table(result, args.top))
+    print(f"best: candidate {best.index}, score {_fmt_score(best.score)}, {best.params / 1e6:.2f}M params, "
+          f"{best.macs / 1e9:.3f}G MACs")
+    print(f"wrote {out / 'candidates.jsonl'}, {out / 'best.json'}, {out / 'pareto.json'}"
+          + (f", {out / 'pareto.png'}" if (out / 'pareto.png').is_file() else ""))
+    folder = None
+    if not args.no_export:
+        folder = export_best(supernet, result, out / "export", provenance={
+            "method": _METHOD_NAMES[args.search_strategy], "supernet": args.model,
+            "space": args.space if not args.space.strip().startswith("{") else space.to_dict(),
+            "constraints": {k: v for k, v in constraints.to_dict().items() if k != "cost_kwargs"},
+            "seed": args.seed, "scorer": scorer.describe(), "weights": _weights_arg(args)})
+        print(f"exported the best subnet to {folder}")
+        if args.push_to_hub:
+            from .. import hub
+
+            try:
+                url = hub.push(folder, args.push_to_hub, private=args.private)
+            except RuntimeError as e:
+                raise UsageError(str(e)) from e
+            print(f"pushed to {url}")
+    return result, supernet, folder
+
+
+_METHOD_NAMES = {"tf-tas": "TF-TAS zero-shot search", "evolution": "AutoFormer evolutionary search",
+                 "random": "random search"}
+
+
+def supernet_args(supernet: Any) -> dict[str, Any]:
+    """The supernet's recorded constructor arguments that shape scores (space, size, classes), JSON-native."""
+    args: dict[str, Any] = {"space": supernet.space.to_dict()}
+    size = getattr(getattr(supernet, "patch_embed", None), "img_size", None)
+    if size is not None:
+        args["img_size"] = list(size) if isinstance(size, tuple) else size
+    args["num_classes"] = getattr(supernet, "num_classes", None)
+    return args
+
+
+def export_best(supernet: Any, result: Any, folder: Path, *, provenance: dict[str, Any]) -> Path:
+    """Extract the best subnet (inherited weights) and export it with :func:`timm_nas.hub.export`."""
+    from .. import hub
+
+    best = result.best
+    model = supernet.extract(best.config).eval()
+    card = {
+        "description": textwrap.fill(
+            f"Subnet found by {provenance.get('method', result.strategy)} with timm-nas. Weights are the "
+            "supernet's, sliced to this architecture" + (" (a randomly initialised supernet: train or fine-tune "
+            "before use)." if "random_init_seed" in provenance.get("weights", {}) else "."), 200),
+        "provenance": {**provenance, "score": best.score, "candidate": best.index,
+                       "candidates": len(result.candidates), "params": best.params, "macs": best.macs},
+    }
+    return hub.export(model, folder, card=card, overwrite=True)
