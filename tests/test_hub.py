@@ -578,6 +578,9 @@ def test_template_license_is_the_default(tmp_path: Path) -> None:
     config = {"architecture": "x", "model_args": {}, "pretrained_cfg": {}, "timm_nas": {"family": "autoformer"}}
     assert _front_matter(hub.render_card(config))["license"] == "mit"
     assert _front_matter(hub.render_card(config, {"license": "cc-by-4.0"}))["license"] == "cc-by-4.0"
+    config["pretrained_cfg"]["license"] = "apache-2.0"  # the model's own declaration beats the family default
+    assert _front_matter(hub.render_card(config))["license"] == "apache-2.0"
+    assert _front_matter(hub.render_card(config, {"license": "cc-by-4.0"}))["license"] == "cc-by-4.0"
 
 
 def test_card_example_code_runs_against_the_local_folder(tmp_path: Path) -> None:

@@ -774,7 +774,8 @@ def render_card(config: Mapping[str, Any], card: Mapping[str, Any] | None = None
             tags.append(tag)
     meta["tags"] = tags
     meta["library_name"] = "timm"
-    license_ = info.get("license") or meta.get("license") or (config.get("pretrained_cfg") or {}).get("license")
+    # the card's, else the model's own pretrained_cfg's, else the family's default (its original code's license)
+    license_ = info.get("license") or (config.get("pretrained_cfg") or {}).get("license") or meta.get("license")
     if license_:
         meta["license"] = license_
     datasets = list(info.get("datasets") or [])
