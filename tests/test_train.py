@@ -292,6 +292,8 @@ SMALLEST = dict(embed_dim=32, depth=1, num_heads=[1], mlp_ratio=[1.0])
     (["--subnet", json.dumps(SMALLEST), "--model-kwargs", "space=tiny"], r"does not match AutoFormerSupernet.*Create "
                                                                           r"the model with the checkpoint's space"),
     (["--subnet", json.dumps(SMALLEST), "--use-ema"], r"holds no EMA weights"),
+    (["--subnet", json.dumps(SMALLEST), "--results-file", "{ckpt}"], r"exists and is not a .json file; refusing to "
+                                                                     r"overwrite it"),
     (["--subnet", json.dumps(SMALLEST), "--model", "autoformer_supernett"], r"unknown model 'autoformer_supernett'"),
 ])
 def test_eval_subnet_bad_input(extra, match, tmp_path, capsys):
@@ -304,12 +306,15 @@ def test_eval_subnet_bad_input(extra, match, tmp_path, capsys):
                tmp_path / "last.pth.tar")
     data = tmp_path / "data"
     data.mkdir()  # empty: reading images would fail with another error
-    code = cli.main(["eval-subnet", "--checkpoint", str(tmp_path / "last.pth.tar"), "--data-dir", str(data),
-                     "--device", "cpu", *extra])
+    ckpt = tmp_path / "last.pth.tar"
+    before = ckpt.read_bytes()
+    code = cli.main(["eval-subnet", "--checkpoint", str(ckpt), "--data-dir", str(data), "--device", "cpu",
+                     *(str(ckpt) if e == "{ckpt}" else e for e in extra)])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("timm-nas: error: "), err
     assert len(err.strip().splitlines()) == 1
     assert re.search(match, err), err
+    assert ckpt.read_bytes() == before
 
 
 def test_published_subnets_outside_the_choices_are_valid_for_evaluation(tmp_path):

@@ -60,6 +60,12 @@ def _eval_subnet(args: argparse.Namespace) -> int:
     if args.amp and args.amp_dtype not in ("bfloat16", "float16"):
         raise ValueError(f"--amp-dtype must be bfloat16 or float16, got {args.amp_dtype!r}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.results_file:
+        out = Path(args.results_file).expanduser()
+        if out.exists() and (out.suffix.lower() not in (".json", ".jsonl") or out.resolve() ==
+                             Path(args.checkpoint).expanduser().resolve()):
+            raise FileExistsError(f"--results-file {out} exists and is not a .json file; refusing to overwrite it "
+                                  "(give a new .json path)")
 
     ckpt = read_train_checkpoint(args.checkpoint, use_ema=args.use_ema)
     overrides: dict[str, Any] = dict(args.model_kwargs)
@@ -145,5 +151,5 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     p.add_argument("--device", help="device (default: cuda if available, else cpu)")
     p.add_argument("--amp", action="store_true", help="autocast (bfloat16 by default)")
     p.add_argument("--amp-dtype", default="bfloat16", help="autocast dtype: bfloat16 or float16")
-    p.add_argument("--results-file", help="also write the results as a JSON list to this file")
+    p.add_argument("--results-file", help="also write the results as a JSON list to this .json file")
     p.set_defaults(func=_eval_subnet)
