@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -194,13 +195,11 @@ def test_train_checkpoint_resume_and_eval_subnet(data_dir, tmp_path, capsys):
     assert steps == 2 * 3  # 18 images, batch 6, two epochs
     assert subnets == [space.sample(generator_for(5, s)) for s in range(steps)]  # the seeded policy, one per step
     assert len({c.depth for c in subnets}) > 1
-    assert math_isfinite(metrics["loss"]) and math_isfinite(ema_metrics["loss"])
+    assert math.isfinite(metrics["loss"]) and math.isfinite(ema_metrics["loss"])
     assert {"last.pth.tar", "checkpoint-0.pth.tar", "checkpoint-1.pth.tar"} <= set(file_digests(out))
 
     # the checkpoint: model and EMA weights with the step buffer, and train.py's args
-    import argparse as _argparse
-
-    with torch.serialization.safe_globals([_argparse.Namespace]):
+    with torch.serialization.safe_globals([argparse.Namespace]):
         ckpt = torch.load(out / "last.pth.tar", map_location="cpu", weights_only=True)
     assert ckpt["arch"] == "autoformer_supernet" and ckpt["epoch"] == 1
     assert int(ckpt["state_dict"]["subnet_step"]) == steps
@@ -249,10 +248,6 @@ def test_train_checkpoint_resume_and_eval_subnet(data_dir, tmp_path, capsys):
     expected = evaluate_reference(parts["task"].get_trainable_module(ema=True).module, sub, parts["loader_eval"])
     assert result["top1"] == pytest.approx(expected["top1"]) and result["loss"] == pytest.approx(expected["loss"], rel=1e-4)
     assert result["params"] == sum(p.numel() for p in model.extract(sub).parameters())
-
-
-def math_isfinite(value: float) -> bool:
-    return value == value and abs(value) != float("inf")
 
 
 def evaluate_reference(supernet: torch.nn.Module, subnet: dict, loader) -> dict:
