@@ -34,6 +34,7 @@ __all__ = [
     "slice_block",
     "slice_norm",
     "slice_head",
+    "paste_overlap",
 ]
 
 Params = Mapping[str, torch.Tensor]
@@ -161,4 +162,40 @@ def slice_head(p: Params, dim: int) -> dict[str, torch.Tensor]:
             out[k] = v
         else:
             raise KeyError(f"unexpected classifier parameter {k!r}")
+    return out
+
+
+def paste_overlap(dst: torch.Tensor, src: torch.Tensor, key: str) -> torch.Tensor:
+    """A copy of ``dst`` whose region shared with ``src`` (under the same rules) holds ``src``'s values.
+
+    The inverse direction of slicing, for growing or shrinking a supernet (the space evolution rebuilds the supernet
+    at the new largest choices and keeps the weights both share): first-k on every axis, q/k/v blocks separately for
+    ``attn.qkv``, quarters separately for patch merging, and the common centre of relative-position tables.
+
+    Args:
+        dst: the new tensor (its values stay outside the overlap).
+        src: the old tensor.
+        key: the state-dict key (selects the rule).
+    """
+    out = dst.detach().clone()
+    src = src.detach().to(dtype=out.dtype, device=out.device)
+    if out.dim() == 0:
+        return src.clone() if src.dim() == 0 else out
+    if key.endswith("relative_position_bias_table"):
+        big, old = table_window(out), table_window(src)
+        w, h = min(big, old), min(out.shape[1], src.shape[1])
+        o = out.view(2 * big - 1, 2 * big - 1, -1)
+        s = src.reshape(2 * old - 1, 2 * old - 1, -1)
+        o[big - w:big + w - 1, big - w:big + w - 1, :h] = s[old - w:old + w - 1, old - w:old + w - 1, :h]
+        return out
+    if key.endswith("attn.qkv.weight") or key.endswith("attn.qkv.bias"):
+        o, s = out.view(3, out.shape[0] // 3, *out.shape[1:]), src.reshape(3, src.shape[0] // 3, *src.shape[1:])
+    else:
+        o, s = out, src
+    if ".downsample." in key and (key.endswith("norm.weight") or key.endswith("norm.bias")
+                                  or key.endswith("reduction.weight")):
+        o = o.view(*o.shape[:-1], 4, o.shape[-1] // 4)
+        s = s.reshape(*s.shape[:-1], 4, s.shape[-1] // 4)
+    region = tuple(slice(0, min(a, b)) for a, b in zip(o.shape, s.shape))
+    o[region] = s[region]
     return out

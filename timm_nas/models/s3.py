@@ -41,8 +41,8 @@ from ..registry import get_entry
 from ..spaces.s3 import S3Space, S3Subnet, effective_window
 from ._supernet import STEP_BUFFER, SupernetMixin
 
-__all__ = ["S3Transformer", "S3Supernet", "slice_s3_state_dict", "checkpoint_filter_fn", "resolve_subnet",
-           "s3_params", "s3_macs"]
+__all__ = ["S3Transformer", "S3Supernet", "slice_s3_state_dict", "checkpoint_filter_fn", "to_timm_layout",
+           "resolve_subnet", "s3_params", "s3_macs"]
 
 #: The registry entry ``s3_subnet`` builds when no subnet is given (S3-T, as DESIGN.md asks).
 DEFAULT_SUBNET = "s3_tiny"
@@ -197,7 +197,8 @@ class _S3Common:
     def no_weight_decay(self) -> Set[str]:
         """Relative-position tables get no weight decay (as timm's Swin and the original's
         ``no_weight_decay_keywords``)."""
-        return {n for n, _ in self.named_parameters() if "relative_position_bias_table" in n}  # type: ignore[attr-defined]
+        params = self.named_parameters()  # type: ignore[attr-defined]
+        return {n for n, _ in params if "relative_position_bias_table" in n}
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
@@ -289,7 +290,8 @@ class S3Transformer(_S3Common, nn.Module):
                 cfg.embed_dim[max(i - 1, 0)], cfg.embed_dim[i], grids[i], cfg.num_heads[i], cfg.window_size[i],
                 cfg.mlp_ratio[i], downsample=i > 0, qkv_bias=qkv_bias, proj_drop=proj_drop_rate,
                 attn_drop=attn_drop_rate, drop_path=dpr[i], **dd))
-            self.feature_info.append(dict(num_chs=cfg.embed_dim[i], reduction=patch_size * 2 ** i, module=f"layers.{i}"))
+            self.feature_info.append(
+                dict(num_chs=cfg.embed_dim[i], reduction=patch_size * 2 ** i, module=f"layers.{i}"))
         self.layers = nn.Sequential(*stages)
         self.norm = nn.LayerNorm(self.num_features, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
@@ -482,7 +484,8 @@ class S3Supernet(SupernetMixin, _S3Common, nn.Module):
 
     def unused_parameters(self, cfg: S3Subnet) -> List[nn.Parameter]:
         """Parameters of the blocks beyond each stage's depth (every other tensor is at least partly used)."""
-        return [p for i, stage in enumerate(self.layers) for blk in stage.blocks[cfg.depth[i]:] for p in blk.parameters()]
+        return [p for i, stage in enumerate(self.layers)
+                for blk in stage.blocks[cfg.depth[i]:] for p in blk.parameters()]
 
     def extract(self, cfg: Any) -> S3Transformer:
         """A static ``s3_subnet`` model of ``cfg`` with the supernet's weights copied in (loaded strictly), its
@@ -647,7 +650,7 @@ def slice_s3_state_dict(state_dict: Mapping[str, torch.Tensor], subnet: Union[S3
 _ORIGINAL_BUFFERS = ("relative_position_index", "attn_mask")
 
 
-def _timm_layout(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def to_timm_layout(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Original ``SSSTransformer`` keys -> timm's Swin keys (identity for timm / timm-nas state dicts)."""
     # the original merges patches at the END of stages 0..S-2, timm at the START of stages 1..S-1; stage 0 of a
     # timm-layout state dict never has a downsample
@@ -672,7 +675,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module) -> Dic
     model's own architecture is cut out with :func:`slice_s3_state_dict`, so a supernet checkpoint loads into any
     subnet (or smaller supernet) it contains. Every other key must belong to the model.
     """
-    sd = _timm_layout(unwrap_state_dict(state_dict))
+    sd = to_timm_layout(unwrap_state_dict(state_dict))
     if isinstance(model, S3Supernet):
         step = sd.pop(STEP_BUFFER, None)
         out = slice_s3_state_dict(sd, model.space.full(), model.grid)
