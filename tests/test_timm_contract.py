@@ -54,7 +54,17 @@ FAMILIES: dict[str, dict] = {
                 "test_model_forward_fx_torchscript": "not FX-traceable (see test_model_forward_fx)",
             },
         }),
-    "s3": dict(patterns=["s3_*"], non_std=True, feat_inter=False, skips={}),
+    "s3": dict(
+        # Swin-like: timm's standard contract (NHWC features, features_only, forward_intermediates) applies
+        patterns=["s3_*"], non_std=False, feat_inter=True,
+        skips={
+            "s3_supernet*": {
+                "test_model_forward_torchscript": "supernet forward takes a runtime subnet config (Python data)",
+                "test_model_forward_fx": "subnet-dependent Python control flow is not FX-traceable",
+                "test_model_backward_fx": "subnet-dependent Python control flow is not FX-traceable",
+                "test_model_forward_fx_torchscript": "subnet-dependent Python control flow is not FX-traceable",
+            },
+        }),
 }
 
 _PRETRAINED_TESTS = ("test_model_load_pretrained", "test_model_features_pretrained", "test_model_inference")

@@ -23,6 +23,9 @@ from .relative_position import (
     relative_position_index_2d,
     relative_position_pair_index_2d,
 )
+from .s3_elastic import S3ElasticAttention, S3ElasticBlock, S3ElasticPatchEmbed, S3ElasticPatchMerging
+from .s3_slicing import crop_rel_pos_table, merged_channels, paste_overlap, qkv_rows
+from .s3_window import shifted_window_mask, window_and_shift, window_attention
 from .spvit_attention import SPVIT_ALPHA, BConv, SkipAttention, UnifiedAttention, bconv_weights, head_assignment
 from .spvit_gates import (
     deterministic_ste,
