@@ -105,12 +105,13 @@ class S3Subnet(ArchConfig):
         for field in ("num_heads", "window_size", "mlp_ratio"):
             value = to_tuple(getattr(self, field))
             if not isinstance(value, tuple) or len(value) != len(depth):
-                raise ValueError(f"{field} must hold one list per stage ({len(depth)} stages), got {getattr(self, field)!r}")
+                raise ValueError(f"{field} must hold one list per stage ({len(depth)} stages), "
+                                 f"got {getattr(self, field)!r}")
             stages = []
             for i, per_block in enumerate(value):
                 if not isinstance(per_block, tuple) or len(per_block) != depth[i]:
-                    raise ValueError(f"{field}[{i}] must hold one value per block of stage {i} (depth[{i}]={depth[i]}), "
-                                     f"got {per_block!r}")
+                    raise ValueError(f"{field}[{i}] must hold one value per block of stage {i} "
+                                     f"(depth[{i}]={depth[i]}), got {per_block!r}")
                 if field == "mlp_ratio":
                     stages.append(tuple(_as_ratio(f"{field}[{i}][{j}]", v) for j, v in enumerate(per_block)))
                 else:
@@ -119,8 +120,8 @@ class S3Subnet(ArchConfig):
         for i, heads in enumerate(nested["num_heads"]):
             for j, h in enumerate(heads):
                 if embed[i] % h:
-                    raise ValueError(f"num_heads[{i}][{j}]={h} does not divide embed_dim[{i}]={embed[i]}; the Q-K-V width "
-                                     "equals the embed dim, so choose a head count that divides it")
+                    raise ValueError(f"num_heads[{i}][{j}]={h} does not divide embed_dim[{i}]={embed[i]}; the Q-K-V "
+                                     "width equals the embed dim, so choose a head count that divides it")
         set_("embed_dim", embed)
         set_("depth", depth)
         for field, value in nested.items():
@@ -385,8 +386,8 @@ class S3Space(ArchConfig):
                         raise ValueError(f"window_size[{i}][{j}]={w} exceeds the supernet's largest window {big_w} "
                                          f"in stage {i}")
                 elif effective_window(res, w) > effective_window(res, big_w):
-                    raise ValueError(f"window_size[{i}][{j}]={w} needs a {effective_window(res, w)}-window table on the "
-                                     f"{res}x{res} grid of stage {i}, but the supernet's largest is "
+                    raise ValueError(f"window_size[{i}][{j}]={w} needs a {effective_window(res, w)}-window table on "
+                                     f"the {res}x{res} grid of stage {i}, but the supernet's largest is "
                                      f"{effective_window(res, big_w)}")
         return cfg
 
