@@ -190,3 +190,31 @@ def test_demo(tmp_path, capsys):
     # run again: the scored candidates are reused
     assert main(["demo", "--out", str(out), "--candidates", "3", "--no-progress"]) == 0
     assert "(0 scored now, 3 from the log" in capsys.readouterr().out
+
+
+def test_push_to_hub_pushes_the_export(tmp_path, space_file, capsys, monkeypatch):
+    """``--push-to-hub`` uploads ``export/`` with the real huggingface_hub client to the fake Hub of
+    tests/hub_server.py; a refused push is one error line."""
+    from huggingface_hub import constants
+
+    from hub_server import FakeHub
+
+    token = "hf_fake_" + "s" * 24
+    with FakeHub(token=token) as server:
+        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+        monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agent_harnesses.json"))
+        monkeypatch.setenv("HF_TOKEN", token)
+        out = tmp_path / "run"
+        argv = base_args(space_file, out, "tf-tas", "--candidates", "3", "--push-to-hub", "user/searched")
+        assert main(argv) == 0
+        assert f"pushed to {server.endpoint}/user/searched" in capsys.readouterr().out
+        files = server.repos["user/searched"].files
+        assert {"config.json", "model.safetensors", "README.md"} <= set(files)
+        assert json.loads(files["config.json"])["architecture"] == "autoformer_subnet"
+        assert b"TF-TAS" in files["README.md"]
+        monkeypatch.setenv("HF_TOKEN", "hf_wrong_" + "y" * 20)
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("timm-nas: error: push of") and "hf_wrong_" not in err[0]

@@ -62,8 +62,9 @@ def run_demo(args: argparse.Namespace) -> int:
 
     best = result.best
     print(f"\nreloading the export: timm.create_model('local-dir:{folder}', pretrained=True)")
-    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
-    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(args.seed))
+    device = next(supernet.parameters()).device
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval().to(device)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(args.seed)).to(device)
     with torch.no_grad(), supernet.use_subnet(best.config):
         expected = supernet.eval()(x)
         got = model(x)

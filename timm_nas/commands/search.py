@@ -33,6 +33,14 @@ _STRATEGIES = {
 }
 
 
+_EXAMPLES = {
+    "tf-tas": "example: timm-nas search tf-tas --space tiny --out runs/tf-tas-tiny",
+    "evolution": "example: timm-nas search evolution --space tiny --pretrained --data-dir /data/imagenet "
+                 "--params-min 5 --params-max 6 --out runs/evo-tiny",
+    "random": "example: timm-nas search random --space small --proxy synflow --candidates 500 --out runs/rnd-small",
+}
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -115,8 +123,8 @@ def _add_evolution(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction) -> None:
     """Add ``timm-nas search tf-tas|evolution|random`` and ``timm-nas search proxies``."""
     for name, text in _STRATEGIES.items():
-        p = search.add_parser(name, help=text.split(":")[0], description=text,
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = search.add_parser(name, help=text.split(":")[0], description=text, epilog=_EXAMPLES[name],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_common(p, name)
         if name == "evolution":
             _add_evolution(p)
@@ -382,8 +390,8 @@ def search_from_args(args: argparse.Namespace) -> tuple[Any, Any, Path | None]:
 
             try:
                 url = hub.push(folder, args.push_to_hub, private=args.private)
-            except RuntimeError as e:
-                raise UsageError(str(e)) from e
+            except RuntimeError as e:  # the Hub's message spans lines: keep the error to one
+                raise UsageError(" ".join(str(e).split())) from e
             print(f"pushed to {url}")
     return result, supernet, folder
 

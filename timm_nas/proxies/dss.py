@@ -120,7 +120,7 @@ def _find_layers(model: nn.Module) -> list[_Layer]:
     return layers
 
 
-def _head_rule(model: nn.Module, head: nn.Module) -> str:
+def _head_rule(head: nn.Module) -> str:
     """How the released code scores this classifier: 'zero', 'mlp' or 'msa' (see the module docstring)."""
     out_features = head.weight.shape[0]
     if out_features == REFERENCE_HEAD_CLASSES:
@@ -240,7 +240,7 @@ def _dss(model: nn.Module, layers: list[_Layer], mode: str, input_size: tuple[in
     scored: list[_Layer] = []
     for layer in layers:
         if layer.kind == "head":
-            head_rule = "skip" if paper else _head_rule(model, layer.module)
+            head_rule = "skip" if paper else _head_rule(layer.module)
             if head_rule in ("mlp", "msa"):
                 scored.append(layer)
         elif layer.kind == "qkv":

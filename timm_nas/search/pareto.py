@@ -7,8 +7,8 @@ every candidate in grey, each front as a line, and the best candidate starred; i
 """
 from __future__ import annotations
 
-import logging
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -16,8 +16,6 @@ from typing import Sequence
 from .engine import Candidate
 
 __all__ = ["pareto_front", "plot_pareto", "COSTS"]
-
-_logger = logging.getLogger(__name__)
 
 #: Cost axes: attribute, axis label, scale.
 COSTS = {"params": ("params", "parameters (M)", 1e6), "macs": ("macs", "MACs (G)", 1e9)}
@@ -68,5 +66,11 @@ def plot_pareto(candidates: Sequence[Candidate], path: str | Path, *, best: Cand
         ax.set_ylabel(score_label)
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
-    fig.savefig(str(path), dpi=110)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        fig.savefig(str(tmp), dpi=110, format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return True

@@ -187,7 +187,7 @@ def build_eval_loader(model: nn.Module, data_dir: str | os.PathLike, *, dataset:
     loader = create_loader(ds, input_size=cfg["input_size"], batch_size=batch_size, is_training=False,
                            use_prefetcher=False, interpolation=cfg["interpolation"], mean=cfg["mean"], std=cfg["std"],
                            crop_pct=cfg["crop_pct"], crop_mode=cfg.get("crop_mode"), num_workers=workers,
-                           persistent_workers=False, device=device)
+                           persistent_workers=workers > 0, device=device)
     describe = {"data_dir": str(root.resolve()), "dataset": dataset, "split": split,
                 "subset_per_class": subset_per_class, "seed": seed, "images": len(ds)}
     return loader, describe
