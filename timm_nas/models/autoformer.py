@@ -882,13 +882,26 @@ default_cfgs = generate_default_cfgs({
 
 
 # ------------------------------------------------------------------------------------------------------ builders
+#: Entrypoints whose architecture comes from an argument (with a default), not from their name.
+_GENERIC = ("autoformer_supernet", "autoformer_subnet")
+
+
 def _create_autoformer_supernet(variant: str, pretrained: bool = False, **kwargs: Any) -> AutoFormerSupernet:
-    return build_model_with_cfg(AutoFormerSupernet, variant, pretrained,
-                                pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+    model = build_model_with_cfg(AutoFormerSupernet, variant, pretrained,
+                                 pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+    if variant in _GENERIC:
+        # Record the architecture argument even when it came from the entrypoint's default (timm only records what
+        # the caller passed), so an exported config.json rebuilds this exact model. Named variants are fixed by
+        # their timm name.
+        update_model_args(model, space=model.space.to_dict())
+    return model
 
 
 def _create_autoformer(variant: str, pretrained: bool = False, **kwargs: Any) -> AutoFormer:
-    return build_model_with_cfg(AutoFormer, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+    model = build_model_with_cfg(AutoFormer, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
+    if variant in _GENERIC:
+        update_model_args(model, subnet=model.subnet.to_dict())  # see _create_autoformer_supernet
+    return model
 
 
 def _registry_args(key: str) -> Dict[str, Any]:
