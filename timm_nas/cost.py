@@ -31,6 +31,7 @@ __all__ = [
     "register_cost",
     "count_params",
     "count_macs",
+    "analytic_fns",
     "real_params",
     "measure_macs",
     "flop_counter_macs",
@@ -49,6 +50,16 @@ _ANALYTIC: dict[type, tuple[Callable[..., int], Callable[..., int]]] = {}
 def register_cost(config_cls: type, params_fn: Callable[..., int], macs_fn: Callable[..., int]) -> None:
     """Register the analytic ``params_fn(cfg, **kw)`` and ``macs_fn(cfg, **kw)`` of a config type."""
     _ANALYTIC[config_cls] = (params_fn, macs_fn)
+
+
+def analytic_fns(cfg: Any) -> tuple[Callable[..., int], Callable[..., int]]:
+    """The registered ``(params_fn, macs_fn)`` of ``cfg``'s config type (for callers that need to know which keyword
+    arguments a family's formulas accept).
+
+    Raises:
+        TypeError: if no analytic cost model is registered for the config type.
+    """
+    return _lookup(cfg)
 
 
 def _lookup(cfg: Any) -> tuple[Callable[..., int], Callable[..., int]]:

@@ -474,7 +474,7 @@ def _cost(model: nn.Module, cfg: Any, model_args: Mapping[str, Any], input_size:
     fns = None
     if cfg is not None:
         try:
-            fns = cost._lookup(cfg)
+            fns = cost.analytic_fns(cfg)
         except TypeError:  # no formula for this config type
             fns = None
     if fns is not None:

@@ -171,9 +171,9 @@ def cost_kwargs(model: nn.Module) -> dict[str, Any]:
 def analytic_cost(config: Any, kwargs: dict[str, Any], which: str = "both") -> tuple[int | None, int | None]:
     """``(params, macs)`` of ``config`` from the analytic cost model, each function given the ``kwargs`` it
     accepts (``which``: ``'params'``, ``'macs'`` or ``'both'``)."""
-    from ..cost import _lookup
+    from ..cost import analytic_fns
 
-    params_fn, macs_fn = _lookup(config)
+    params_fn, macs_fn = analytic_fns(config)
     out: list[int | None] = []
     for name, fn in (("params", params_fn), ("macs", macs_fn)):
         if which not in (name, "both"):
