@@ -11,7 +11,7 @@ Every proxy has the same call signature (see :mod:`timm_nas.proxies._registry`):
 ``list_proxies()`` names them all; ``register_proxy`` adds one.
 """
 from ._registry import ProxySpec, default_inputs, get_proxy, list_proxies, register_proxy, score, scoring_mode
-from .dss import DSS_MODES, DSSScore, dss
+from .tf_tas import DSS_MODES, DSSScore, dss
 from . import zero_cost  # noqa: F401  (registers synflow, snip, grad_norm, jacov, nwot, params, macs)
 
 __all__ = [
