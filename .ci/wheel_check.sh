@@ -17,5 +17,9 @@ fams = r.families()
 assert fams, "no registry files in the wheel"
 for fam in fams:
     assert r.load_registry(fam), fam
+# render a model card from the wheel's templates (architecture-only export of a meta-device model)
+import timm_nas.hub as hub
+out = hub.export(timm_nas.create_model("autoformer_subnet", device="meta"), Path.cwd() / "card_check")
+assert "import timm_nas" in (out / "README.md").read_text()
 print(f"wheel ok: timm_nas from {timm_nas.__file__}; registry families {fams}; cards {sorted(p.name for p in cards.iterdir())}")
 PYEOF
