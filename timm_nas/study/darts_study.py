@@ -1,0 +1,164 @@
+"""DARTS study: does a short first-order DARTS search beat random cells of the same size?
+
+1. Run :func:`timm_nas.search.darts.search` (first order) on the training split: its first half trains the
+   search network's weights, the second half the architecture weights, as in the original.
+2. Draw random genotypes from the same :class:`timm_nas.spaces.DartsSpace` whose genotype network has about
+   the same number of parameters as the derived one's (within ``size_tolerance``).
+3. Train the derived genotype's network and every random one (``darts_cifar``, same ``C`` / ``layers``) from
+   scratch with the same budget and seeds, and test them.
+
+A searched cell can only be credited with what random cells of the same size do not also reach; the
+comparison at equal size keeps the search from winning (or losing) by parameter count alone.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..search.darts import DartsSearchConfig, search
+from ..spaces import DartsSpace, Genotype
+from ._common import Log, default_log
+from .data import NUM_CLASSES, DigitsData
+from .stats import summary
+from .training import Timer, derive_seed, seeded, train_model
+
+__all__ = ["run_darts_study", "random_genotypes_like", "TensorImageDataset"]
+
+#: Random draws tried per tolerance level before the tolerance is widened.
+MAX_DRAWS = 20_000
+
+
+class TensorImageDataset(torch.utils.data.Dataset):
+    """``(image, label)`` pairs from two tensors, with the ``classes`` attribute the DARTS search reads."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, labels
+        self.classes = [str(c) for c in range(num_classes)]
+        self.targets = [int(t) for t in labels]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.labels[index])
+
+
+def _params(genotype: Genotype, C: int, layers: int) -> int:
+    from ..cost import count_params
+
+    return count_params(genotype, stem_type="cifar", C=C, layers=layers, num_classes=NUM_CLASSES)
+
+
+def random_genotypes_like(target: Genotype, space: DartsSpace, count: int, *, C: int, layers: int,
+                          tolerance: float, seed: int) -> tuple[list[Genotype], float]:
+    """``count`` distinct random genotypes of ``space`` (not ``target``) whose network has a parameter count
+    within ``tolerance`` (a fraction) of ``target``'s.
+
+    Draws come from one generator seeded with ``seed``. When :data:`MAX_DRAWS` draws do not yield enough, the
+    tolerance doubles (at most three times) and the draws continue.
+
+    Returns:
+        The genotypes and the tolerance finally used.
+
+    Raises:
+        ValueError: if even the widest tolerance does not yield ``count`` genotypes.
+    """
+    from ..search import config_key
+
+    goal = _params(target, C, layers)
+    g = torch.Generator().manual_seed(int(seed))
+    seen = {config_key(target)}
+    found: list[Genotype] = []
+    tol = tolerance
+    for _ in range(4):
+        for _ in range(MAX_DRAWS):
+            if len(found) >= count:
+                return found, tol
+            cand = space.sample(g)
+            key = config_key(cand)
+            if key in seen:
+                continue
+            seen.add(key)
+            if abs(_params(cand, C, layers) - goal) <= tol * goal:
+                found.append(cand)
+        if len(found) >= count:
+            return found, tol
+        tol *= 2
+    raise ValueError(f"found only {len(found)} of {count} random genotypes within {tol / 2:.0%} of "
+                     f"{goal} parameters; lower random_genotypes or raise size_tolerance")
+
+
+def run_darts_study(cfg: Any, data: DigitsData, seed: int, out_dir: str | Path, *,
+                    log: Log = default_log) -> dict[str, Any]:
+    """Run the DARTS study.
+
+    Args:
+        cfg: the study settings (``cfg.darts``; a :class:`timm_nas.study.config.StudyConfig`).
+        data: the digits at ``cfg.darts.img_size``.
+        seed: the study seed.
+        out_dir: folder of the search (``search_log.jsonl``, ``genotype.json``, checkpoint).
+        log: progress lines.
+
+    Returns:
+        JSON-native results: the search history, the derived genotype, every trained network and a summary.
+    """
+    dc = cfg.darts
+    if data.img_size != dc.img_size:
+        raise ValueError(f"the DARTS study runs at {dc.img_size} px but the data is {data.img_size} px")
+    x_train, y_train = data.tensors("train")
+    val, test = data.tensors("val"), data.tensors("test")
+    fill = torch.tensor([-m / s for m, s in zip(data.mean, data.std)], dtype=torch.float32)
+    search_cfg = DartsSearchConfig(**dict(dc.search, seed=derive_seed(seed, "darts-search"), img_size=dc.img_size))
+    space = DartsSpace(search_cfg.primitives, search_cfg.steps, search_cfg.multiplier)
+
+    log(f"DARTS study: first-order search, {search_cfg.epochs} epochs, C={search_cfg.C}, "
+        f"{search_cfg.layers} cells, {dc.img_size} px")
+    with Timer() as t_search:
+        result = search(TensorImageDataset(x_train, y_train), Path(out_dir), search_cfg, num_classes=NUM_CLASSES,
+                        resume=False, progress=False)
+    derived = result.genotype
+    log(f"DARTS study: searched in {t_search.wall:.1f}s: {derived.to_text()}")
+
+    randoms, tol = random_genotypes_like(derived, space, dc.random_genotypes, C=dc.C, layers=dc.layers,
+                                         tolerance=dc.size_tolerance, seed=derive_seed(seed, "darts-random"))
+    networks = [("derived", derived)] + [(f"random_{i}", g) for i, g in enumerate(randoms)]
+    trained = []
+    with Timer() as t_train:
+        import timm
+
+        for name, genotype in networks:
+            with seeded(derive_seed(seed, "darts-init")):
+                model = timm.create_model("darts_cifar", genotype=genotype.to_dict(), C=dc.C, layers=dc.layers,
+                                          num_classes=NUM_CLASSES, auxiliary=False)
+            r = train_model(model, (x_train, y_train), dc.budget, derive_seed(seed, "darts-data"), fill=fill,
+                            eval_sets={"val": val, "test": test})
+            rec = {"name": name, "kind": "derived" if name == "derived" else "random", "genotype": genotype.to_dict(),
+                   "genotype_text": genotype.to_text(), "params": _params(genotype, dc.C, dc.layers),
+                   "train": r.to_dict(), "val_acc": r.accuracy["val"], "test_acc": r.accuracy["test"]}
+            trained.append(rec)
+            log(f"  {name}: {rec['params'] / 1e3:.1f}k params, test {rec['test_acc']:.2f}% ({r.wall_s:.1f}s)")
+
+    derived_acc = trained[0]["test_acc"]
+    random_accs = [r["test_acc"] for r in trained[1:]]
+    return {
+        "search_config": search_cfg.to_dict(),
+        "search_history": [{k: h[k] for k in ("epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc",
+                                              "seconds", "genotype_text")} for h in result.history],
+        "derived": {"genotype": derived.to_dict(), "genotype_text": derived.to_text()},
+        "size_tolerance_used": tol,
+        "networks": trained,
+        "summary": {
+            "derived_test_acc": derived_acc,
+            "random_test_acc": summary(random_accs),
+            "derived_rank": 1 + sum(a > derived_acc for a in random_accs),
+            "of": len(trained),
+            "random_beaten": sum(a < derived_acc for a in random_accs),
+            "random_tied": sum(a == derived_acc for a in random_accs),
+        },
+        "timing": {"search": t_search.to_dict(), "training": t_train.to_dict(),
+                   "search_epochs": search_cfg.epochs, "network_epochs": len(trained) * dc.budget.epochs},
+    }
