@@ -231,9 +231,20 @@ class BConv(nn.Module):
         ignored: a convolution has no attention to mask. (Raising on them would break FX tracing, where an
         unset ``attn_mask`` is a proxy.)"""
         B, N, C = x.shape
-        H, W = self.grid_size
-        y = self.bconv(x[:, 1:].transpose(1, 2).reshape(B, C, H, W))  # (B, dim, H, W)
-        return torch.cat([x[:, :1], y.flatten(2).transpose(1, 2)], dim=1)
+        patches = x[:, 1:]
+        # 1x1 convolutions are matrix products on the tokens: no layout change needed
+        if self.kernel_size == 1:
+            y = F.linear(patches, self.bconv[0].weight.flatten(1), self.bconv[0].bias)  # (B, N - 1, head_dim)
+        else:
+            H, W = self.grid_size
+            y = F.conv2d(patches.transpose(1, 2).reshape(B, C, H, W), self.bconv[0].weight, self.bconv[0].bias,
+                         padding=self.kernel_size // 2)  # (B, head_dim, H, W)
+            y = y.flatten(2).transpose(1, 2)  # (B, N - 1, head_dim)
+        d = y.shape[-1]
+        # BatchNorm2d over (B x H x W) positions == over the B * (N - 1) token rows, seen as 1x1 images
+        y = self.bconv[2](self.bconv[1](y.reshape(-1, d, 1, 1))).reshape(B, N - 1, d)
+        y = F.linear(y, self.bconv[3].weight.flatten(1), self.bconv[3].bias)  # (B, N - 1, dim)
+        return torch.cat([x[:, :1], y], dim=1)
 
 
 class SkipAttention(nn.Module):
