@@ -1,7 +1,9 @@
 """The SPViT search loop, its files, resume, export and the CLI, on a tiny model and a synthetic image folder."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +113,20 @@ def test_optimiser_groups_follow_the_original():
     assert {"pos_embed", "cls_token", "blocks.0.attn.qk.bias", "blocks.0.attn.bn_1x1.weight"} <= no_decay
     assert weights[1]["weight_decay"] == 0.05 and weights[0]["weight_decay"] == 0 and gates[0]["weight_decay"] == 0
     assert len(no_decay) + len(decay) + len(gate) == len(names)
+
+
+def test_gate_schedule_floor_reproduces_the_original_by_default(data_dir, tmp_path):
+    cfg = _config(arc_lr=1e-3, min_lr=1e-4, epochs=2, stop_epoch=1)
+    train, _ = _datasets(data_dir, cfg)
+    hist = search(train, tmp_path / "a", cfg, progress=False).history
+    # the original's gate schedule decays towards args.min_lr (its create_scheduler ignores the arc_lr floor) and
+    # is stepped with the finished epoch's index, so epochs 0 and 1 both run at arc_lr
+    assert [h["arc_lr"] for h in hist] == pytest.approx([1e-3, 1e-3])
+    hist = search(train, tmp_path / "b", dataclasses.replace(cfg, epochs=4, stop_epoch=2), progress=False).history
+    assert hist[2]["arc_lr"] == pytest.approx(1e-4 + 0.5 * (1e-3 - 1e-4) * (1 + math.cos(math.pi / 4)))
+    fixed = search(train, tmp_path / "c", dataclasses.replace(cfg, epochs=4, stop_epoch=2, arc_min_lr=1e-3),
+                   progress=False).history
+    assert [h["arc_lr"] for h in fixed] == pytest.approx([1e-3] * 3)
 
 
 def test_config_validation_and_defaults():

@@ -76,7 +76,10 @@ class SPViTSearchConfig:
         arc_lr: gate learning rate (default: the released search's for the variant, else 5e-4).
         batch_size: per-process batch size.
         lr: base weight learning rate, scaled by ``batch_size * world_size / 512``.
-        min_lr: the cosine floor of both schedules (the original applies ``min_lr`` to the gate schedule too).
+        min_lr: the cosine floor of the weight schedule.
+        arc_min_lr: the cosine floor of the gate schedule. ``None`` (default) reproduces the original, whose
+            ``create_scheduler(args, optimizer2, epochs, 0, args.arc_lr)`` ignores its ``min_lr`` argument and uses
+            ``args.min_lr``; set it to ``arc_lr`` for the constant gate lr the original's comment intends.
         weight_decay: AdamW weight decay of the weight optimiser.
         opt_eps: AdamW epsilon of both optimisers.
         epochs: length of the cosine schedules.
@@ -104,6 +107,7 @@ class SPViTSearchConfig:
     batch_size: int = 128
     lr: float = 5e-5
     min_lr: float = 1e-4
+    arc_min_lr: float | None = None
     weight_decay: float = 0.05
     opt_eps: float = 1e-8
     epochs: int = 300
@@ -344,7 +348,8 @@ def search(
     scheduler1 = CosineLRScheduler(optimizer1, t_initial=cfg.epochs, lr_min=cfg.min_lr, warmup_t=cfg.warmup_epochs,
                                    warmup_lr_init=cfg.warmup_lr, t_in_epochs=True)
     # the original passes min_lr=arc_lr here, but its create_scheduler uses args.min_lr for every schedule
-    scheduler2 = CosineLRScheduler(optimizer2, t_initial=cfg.epochs, lr_min=cfg.min_lr, warmup_t=0,
+    arc_min_lr = cfg.min_lr if cfg.arc_min_lr is None else cfg.arc_min_lr
+    scheduler2 = CosineLRScheduler(optimizer2, t_initial=cfg.epochs, lr_min=arc_min_lr, warmup_t=0,
                                    warmup_lr_init=cfg.warmup_lr, t_in_epochs=True)
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
 
