@@ -58,9 +58,17 @@ def test_search_network_parameter_count():
 
 @pytest.mark.parametrize("key", sorted(load_registry("darts")))
 def test_analytic_params_equal_real_for_every_registry_genotype(key):
+    measured = load_registry("darts")[key]["measured"]
     for kind in ("cifar", "imagenet"):
-        model = _meta(f"{key}_{kind}", auxiliary=True, num_classes=7)
-        assert count_params(model.genotype, stem_type=kind, auxiliary=True, num_classes=7) == real_params(model)
+        model = _meta(f"{key}_{kind}", auxiliary=True)
+        total = real_params(model)
+        no_aux = total - sum(p.numel() for n, p in model.named_parameters() if n.startswith("auxiliary_head."))
+        assert count_params(model.genotype, stem_type=kind, auxiliary=True) == total
+        assert count_params(model.genotype, stem_type=kind) == no_aux
+        # the registry's recorded counts are those of the registered models
+        assert (measured[f"{kind}_params_with_aux"], measured[f"{kind}_params"]) == (total, no_aux)
+    assert measured["cifar_macs_32"] == count_macs(model.genotype, stem_type="cifar")
+    assert measured["imagenet_macs_224"] == count_macs(model.genotype, stem_type="imagenet")
 
 
 def test_analytic_params_other_shapes():

@@ -341,3 +341,22 @@ def test_registry_config_is_the_default_and_an_s3subnet():
     assert S3Subnet.from_dict(entry["model_args"]["subnet"]) == resolve_subnet(None)
     assert isinstance(S3Space.preset(entry["space"]), S3Space)
     assert S3Transformer.__name__ in repr(type(timm.create_model("s3_subnet", device="meta")))
+
+
+def test_initial_subnet_argument_and_subnet_state_dict(supernet):
+    small = supernet.space.smallest()
+    model = timm.create_model("s3_supernet", subnet=small.to_dict(), sampling="fixed", device="meta", **TINY_ARGS)
+    assert model.active_subnet == small and model.num_features == small.embed_dim[-1]
+    assert model.feature_info[1]["num_chs"] == small.embed_dim[1]
+    with pytest.raises(ValueError, match=r"depth\[2\]=5 exceeds the supernet's 4 blocks"):
+        bad = small.to_dict()
+        bad["depth"][2] = 5
+        for field in ("num_heads", "window_size", "mlp_ratio"):
+            bad[field][2] = bad[field][2] * 5
+        timm.create_model("s3_supernet", subnet=bad, device="meta", **TINY_ARGS)
+    cfg = supernet.space.sample(4)
+    state = supernet.subnet_state_dict(cfg)
+    assert set(state) == set(supernet.extract(cfg).state_dict())
+    assert all(not t.requires_grad for t in state.values())
+    fine = supernet.extract(cfg, drop_path_rate=0.0)
+    assert fine._model_args["drop_path_rate"] == 0.0

@@ -20,6 +20,15 @@ SPACE = dict(embed_dim=[64, 128], depth=[2, 3, 4], num_heads=[1, 2], mlp_ratio=[
 KW = dict(num_classes=10, img_size=32, patch_size=8)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one intra-op thread is faster and does not fight other processes for cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_supernet(seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

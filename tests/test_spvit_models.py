@@ -180,6 +180,14 @@ def test_extract_reproduces_search_eval_outputs(gates):
         assert torch.equal(rebuilt(x), pruned(x))
 
 
+def test_extract_with_average_pooling():
+    m = _search(global_pool="avg").eval()
+    _set_gates(m, MIXED)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (m.extract()(x) - m(x)).abs().max().item() <= 3e-5
+
+
 def test_skip_modes_differ_exactly_by_norm1():
     arch = SPViTArch(("skip",) * 4, tuple(tuple(range(0, HIDDEN, 3)) for _ in range(4)))
     orig = timm.create_model("spvit_deit", arch=arch.to_dict(), **TINY).eval()

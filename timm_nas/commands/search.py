@@ -19,6 +19,7 @@ import json
 import math
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -285,27 +286,40 @@ def summary_table(result: Any, top: int = 10) -> str:
 
 
 class _Progress:
-    """tqdm bar: candidates/s and the best score so far (stderr, rank 0 only)."""
+    """Progress on stderr (rank 0 only): a tqdm bar with candidates/s and the best score so far, or, without
+    tqdm, one line every 10 seconds."""
 
     def __init__(self, total: int, enabled: bool) -> None:
-        self.bar = None
+        self.bar: Any = None
+        self.enabled = enabled
+        self.total = total
+        self.done = 0
         self.best = -math.inf
         self.reused = 0
+        self.start = self.last = time.monotonic()
         if enabled:
-            from tqdm.auto import tqdm
-
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                return
             self.bar = tqdm(total=total, unit="cand", dynamic_ncols=True, file=sys.stderr, desc="search")
 
     def __call__(self, cand: Any, reused: bool) -> None:
         if not math.isnan(cand.score):
             self.best = max(self.best, cand.score)
         self.reused += bool(reused)
+        self.done += 1
         if self.bar is not None:
             post = {"best": _fmt_score(self.best)}
             if self.reused:
                 post["from log"] = self.reused
             self.bar.set_postfix(post, refresh=False)
             self.bar.update(1)
+        elif self.enabled and (time.monotonic() - self.last > 10 or self.done == self.total):
+            self.last = now = time.monotonic()
+            rate = (self.done - self.reused) / max(now - self.start, 1e-9)
+            print(f"search: {self.done}/{self.total} candidates, {rate:.2f} cand/s, best {_fmt_score(self.best)}",
+                  file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -7,7 +7,7 @@ the analytic cost model, and a strategy::
     from timm_nas.search import ZeroShotSearch, EvolutionSearch, Constraints, ProxyScorer, run_search
 
     supernet = timm.create_model('autoformer_supernet', space='tiny')
-    constraints = Constraints(params_min=3e6, params_max=23e6, cost_kwargs=dict(num_classes=1000, img_size=224))
+    constraints = Constraints.for_model(supernet, params_min=3e6, params_max=23e6)
     result = run_search(ZeroShotSearch(supernet.space, num_candidates=8000, constraints=constraints),
                         ProxyScorer(supernet, 'dss'), out='runs/tf-tas')
     result.best.config, result.best.score

@@ -66,6 +66,14 @@ class Constraints:
         _window("macs", self.macs_min, self.macs_max)
         object.__setattr__(self, "cost_kwargs", dict(self.cost_kwargs))
 
+    @classmethod
+    def for_model(cls, model: Any, *, params_min: float | None = None, params_max: float | None = None,
+                  macs_min: float | None = None, macs_max: float | None = None) -> "Constraints":
+        """Windows for subnets of ``model`` (a supernet): the cost model's keywords are read off the model."""
+        from ..proxies.zero_cost import cost_kwargs
+
+        return cls(params_min, params_max, macs_min, macs_max, cost_kwargs=cost_kwargs(model))
+
     def cost(self, cfg: Any) -> Cost:
         """Analytic parameters and MACs of ``cfg``."""
         params, macs = analytic_cost(cfg, self.cost_kwargs)

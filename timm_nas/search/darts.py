@@ -179,20 +179,20 @@ def _second_order(model: nn.Module, alphas: list[torch.Tensor], train_batch: Bat
 
     # 2. dL_val(w', alpha) / d(alpha, w'), with w' substituted functionally. The BatchNorm buffers are copies, so this
     #    forward leaves the model's running statistics alone (the original runs it on a throw-away model copy).
-    unrolled_flat.requires_grad_(True)
     params: dict[str, torch.Tensor] = {n: b.clone() for n, b in model.named_buffers()}
-    offset = 0
+    leaves, offset = [], 0
     for name, p in named_weights:
-        params[name] = unrolled_flat[offset:offset + p.numel()].view_as(p)
+        # One leaf per weight: gradients of views into one flat tensor would each be materialised at full size.
+        leaf = unrolled_flat[offset:offset + p.numel()].view_as(p).clone().requires_grad_(True)
+        params[name] = leaf
+        leaves.append(leaf)
         offset += p.numel()
+    del unrolled_flat
     unrolled_loss = _loss(model, valid_batch, params)
-    grads = _grad(unrolled_loss, alphas + [unrolled_flat])
+    grads = _grad(unrolled_loss, alphas + leaves)
     dalpha = reduce(grads[:len(alphas)])
-    v_flat = reduce(grads[len(alphas):])[0]
-    vector, offset = [], 0
-    for p in weights:
-        vector.append(v_flat[offset:offset + p.numel()].view_as(p))
-        offset += p.numel()
+    vector = reduce(grads[len(alphas):])
+    v_flat = _flat(vector)
 
     # 3. Finite-difference Hessian-vector product around w (not w'), in the original's in-place order, so the
     #    weights afterwards equal the original's bit for bit (w + Rv - 2Rv + Rv, not exactly w).
@@ -477,8 +477,9 @@ def search(
     if resume and ckpt_path.is_file():
         ckpt = load_checkpoint_file(ckpt_path)
         saved = ckpt.get("config", {})
-        if saved and {k: v for k, v in saved.items() if k != "epochs"} != \
-                {k: v for k, v in cfg.to_dict().items() if k != "epochs"}:
+        free = ("epochs", "workers")  # may change between runs; everything else must match
+        if saved and {k: v for k, v in saved.items() if k not in free} != \
+                {k: v for k, v in cfg.to_dict().items() if k not in free}:
             raise ValueError(f"{ckpt_path} was written with different search settings; use another output_dir or "
                              "resume=False. Saved: " + json.dumps(saved))
         model.load_state_dict(ckpt["model"])

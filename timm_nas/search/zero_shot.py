@@ -49,10 +49,9 @@ def tf_tas(supernet: nn.Module, *, num_candidates: int = TF_TAS_CANDIDATES, para
         out: output folder (resumable), or ``None``.
         **kwargs: proxy options, or ``run_search`` keywords (``overwrite``, ``callback``, ``dist``, ``plot``).
     """
-    from ..proxies.zero_cost import cost_kwargs
-
     run_kw = {k: kwargs.pop(k) for k in ("overwrite", "callback", "dist", "plot", "arguments") if k in kwargs}
-    constraints = Constraints(params[0], params[1], macs[0], macs[1], cost_kwargs=cost_kwargs(supernet))
+    constraints = Constraints.for_model(supernet, params_min=params[0], params_max=params[1], macs_min=macs[0],
+                                        macs_max=macs[1])
     constraints.check_space(supernet.space)
     strategy = ZeroShotSearch(supernet.space, num_candidates=num_candidates, constraints=constraints, seed=seed)
     return run_search(strategy, ProxyScorer(supernet, proxy, **kwargs), out=out, **run_kw)
