@@ -25,9 +25,9 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
                                                       "study's files there are replaced")
     p.add_argument("--smoke", action="store_true", help="tiny preset that checks the pipeline end to end (CI)")
     p.add_argument("--seed", type=int, default=0, help="study seed; every other seed derives from it (default 0)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: torch's choice; 1 is faster on a machine busy with "
-                        "other jobs)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (default 1: the study's models are tiny, and on a 2-core machine "
+                        "shared with other jobs two threads ran up to 10x slower; 0: torch's default)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
     p.add_argument("--report-only", action="store_true",
                    help="re-render report.md and the plots from --out/results.json without running anything")
@@ -50,9 +50,9 @@ def _run(args: argparse.Namespace) -> int:
         report = write_report(json.loads(path.read_text(encoding="utf-8")), out, plots=not args.no_plots)
         print(f"wrote {report}")
         return 0
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    if args.threads < 0:
+        raise ValueError(f"--threads must be 0 (torch's default) or positive, got {args.threads}")
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
 

@@ -34,9 +34,15 @@ class StudyTensors:
     fill: torch.Tensor
 
     @classmethod
-    def from_data(cls, data: DigitsData) -> "StudyTensors":
+    def from_data(cls, data: DigitsData, train_images: int | None = None) -> "StudyTensors":
+        """The tensors of ``data``; only the first ``train_images`` training images when given."""
         fill = torch.tensor([-m / s for m, s in zip(data.mean, data.std)], dtype=torch.float32)
-        return cls(data.tensors("train"), data.tensors("val"), data.tensors("test"), fill)
+        x, y = data.tensors("train")
+        if train_images is not None:
+            if train_images < 2:
+                raise ValueError(f"train_images must be at least 2, got {train_images}")
+            x, y = x[:train_images], y[:train_images]
+        return cls((x, y), data.tensors("val"), data.tensors("test"), fill)
 
     def batches(self, split: str, batch_size: int = 256) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """A split as a list of ``(images, labels)`` batches (an evaluation loader)."""

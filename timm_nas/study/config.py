@@ -115,6 +115,8 @@ class StudyConfig:
         preset: ``'full'`` or ``'smoke'`` (recorded in the report).
         img_size, patch_size: the ViT input and patch size.
         space: the AutoFormer space dict (:data:`STUDY_SPACE`).
+        train_images: use only the first ``train_images`` images of the (shuffled) training split for every
+            training and search (``None``: all 1,078; the smoke preset uses fewer).
         proxy, supernet, darts: the three parts.
     """
 
@@ -122,6 +124,7 @@ class StudyConfig:
     img_size: int = 32
     patch_size: int = 8
     space: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(STUDY_SPACE))
+    train_images: int | None = None
     proxy: ProxyStudyConfig = ProxyStudyConfig()
     supernet: SupernetStudyConfig = SupernetStudyConfig()
     darts: DartsStudyConfig = DartsStudyConfig()
@@ -138,12 +141,13 @@ class StudyConfig:
 
     @classmethod
     def smoke(cls) -> "StudyConfig":
-        """Every step of the pipeline, tiny: 6 subnets and 1 epoch each, 2 search seeds of 8 candidates, a
-        2-epoch DARTS search on a 2-cell network and 2 random genotypes."""
+        """Every step of the pipeline, tiny: 256 training images, 5 subnets and 1 epoch each, 2 search seeds of
+        8 candidates, a 1-epoch DARTS search of a 2-cell network at 8 px and 2 random genotypes."""
         one = dataclasses.replace(VIT_BUDGET, epochs=1, batch_size=128)
         return cls(
             preset="smoke",
-            proxy=ProxyStudyConfig(num_subnets=6, budget=one, proxy_batch_size=16, noise_subnets=1, noise_seeds=1,
+            train_images=256,
+            proxy=ProxyStudyConfig(num_subnets=5, budget=one, proxy_batch_size=16, noise_subnets=1, noise_seeds=1,
                                    bootstrap=200),
             supernet=SupernetStudyConfig(budget=dataclasses.replace(one, warmup_epochs=0.0), seeds=2, population=4,
                                          generations=1, topk=2, mutations=1, crossovers=1, retrain=one),

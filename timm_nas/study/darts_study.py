@@ -19,8 +19,8 @@ import torch
 
 from ..search.darts import DartsSearchConfig, search
 from ..spaces import DartsSpace, Genotype
-from ._common import Log, default_log
-from .data import NUM_CLASSES, DigitsData
+from ._common import Log, StudyTensors, default_log
+from .data import NUM_CLASSES
 from .stats import summary
 from .training import Timer, derive_seed, seeded, train_model
 
@@ -92,13 +92,13 @@ def random_genotypes_like(target: Genotype, space: DartsSpace, count: int, *, C:
                      f"{goal} parameters; lower random_genotypes or raise size_tolerance")
 
 
-def run_darts_study(cfg: Any, data: DigitsData, seed: int, out_dir: str | Path, *,
+def run_darts_study(cfg: Any, tensors: StudyTensors, seed: int, out_dir: str | Path, *,
                     log: Log = default_log) -> dict[str, Any]:
     """Run the DARTS study.
 
     Args:
         cfg: the study settings (``cfg.darts``; a :class:`timm_nas.study.config.StudyConfig`).
-        data: the digits at ``cfg.darts.img_size``.
+        tensors: the digits at ``cfg.darts.img_size``.
         seed: the study seed.
         out_dir: folder of the search (``search_log.jsonl``, ``genotype.json``, checkpoint).
         log: progress lines.
@@ -107,11 +107,11 @@ def run_darts_study(cfg: Any, data: DigitsData, seed: int, out_dir: str | Path, 
         JSON-native results: the search history, the derived genotype, every trained network and a summary.
     """
     dc = cfg.darts
-    if data.img_size != dc.img_size:
-        raise ValueError(f"the DARTS study runs at {dc.img_size} px but the data is {data.img_size} px")
-    x_train, y_train = data.tensors("train")
-    val, test = data.tensors("val"), data.tensors("test")
-    fill = torch.tensor([-m / s for m, s in zip(data.mean, data.std)], dtype=torch.float32)
+    size = tensors.train[0].shape[-1]
+    if size != dc.img_size:
+        raise ValueError(f"the DARTS study runs at {dc.img_size} px but the data is {size} px")
+    x_train, y_train = tensors.train
+    val, test, fill = tensors.val, tensors.test, tensors.fill
     search_cfg = DartsSearchConfig(**dict(dc.search, seed=derive_seed(seed, "darts-search"), img_size=dc.img_size))
     space = DartsSpace(search_cfg.primitives, search_cfg.steps, search_cfg.multiplier)
 

@@ -194,7 +194,7 @@ class DigitsDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         from PIL import Image
 
-        img = Image.fromarray(self._images[index].permute(1, 2, 0).numpy(), mode="RGB")
+        img = Image.fromarray(self._images[index].permute(1, 2, 0).numpy())  # (H, W, 3) uint8: RGB
         target: Any = self.targets[index]
         if self.transform is not None:
             img = self.transform(img)

@@ -127,7 +127,7 @@ def run_study(out: str | os.PathLike, *, smoke: bool = False, seed: int = 0, con
     with Timer() as total:
         with Timer() as t_data:
             data = load_digits_data(cfg.img_size)
-            tensors = StudyTensors.from_data(data)
+            tensors = StudyTensors.from_data(data, cfg.train_images)
             write_image_folder(out / "digits", data)
         with Timer() as t_proxy:
             proxy = run_proxy_study(cfg, tensors, seed, log=log)
@@ -136,7 +136,8 @@ def run_study(out: str | os.PathLike, *, smoke: bool = False, seed: int = 0, con
                                      ranking_configs=[r["config"] for r in proxy["subnets"]], log=log)
         with Timer() as t_darts:
             darts_data = data if cfg.darts.img_size == cfg.img_size else load_digits_data(cfg.darts.img_size)
-            darts = run_darts_study(cfg, darts_data, seed, out / "darts_search", log=log)
+            darts = run_darts_study(cfg, StudyTensors.from_data(darts_data, cfg.train_images), seed,
+                                    out / "darts_search", log=log)
         with Timer() as t_stats:
             proxy["correlations"] = correlations(proxy, sup["ranking_scores"], resamples=cfg.proxy.bootstrap,
                                                  seed=seed)
