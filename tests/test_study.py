@@ -143,6 +143,26 @@ def test_seeds_and_training_are_deterministic(digits):
         TrainBudget(opt="lamb")
 
 
+def test_random_genotypes_of_similar_size(monkeypatch):
+    from timm_nas.search import config_key
+    from timm_nas.spaces import DartsSpace
+    from timm_nas.study import darts_study
+
+    space = DartsSpace()
+    target = space.sample(0)
+    found, tol = darts_study.random_genotypes_like(target, space, 3, C=4, layers=2, tolerance=0.3, seed=1)
+    goal = darts_study._params(target, 4, 2)
+    assert len({config_key(g) for g in found} | {config_key(target)}) == 4
+    assert all(abs(darts_study._params(g, 4, 2) - goal) <= tol * goal for g in found) and tol <= 0.3
+    again, _ = darts_study.random_genotypes_like(target, space, 3, C=4, layers=2, tolerance=0.3, seed=1)
+    assert [g.to_dict() for g in again] == [g.to_dict() for g in found]
+    # a cell cheaper than any random one: the closest draws are taken and the tolerance used is reported
+    monkeypatch.setattr(darts_study, "MAX_DRAWS", 200)
+    cheapest = space.smallest()
+    found, tol = darts_study.random_genotypes_like(cheapest, space, 2, C=4, layers=2, tolerance=0.0, seed=1)
+    assert len(found) == 2 and tol > 0.0
+
+
 # ------------------------------------------------------------------------------------------------- smoke
 def _row(report: str, label: str) -> list[str]:
     line = next(ln for ln in report.splitlines() if ln.startswith(f"| {label} |"))

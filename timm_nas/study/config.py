@@ -93,7 +93,8 @@ class DartsStudyConfig:
         budget: their from-scratch training budget.
         random_genotypes: random genotypes trained for comparison.
         size_tolerance: a random genotype's parameter count must lie within this fraction of the derived one's
-            (doubled, up to three times, if too few qualify).
+            (if too few random genotypes are that close, the closest ones are taken; the report gives the
+            tolerance actually used).
     """
 
     img_size: int = 16

@@ -26,7 +26,7 @@ from .training import Timer, derive_seed, seeded, train_model
 
 __all__ = ["run_darts_study", "random_genotypes_like", "TensorImageDataset"]
 
-#: Random draws tried per tolerance level before the tolerance is widened.
+#: Random genotypes drawn at most when looking for ones of the derived genotype's size.
 MAX_DRAWS = 20_000
 
 
@@ -55,41 +55,43 @@ def _params(genotype: Genotype, C: int, layers: int) -> int:
 
 def random_genotypes_like(target: Genotype, space: DartsSpace, count: int, *, C: int, layers: int,
                           tolerance: float, seed: int) -> tuple[list[Genotype], float]:
-    """``count`` distinct random genotypes of ``space`` (not ``target``) whose network has a parameter count
-    within ``tolerance`` (a fraction) of ``target``'s.
+    """``count`` distinct random genotypes of ``space`` (not ``target``) whose network has about ``target``'s
+    parameter count.
 
-    Draws come from one generator seeded with ``seed``. When :data:`MAX_DRAWS` draws do not yield enough, the
-    tolerance doubles (at most three times) and the draws continue.
+    Genotypes are drawn uniformly (one generator seeded with ``seed``) and the first ``count`` whose parameter
+    count lies within ``tolerance`` (a fraction) of ``target``'s are kept, so they are a uniform sample of the
+    similar-size genotypes. If :data:`MAX_DRAWS` distinct draws hold fewer than ``count`` of them (a searched cell
+    can be far cheaper than almost any random one), the ``count`` draws closest in size are kept instead.
 
     Returns:
-        The genotypes and the tolerance finally used.
-
-    Raises:
-        ValueError: if even the widest tolerance does not yield ``count`` genotypes.
+        The genotypes and the largest relative size difference among them (the tolerance actually used).
     """
     from ..search import config_key
 
+    if count < 1:
+        return [], 0.0
     goal = _params(target, C, layers)
     g = torch.Generator().manual_seed(int(seed))
     seen = {config_key(target)}
-    found: list[Genotype] = []
-    tol = tolerance
-    for _ in range(4):
-        for _ in range(MAX_DRAWS):
-            if len(found) >= count:
-                return found, tol
-            cand = space.sample(g)
-            key = config_key(cand)
-            if key in seen:
-                continue
-            seen.add(key)
-            if abs(_params(cand, C, layers) - goal) <= tol * goal:
-                found.append(cand)
-        if len(found) >= count:
-            return found, tol
-        tol *= 2
-    raise ValueError(f"found only {len(found)} of {count} random genotypes within {tol / 2:.0%} of "
-                     f"{goal} parameters; lower random_genotypes or raise size_tolerance")
+    drawn: list[tuple[float, Genotype]] = []
+    within: list[tuple[float, Genotype]] = []
+    for _ in range(MAX_DRAWS):
+        cand = space.sample(g)
+        key = config_key(cand)
+        if key in seen:
+            continue
+        seen.add(key)
+        rel = abs(_params(cand, C, layers) - goal) / goal
+        drawn.append((rel, cand))
+        if rel <= tolerance:
+            within.append((rel, cand))
+            if len(within) == count:
+                break
+    chosen = within if len(within) >= count else sorted(drawn, key=lambda d: d[0])[:count]
+    if len(chosen) < count:
+        raise ValueError(f"the space holds only {len(chosen)} genotypes other than the derived one; "
+                         f"lower random_genotypes to at most {len(chosen)}")
+    return [c for _, c in chosen], max(rel for rel, _ in chosen)
 
 
 def run_darts_study(cfg: Any, tensors: StudyTensors, seed: int, out_dir: str | Path, *,
