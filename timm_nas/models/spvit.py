@@ -339,10 +339,7 @@ class SPViTSearchDeiT(nn.Module):
         self.target_flops = target_flops
         self.gate_seed = int(gate_seed)
         self.grad_checkpointing = False
-        self._init_args = dict(img_size=img_size, patch_size=patch_size, drop_rate=drop_rate,
-                               pos_drop_rate=pos_drop_rate, proj_drop_rate=proj_drop_rate,
-                               attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate)
-        self._norm_layer, self._act_layer = norm_layer, act_layer
+        self._init_args = dict(img_size=img_size, patch_size=patch_size)  # for the pruned model's arguments
 
         self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
                                       embed_dim=embed_dim, **dd)
@@ -590,6 +587,7 @@ class SPViTSearchDeiT(nn.Module):
             img_size=list(img_size) if isinstance(img_size, (tuple, list)) else img_size,
             patch_size=list(patch_size) if isinstance(patch_size, (tuple, list)) else patch_size,
             in_chans=self.in_chans, num_classes=self.num_classes, global_pool=self.global_pool or "",
+            fc_norm=False,  # the search network normalises before pooling, whatever the pooling
             embed_dim=self.embed_dim, depth=len(self.blocks), num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
             qkv_bias=self.qkv_bias)
 
