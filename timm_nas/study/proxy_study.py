@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..search import Constraints
+from ..search import Constraints, ProxyScorer
 from ..search.random_search import draw_random
 from ..spaces import AutoFormerSpace, AutoFormerSubnet
 from ._common import Log, StudyTensors, build_supernet, default_log, train_subnet
@@ -73,8 +73,6 @@ def run_proxy_study(cfg: StudyConfig, tensors: StudyTensors, seed: int, *, log: 
         ``timing``. Correlations are added by the caller (:func:`timm_nas.study.runner.correlations`), which can
         include rankings from other parts (the supernet's inherited accuracy).
     """
-    from ..search import ProxyScorer
-
     pc = cfg.proxy
     subnets = sample_subnets(cfg, pc.num_subnets, seed)
     log(f"proxy study: {len(subnets)} subnets, {len(PROXIES)} proxies, {pc.budget.epochs} epochs each")
