@@ -5,7 +5,6 @@ and of ``MixedOp`` in ``cnn/model_search.py``. Every operation maps ``C -> C`` c
 order inside every block is ReLU -> convolution -> BatchNorm (pre-activation), convolutions have no bias, and
 the module/attribute layout keeps the original's state-dict keys (``op.1.weight``, ``conv_1``, ``bn``, ...).
 """
-from __future__ import annotations
 
 from typing import Sequence
 

@@ -15,7 +15,6 @@ The module layout keeps the original's state-dict keys except ``_ops`` (``ops`` 
 in a search cell) and NetworkImageNet's ``stem0`` (``stem``); :func:`checkpoint_filter_fn` converts the original
 checkpoints.
 """
-from __future__ import annotations
 
 import re
 from typing import Any, Callable, Iterator, Mapping, Sequence
