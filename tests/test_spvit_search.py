@@ -132,6 +132,7 @@ def test_gate_schedule_floor_reproduces_the_original_by_default(data_dir, tmp_pa
 def test_config_validation_and_defaults():
     cfg = SPViTSearchConfig()
     assert (cfg.lr, cfg.min_lr, cfg.weight_decay, cfg.epochs, cfg.stop_epoch) == (5e-5, 1e-4, 0.05, 300, 20)
+    assert cfg.repeated_aug and cfg.mixup == 0.8 and cfg.smoothing == 0.1 and cfg.drop_path == 0.1
     assert SPViTSearchConfig(model="spvit_search_deit_tiny").resolved_arc_lr() == 1e-3
     assert SPViTSearchConfig(model="spvit_search_deit").resolved_arc_lr() == 5e-4
     with pytest.raises(ValueError, match="target_flops must be a positive number of GFLOPs"):
@@ -153,7 +154,7 @@ def test_cli_search_and_arch(data_dir, tmp_path, capsys):
                "--model-kwargs", json.dumps(dict(TINY_ARGS, depth=3)), "--val-split", "",
                "--no-pretrained", "--input-size", "32", "--batch-size", "4", "--stop-epoch", "0",
                "--max-steps-per-epoch", "2", "--target-flops", "0.01", "--loss-lambda", "1", "--workers", "0",
-               "--mixup", "0", "--cutmix", "0", "--no-progress"])
+               "--mixup", "0", "--cutmix", "0", "--no-repeated-aug", "--no-progress"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["export"] == str(out / "export") and len(summary["ops"]) == 3

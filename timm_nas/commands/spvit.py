@@ -37,6 +37,7 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     p.add_argument("--mixup", type=float, default=None)
     p.add_argument("--cutmix", type=float, default=None)
     p.add_argument("--drop-path", type=float, default=None)
+    p.add_argument("--no-repeated-aug", action="store_true", help="plain shuffling instead of repeated augmentation")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--device", default=None, help="default: cuda when available (LOCAL_RANK under torchrun)")
@@ -86,6 +87,7 @@ def _run_search(args: argparse.Namespace) -> int:
         "model", "target_flops", "loss_lambda", "theta", "arc_lr", "batch_size", "lr", "min_lr", "epochs",
         "stop_epoch", "input_size", "mixup", "cutmix", "drop_path", "seed", "workers") if getattr(args, k) is not None}
     overrides["pretrained"] = not args.no_pretrained
+    overrides["repeated_aug"] = not args.no_repeated_aug
     if args.model_kwargs:
         overrides["model_kwargs"] = args.model_kwargs
     overrides["pretrained_file"] = args.pretrained_file

@@ -54,6 +54,9 @@ SPVIT_LR_BATCH = 512
 EVAL_CROP_PCT = 224 / 256
 #: Default gate learning rate when the model is not one of the released variants (the DeiT-S / Swin configs).
 DEFAULT_ARC_LR = 5e-4
+#: Repeats of each image per epoch under repeated augmentation (DeiT ``samplers.RASampler``, on by default in
+#: SPViT's ``params.py``: ``parser.set_defaults(repeated_aug=True)``).
+REPEATED_AUG_REPEATS = 3
 
 CHECKPOINT_NAME = "last_checkpoint.pth"
 LOG_NAME = "log.jsonl"
@@ -89,6 +92,8 @@ class SPViTSearchConfig:
         ffn_save_every: save the search checkpoint with its FFN masks every this many epochs.
         drop_path: stochastic depth rate.
         mixup, cutmix, mixup_prob, mixup_switch_prob, mixup_mode, smoothing: timm ``Mixup`` settings.
+        repeated_aug: repeated augmentation (timm's ``RepeatAugSampler``, DeiT's ``RASampler``: each image 3 times
+            per epoch, the epoch trimmed back to the dataset size), the original's default.
         aa, color_jitter, reprob, remode, recount, train_interpolation: timm training transform settings.
         input_size: image size.
         seed: seed of the gate samples (``seed + rank``) and the data order.
@@ -122,6 +127,7 @@ class SPViTSearchConfig:
     mixup_switch_prob: float = 0.5
     mixup_mode: str = "batch"
     smoothing: float = 0.1
+    repeated_aug: bool = True
     aa: str | None = "rand-m9-mstd0.5-inc1"
     color_jitter: float = 0.4
     reprob: float = 0.25
@@ -217,12 +223,19 @@ def _num_classes(dataset: Any) -> int:
 
 
 def _loader(dataset: Any, batch_size: int, *, train: bool, workers: int, seed: int, epoch: int, rank: int,
-            world: int, drop_last: bool) -> torch.utils.data.DataLoader:
-    """A loader whose order depends only on (seed, epoch, rank): DistributedSampler for training (as the original
-    uses for every run), sequential for evaluation."""
+            world: int, drop_last: bool, repeated_aug: bool = False) -> torch.utils.data.DataLoader:
+    """A loader whose order depends only on (seed, epoch, rank): for training timm's ``RepeatAugSampler`` (DeiT's
+    ``RASampler``, shuffled by epoch) or a ``DistributedSampler`` (as the original uses for every run, even on one
+    process); sequential for evaluation."""
     if train:
-        sampler: Any = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
-                                                           seed=seed, drop_last=False)
+        if repeated_aug:
+            from timm.data.distributed_sampler import RepeatAugSampler
+
+            sampler: Any = RepeatAugSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+                                            num_repeats=REPEATED_AUG_REPEATS)
+        else:
+            sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+                                                          seed=seed, drop_last=False)
         sampler.set_epoch(epoch)
     else:
         sampler = torch.utils.data.SequentialSampler(dataset)
@@ -391,7 +404,7 @@ def search(
     for epoch in range(start_epoch, cfg.stop_epoch + 1):
         model.train()
         loader = _loader(train_dataset, cfg.batch_size, train=True, workers=cfg.workers, seed=cfg.seed, epoch=epoch,
-                         rank=rank, world=world, drop_last=True)
+                         rank=rank, world=world, drop_last=True, repeated_aug=cfg.repeated_aug)
         total = len(loader) if max_steps_per_epoch is None else min(len(loader), max_steps_per_epoch)
         if total == 0:
             raise ValueError(f"the training set gives no full batch of {cfg.batch_size}: lower batch_size")
