@@ -388,6 +388,8 @@ class S3Supernet(SupernetMixin, _S3Common, nn.Module):
         sampling: training-mode policy: ``'uniform'`` (default), ``'sandwich'`` or ``'fixed'``.
         seed: seed of the per-step sampling generators (default 0).
         unused_grad: ``'zero'`` (default) or ``'none'`` for parameters outside the sampled subnet.
+        subnet: the initial active subnet (default: the full weight shape); with ``sampling='fixed'`` it is the one
+            trained. It must fit the weights.
         weight_init: timm's ViT init mode.
     """
 
@@ -407,6 +409,7 @@ class S3Supernet(SupernetMixin, _S3Common, nn.Module):
             sampling: Optional[str] = None,
             seed: Optional[int] = None,
             unused_grad: Optional[str] = None,
+            subnet: Union[str, Mapping[str, Any], S3Subnet, None] = None,
             weight_init: str = "",
             device: Optional[torch.device] = None,
             dtype: Optional[torch.dtype] = None,
@@ -419,9 +422,9 @@ class S3Supernet(SupernetMixin, _S3Common, nn.Module):
         for i, choices in enumerate(space.window_size):
             for w in choices:
                 check_window(grids[i], w, f"window_size choice of stage {i}")
-        self.init_supernet(space, sampling=sampling, seed=seed, unused_grad=unused_grad, device=device)
         self._grid = grid
         self._grids = grids
+        self.init_supernet(space, sampling=sampling, seed=seed, unused_grad=unused_grad, subnet=subnet, device=device)
         self._build_args = dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans, qkv_bias=qkv_bias,
                                 drop_rate=drop_rate, proj_drop_rate=proj_drop_rate, attn_drop_rate=attn_drop_rate,
                                 drop_path_rate=drop_path_rate)
@@ -451,6 +454,7 @@ class S3Supernet(SupernetMixin, _S3Common, nn.Module):
                                    input_fmt=self.output_fmt, **dd)
         if weight_init != "skip":
             named_apply(get_init_weights_vit(weight_init, needs_reset=False), self)
+        self.set_active_subnet(self._active)  # num_features / feature_info follow the active subnet
 
     # -------------------------------------------------------------------------------------------- subnets
     @property
@@ -487,20 +491,31 @@ class S3Supernet(SupernetMixin, _S3Common, nn.Module):
         return [p for i, stage in enumerate(self.layers)
                 for blk in stage.blocks[cfg.depth[i]:] for p in blk.parameters()]
 
-    def extract(self, cfg: Any) -> S3Transformer:
-        """A static ``s3_subnet`` model of ``cfg`` with the supernet's weights copied in (loaded strictly), its
-        constructor arguments recorded for ``config.json``."""
-        cfg = self.check_subnet(cfg)
+    def subnet_state_dict(self, cfg: Any = None) -> Dict[str, torch.Tensor]:
+        """The (detached) tensors subnet ``cfg`` (default: the active one) uses, in the static model's layout, cut
+        by :func:`slice_s3_state_dict`."""
+        cfg = self.check_subnet(self._active if cfg is None else cfg)
+        return slice_s3_state_dict({k: v.detach() for k, v in self.state_dict().items()}, cfg, self._grid)
+
+    def extract(self, cfg: Any = None, **kwargs: Any) -> S3Transformer:
+        """A static ``s3_subnet`` model of ``cfg`` (default: the active subnet) with the supernet's weights copied
+        in (loaded strictly), its constructor arguments recorded for ``config.json``.
+
+        Args:
+            cfg: the subnet (a config, its dict or a registry name); it must fit the weights.
+            **kwargs: other ``s3_subnet`` arguments (e.g. ``drop_path_rate`` for fine-tuning).
+        """
         import timm
         from timm.models._input import update_model_args
 
-        args = dict(subnet=cfg.to_dict(), num_classes=self.num_classes, global_pool=self.global_pool,
-                    **self._build_args)
+        cfg = self.check_subnet(self._active if cfg is None else cfg)
+        args = dict(dict(subnet=cfg.to_dict(), num_classes=self.num_classes, global_pool=self.global_pool,
+                         **self._build_args), **kwargs)
+        args = {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
         dd = get_device_dtype(self)
         model = timm.create_model("s3_subnet", **args, **dd)
-        state = slice_s3_state_dict(self.state_dict(), cfg, self._grid)
-        model.load_state_dict({k: v.detach().clone() for k, v in state.items()}, strict=True)
-        update_model_args(model, **{k: list(v) if isinstance(v, tuple) else v for k, v in args.items()})
+        model.load_state_dict({k: v.clone() for k, v in self.subnet_state_dict(cfg).items()}, strict=True)
+        update_model_args(model, **args)
         return model.train(self.training)
 
     # ------------------------------------------------------------------------------------------- forward
