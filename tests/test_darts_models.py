@@ -391,3 +391,24 @@ def test_search_network_api():
     g = model.genotype()
     assert g.normal_steps == 3 and g.normal_concat == (3, 4) and model.space.contains(g)
     assert model.no_weight_decay() == {"alphas_normal", "alphas_reduce"}
+
+
+@pytest.mark.parametrize("value", [
+    "darts_v1",                                                    # registry name
+    Genotype.resolve("darts_v1").to_json(),                        # the genotype dict (JSON)
+    Genotype.resolve("darts_v1").to_text(),                        # the original text
+])
+def test_train_py_model_kwargs(value):
+    """timm's train.py: ``--model-kwargs genotype=...`` (parsed by timm's ParseKwargs) plus the factory arguments it
+    always passes (``drop_rate=0.0``; the ``None`` ones are dropped by create_model)."""
+    import argparse
+
+    from timm.utils import ParseKwargs
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs)
+    kwargs = parser.parse_args(["--model-kwargs", f"genotype={value}"]).model_kwargs
+    model = timm.create_model("darts_cifar", pretrained=False, in_chans=3, num_classes=10, drop_rate=0.0,
+                              drop_path_rate=None, drop_block_rate=None, global_pool=None, bn_momentum=None,
+                              bn_eps=None, scriptable=None, checkpoint_path=None, device="meta", **kwargs)
+    assert model.genotype == Genotype.resolve("darts_v1") and model.auxiliary_head is None

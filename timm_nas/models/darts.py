@@ -64,6 +64,12 @@ AUX_HIDDEN = 128
 AUX_WIDTH = 768
 #: Scale of the architecture weights' initialisation, ``1e-3 * randn`` (cnn/model_search.py ``_initialize_alphas``).
 ALPHA_INIT_SCALE = 1e-3
+#: The original evaluation networks: cnn/train.py (CIFAR-10: C=36, 20 cells, 32x32) and cnn/train_imagenet.py
+#: (ImageNet: C=48, 14 cells, 224x224). Defaults of the entrypoints and of the analytic cost model.
+RECIPES: dict[str, dict[str, int]] = {
+    "cifar": dict(C=36, layers=20, num_classes=10, img_size=32),
+    "imagenet": dict(C=48, layers=14, num_classes=1000, img_size=224),
+}
 
 _STEM_TYPES = ("cifar", "imagenet")
 
@@ -530,11 +536,10 @@ def _bn_params(C: int) -> int:
     return 2 * C
 
 
-def _head(kind: str) -> tuple[bool, int, int]:
-    if kind not in _STEM_TYPES:
-        raise ValueError(f"stem_type={kind!r} is not allowed; allowed values: {list(_STEM_TYPES)}")
-    imagenet = kind == "imagenet"
-    return imagenet, (48 if imagenet else 36), (14 if imagenet else 20)
+def _recipe(stem_type: str) -> dict[str, int]:
+    if stem_type not in _STEM_TYPES:
+        raise ValueError(f"stem_type={stem_type!r} is not allowed; allowed values: {list(_STEM_TYPES)}")
+    return RECIPES[stem_type]
 
 
 def darts_params(cfg: Genotype | Mapping[str, Any] | str, *, stem_type: str = "cifar", C: int | None = None,
@@ -545,10 +550,10 @@ def darts_params(cfg: Genotype | Mapping[str, Any] | str, *, stem_type: str = "c
 
     Defaults are the original recipes: CIFAR C=36, 20 layers, 10 classes; ImageNet C=48, 14 layers, 1000 classes.
     """
-    imagenet, C0, L0 = _head(stem_type)
-    C = C0 if C is None else C
-    layers = L0 if layers is None else layers
-    num_classes = (1000 if imagenet else 10) if num_classes is None else num_classes
+    recipe, imagenet = _recipe(stem_type), stem_type == "imagenet"
+    C = recipe["C"] if C is None else C
+    layers = recipe["layers"] if layers is None else layers
+    num_classes = recipe["num_classes"] if num_classes is None else num_classes
     genotype = Genotype.resolve(cfg)
     if imagenet:
         total = 9 * in_chans * (C // 2) + _bn_params(C // 2) + 9 * (C // 2) * C + _bn_params(C) + 9 * C * C + _bn_params(C)
@@ -584,11 +589,11 @@ def darts_macs(cfg: Genotype | Mapping[str, Any] | str, *, stem_type: str = "cif
     additions are not counted. For DARTS_V2 ImageNet (C=48, 14 layers) at 224x224 this is 529,911,552 (529.9M); the
     paper's 574M is not reproducible (see the registry entry).
     """
-    imagenet, C0, L0 = _head(stem_type)
-    C = C0 if C is None else C
-    layers = L0 if layers is None else layers
-    num_classes = (1000 if imagenet else 10) if num_classes is None else num_classes
-    img_size = (224 if imagenet else 32) if img_size is None else img_size
+    recipe, imagenet = _recipe(stem_type), stem_type == "imagenet"
+    C = recipe["C"] if C is None else C
+    layers = recipe["layers"] if layers is None else layers
+    num_classes = recipe["num_classes"] if num_classes is None else num_classes
+    img_size = recipe["img_size"] if img_size is None else img_size
     H, W = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     genotype = Genotype.resolve(cfg)
     half = lambda n: -(-n // 2)  # noqa: E731  (stride-2, "same" padding: ceil(n / 2))
@@ -739,9 +744,10 @@ def _create_darts_search(variant: str, pretrained: bool = False, **kwargs: Any) 
     )
 
 
-#: Entrypoint defaults of the original evaluation recipes (cnn/train.py, cnn/train_imagenet.py).
-_CIFAR_ARGS = dict(C=36, layers=20, stem_type="cifar", auxiliary=False)
-_IMAGENET_ARGS = dict(C=48, layers=14, stem_type="imagenet", auxiliary=False)
+#: Entrypoint defaults: the original evaluation networks, without the (training-only) auxiliary head.
+_CIFAR_ARGS = dict(C=RECIPES["cifar"]["C"], layers=RECIPES["cifar"]["layers"], stem_type="cifar", auxiliary=False)
+_IMAGENET_ARGS = dict(C=RECIPES["imagenet"]["C"], layers=RECIPES["imagenet"]["layers"], stem_type="imagenet",
+                      auxiliary=False)
 
 
 @register_model
