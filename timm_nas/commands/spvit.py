@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     p.add_argument("--dataset", default="", help="timm dataset name (default: image folder)")
     p.add_argument("--train-split", default="train")
     p.add_argument("--val-split", default="validation", help="evaluation split ('' to skip evaluation)")
-    p.add_argument("--output", required=True, help="run folder (checkpoints, log, arch.json, export/)")
+    p.add_argument("--out", "--output", dest="output", required=True, help="run folder (checkpoints, log, arch.json, export/)")
     p.add_argument("--model", default="spvit_search_deit_small",
                    help="spvit_search_deit_tiny / _small / _base (released search settings) or spvit_search_deit")
     p.add_argument("--model-kwargs", default=None, type=_json_dict,
