@@ -187,7 +187,7 @@ def _second_order(model: nn.Module, alphas: list[torch.Tensor], train_batch: Bat
         params[name] = leaf
         leaves.append(leaf)
         offset += p.numel()
-    del unrolled_flat
+    del unrolled_flat, theta, moment, dtheta, grads, loss  # free the unrolling's flat copies and graph first
     unrolled_loss = _loss(model, valid_batch, params)
     grads = _grad(unrolled_loss, alphas + leaves)
     dalpha = reduce(grads[:len(alphas)])
