@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.timm-nas-installed
 
-.PHONY: demo test test-all bench wheel-check clean
+.PHONY: demo test contract test-all bench wheel-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# timm's own tests/test_models.py (fetched from timm's sdist with pip) on every timm-nas model.
+contract: $(STAMP)
+	$(PY) -m pytest -m contract
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m "not hub_online"
