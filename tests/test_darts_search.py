@@ -371,7 +371,7 @@ def test_cli_search_and_train(tmp_path):
             for i in range(4):
                 arr = (torch.rand(32, 32, 3, generator=g) * 255).to(torch.uint8).numpy()
                 Image.fromarray(arr).save(d / f"{i}.png")
-    rc = main(["search", "darts", "--data-dir", str(tmp_path / "data"), "--dataset", "", "--output",
+    rc = main(["search", "darts", "--data-dir", str(tmp_path / "data"), "--dataset", "", "--out",
                str(tmp_path / "run"), "--epochs", "1", "--batch-size", "2", "--init-channels", "4", "--layers", "3",
                "--workers", "0", "--no-progress", "--no-export", "--unrolled"])
     assert rc == 0

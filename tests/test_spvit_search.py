@@ -150,7 +150,7 @@ def test_search_refuses_a_model_without_a_target(data_dir, tmp_path):
 
 def test_cli_search_and_arch(data_dir, tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = main(["search", "spvit", "--data-dir", str(data_dir), "--output", str(out), "--model", "spvit_search_deit",
+    rc = main(["search", "spvit", "--data-dir", str(data_dir), "--out", str(out), "--model", "spvit_search_deit",
                "--model-kwargs", json.dumps(dict(TINY_ARGS, depth=3)), "--val-split", "",
                "--no-pretrained", "--input-size", "32", "--batch-size", "4", "--stop-epoch", "0",
                "--max-steps-per-epoch", "2", "--target-flops", "0.01", "--loss-lambda", "1", "--workers", "0",

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     p.add_argument("--train-split", default="train", help="split searched on (half trains the weights, half the "
                                                           "alphas)")
     p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
-    p.add_argument("--output", required=True, help="run folder (search_log.jsonl, checkpoint.pth, genotype.json)")
+    p.add_argument("--out", "--output", dest="output", required=True, help="run folder (search_log.jsonl, checkpoint.pth, genotype.json)")
     p.add_argument("--order", type=int, choices=(1, 2), default=None, help="1: first order (default), 2: second")
     p.add_argument("--unrolled", action="store_true", help="same as --order 2 (the original's flag)")
     for flag, kind, what in (
@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     t.add_argument("--train-split", default="train")
     t.add_argument("--val-split", default="validation")
     t.add_argument("--download", action="store_true")
-    t.add_argument("--output", required=True, help="run folder (last.pth.tar, model_best.pth.tar, history.jsonl)")
+    t.add_argument("--out", "--output", dest="output", required=True, help="run folder (last.pth.tar, model_best.pth.tar, history.jsonl)")
     for flag, kind in (("--epochs", int), ("--batch-size", int), ("--lr", float), ("--weight-decay", float),
                        ("--C", int), ("--layers", int), ("--auxiliary-weight", float), ("--drop-path", float),
                        ("--cutout", int), ("--ema-decay", float), ("--img-size", int), ("--seed", int),
