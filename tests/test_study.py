@@ -203,6 +203,10 @@ def test_smoke_study_end_to_end(tmp_path):
     params_row = next(x for x in p["correlations"] if x["name"] == "params")
     assert _row(report, "params")[1] == fmt(params_row["tau"])
     assert [s["params"] for s in p["subnets"]] == [s["proxies"]["params"] for s in p["subnets"]]
+    for sub in p["subnets"]:
+        accs = sub["train"]["test_accs"]
+        assert len(accs) == cfg.train_seeds and sub["test_acc"] == pytest.approx(sum(accs) / len(accs))
+    assert p["noise"]["seeds"] == cfg.train_seeds and p["noise"]["seed_vs_seed"] is not None
 
     # supernet study: curves, picks and summaries agree with each other and with the search logs
     s = r["supernet_study"]

@@ -12,7 +12,7 @@ from .config import StudyConfig
 from .data import DigitsData
 from .training import TrainBudget, derive_seed, seeded, train_model
 
-__all__ = ["Log", "StudyTensors", "build_supernet", "build_subnet", "train_subnet"]
+__all__ = ["Log", "StudyTensors", "build_supernet", "build_subnet", "train_subnet", "mean_over_seeds"]
 
 _logger = logging.getLogger("timm_nas.study")
 
@@ -69,13 +69,29 @@ def build_subnet(cfg: StudyConfig, subnet: Any, seed: int) -> nn.Module:
                                  **cfg.model_args)
 
 
-def train_subnet(cfg: StudyConfig, subnet: Any, tensors: StudyTensors, budget: TrainBudget, seed: int,
-                 repeat: int = 0) -> dict[str, Any]:
-    """Train ``subnet`` from scratch (initialisation and data order from ``(seed, repeat)``; every architecture of
-    the study gets the same seeds for the same ``repeat``) and return its validation / test accuracy and times."""
-    model = build_subnet(cfg, subnet, derive_seed(seed, "init", repeat))
-    result = train_model(model, tensors.train, budget, derive_seed(seed, "data", repeat), fill=tensors.fill,
-                         eval_sets={"val": tensors.val, "test": tensors.test})
-    out = result.to_dict()
-    out.update(val_acc=out["accuracy"]["val"], test_acc=out["accuracy"]["test"], repeat=repeat)
-    return out
+def mean_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Combine the per-seed training results of one architecture: mean accuracies, summed times."""
+    k = len(runs)
+    return {"runs": runs, "seeds": k,
+            "val_acc": sum(r["val_acc"] for r in runs) / k, "test_acc": sum(r["test_acc"] for r in runs) / k,
+            "test_accs": [r["test_acc"] for r in runs], "val_accs": [r["val_acc"] for r in runs],
+            "wall_s": round(sum(r["wall_s"] for r in runs), 3), "cpu_s": round(sum(r["cpu_s"] for r in runs), 3)}
+
+
+def train_subnet(cfg: StudyConfig, subnet: Any, tensors: StudyTensors, budget: TrainBudget,
+                 seed: int) -> dict[str, Any]:
+    """Train ``subnet`` from scratch ``cfg.train_seeds`` times and return the mean validation / test accuracy
+    (:func:`mean_over_seeds`).
+
+    Run ``r`` takes its initialisation and data order from ``(seed, r)``: every architecture of the study gets the
+    same seeds, so differences come from the architectures.
+    """
+    runs = []
+    for r in range(cfg.train_seeds):
+        model = build_subnet(cfg, subnet, derive_seed(seed, "init", r))
+        result = train_model(model, tensors.train, budget, derive_seed(seed, "data", r), fill=tensors.fill,
+                             eval_sets={"val": tensors.val, "test": tensors.test})
+        out = result.to_dict()
+        out.update(val_acc=out["accuracy"]["val"], test_acc=out["accuracy"]["test"], repeat=r)
+        runs.append(out)
+    return mean_over_seeds(runs)

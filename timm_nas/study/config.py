@@ -28,19 +28,16 @@ class ProxyStudyConfig:
     """Training-free proxies against trained accuracy.
 
     Args:
-        num_subnets: architectures sampled uniformly from the space (distinct), each trained from scratch.
-        budget: their training budget (identical for all, same seed).
+        num_subnets: architectures sampled uniformly from the space (distinct), each trained from scratch
+            (``StudyConfig.train_seeds`` times).
+        budget: their training budget (identical for all, same seeds).
         proxy_batch_size: real training images in the batch of the data-dependent proxies.
-        noise_subnets: architectures retrained with other seeds, to measure seed-to-seed noise of test accuracy.
-        noise_seeds: extra seeds per such architecture.
         bootstrap: bootstrap resamples of the Kendall-tau intervals.
     """
 
     num_subnets: int = 48
     budget: TrainBudget = VIT_BUDGET
     proxy_batch_size: int = 64
-    noise_subnets: int = 3
-    noise_seeds: int = 2
     bootstrap: int = 2000
 
 
@@ -118,6 +115,9 @@ class StudyConfig:
         space: the AutoFormer space dict (:data:`STUDY_SPACE`).
         train_images: use only the first ``train_images`` images of the (shuffled) training split for every
             training and search (``None``: all 1,078; the smoke preset uses fewer).
+        train_seeds: every architecture trained from scratch (proxy study, the supernet searches' picks, the DARTS
+            networks) is trained this many times, with the same seeds for every architecture; its accuracy is the
+            mean. Two or more also measure the seed-to-seed noise.
         proxy, supernet, darts: the three parts.
     """
 
@@ -126,6 +126,7 @@ class StudyConfig:
     patch_size: int = 8
     space: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(STUDY_SPACE))
     train_images: int | None = None
+    train_seeds: int = 2
     proxy: ProxyStudyConfig = ProxyStudyConfig()
     supernet: SupernetStudyConfig = SupernetStudyConfig()
     darts: DartsStudyConfig = DartsStudyConfig()
@@ -148,8 +149,7 @@ class StudyConfig:
         return cls(
             preset="smoke",
             train_images=256,
-            proxy=ProxyStudyConfig(num_subnets=5, budget=one, proxy_batch_size=16, noise_subnets=1, noise_seeds=1,
-                                   bootstrap=200),
+            proxy=ProxyStudyConfig(num_subnets=5, budget=one, proxy_batch_size=16, bootstrap=200),
             supernet=SupernetStudyConfig(budget=dataclasses.replace(one, warmup_epochs=0.0), seeds=2, population=4,
                                          generations=1, topk=2, mutations=1, crossovers=1, retrain=one),
             darts=DartsStudyConfig(img_size=8, search=dict(C=4, layers=2, epochs=1, batch_size=64, arch_lr=3e-3,
@@ -158,6 +158,10 @@ class StudyConfig:
                                                                             batch_size=128),
                                    random_genotypes=2, size_tolerance=0.5),
         )
+
+    def __post_init__(self) -> None:
+        if self.train_seeds < 1:
+            raise ValueError(f"train_seeds must be at least 1, got {self.train_seeds}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-native form (recorded in ``results.json``)."""

@@ -5,7 +5,7 @@
 2. Draw random genotypes from the same :class:`timm_nas.spaces.DartsSpace` whose genotype network has about
    the same number of parameters as the derived one's (within ``size_tolerance``).
 3. Train the derived genotype's network and every random one (``darts_cifar``, same ``C`` / ``layers``) from
-   scratch with the same budget and seeds, and test them.
+   scratch with the same budget and seeds (``train_seeds`` runs each, mean test accuracy), and test them.
 
 A searched cell can only be credited with what random cells of the same size do not also reach; the
 comparison at equal size keeps the search from winning (or losing) by parameter count alone.
@@ -19,7 +19,8 @@ import torch
 
 from ..search.darts import DartsSearchConfig, search
 from ..spaces import DartsSpace, Genotype
-from ._common import Log, StudyTensors, default_log
+from ._common import Log, StudyTensors, default_log, mean_over_seeds
+from .config import StudyConfig
 from .data import NUM_CLASSES
 from .stats import summary
 from .training import Timer, derive_seed, seeded, train_model
@@ -94,12 +95,12 @@ def random_genotypes_like(target: Genotype, space: DartsSpace, count: int, *, C:
     return [c for _, c in chosen], max(rel for rel, _ in chosen)
 
 
-def run_darts_study(cfg: Any, tensors: StudyTensors, seed: int, out_dir: str | Path, *,
+def run_darts_study(cfg: StudyConfig, tensors: StudyTensors, seed: int, out_dir: str | Path, *,
                     log: Log = default_log) -> dict[str, Any]:
     """Run the DARTS study.
 
     Args:
-        cfg: the study settings (``cfg.darts``; a :class:`timm_nas.study.config.StudyConfig`).
+        cfg: the study settings (``cfg.darts``).
         tensors: the digits at ``cfg.darts.img_size``.
         seed: the study seed.
         out_dir: folder of the search (``search_log.jsonl``, ``genotype.json``, checkpoint).
@@ -133,16 +134,21 @@ def run_darts_study(cfg: Any, tensors: StudyTensors, seed: int, out_dir: str | P
         import timm
 
         for name, genotype in networks:
-            with seeded(derive_seed(seed, "darts-init")):
-                model = timm.create_model("darts_cifar", genotype=genotype.to_dict(), C=dc.C, layers=dc.layers,
-                                          num_classes=NUM_CLASSES, auxiliary=False)
-            r = train_model(model, (x_train, y_train), dc.budget, derive_seed(seed, "darts-data"), fill=fill,
-                            eval_sets={"val": val, "test": test})
+            runs = []
+            for r in range(cfg.train_seeds):
+                with seeded(derive_seed(seed, "darts-init", r)):
+                    model = timm.create_model("darts_cifar", genotype=genotype.to_dict(), C=dc.C, layers=dc.layers,
+                                              num_classes=NUM_CLASSES, auxiliary=False)
+                res = train_model(model, (x_train, y_train), dc.budget, derive_seed(seed, "darts-data", r),
+                                  fill=fill, eval_sets={"val": val, "test": test})
+                runs.append(dict(res.to_dict(), val_acc=res.accuracy["val"], test_acc=res.accuracy["test"], repeat=r))
+            result_mean = mean_over_seeds(runs)
             rec = {"name": name, "kind": "derived" if name == "derived" else "random", "genotype": genotype.to_dict(),
                    "genotype_text": genotype.to_text(), "params": _params(genotype, dc.C, dc.layers),
-                   "train": r.to_dict(), "val_acc": r.accuracy["val"], "test_acc": r.accuracy["test"]}
+                   "train": result_mean, "val_acc": result_mean["val_acc"], "test_acc": result_mean["test_acc"]}
             trained.append(rec)
-            log(f"  {name}: {rec['params'] / 1e3:.1f}k params, test {rec['test_acc']:.2f}% ({r.wall_s:.1f}s)")
+            log(f"  {name}: {rec['params'] / 1e3:.1f}k params, test {rec['test_acc']:.2f}% "
+                f"(mean of {cfg.train_seeds}; {result_mean['wall_s']:.1f}s)")
 
     derived_acc = trained[0]["test_acc"]
     random_accs = [r["test_acc"] for r in trained[1:]]
@@ -162,5 +168,6 @@ def run_darts_study(cfg: Any, tensors: StudyTensors, seed: int, out_dir: str | P
             "random_tied": sum(a == derived_acc for a in random_accs),
         },
         "timing": {"search": t_search.to_dict(), "training": t_train.to_dict(),
-                   "search_epochs": search_cfg.epochs, "network_epochs": len(trained) * dc.budget.epochs},
+                   "search_epochs": search_cfg.epochs,
+                   "network_epochs": len(trained) * cfg.train_seeds * dc.budget.epochs},
     }

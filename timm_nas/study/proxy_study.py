@@ -14,8 +14,9 @@ freshly initialised supernet (TF-TAS's setting), in eval mode:
   one fixed batch of real training images with their labels.
 * ``params``, ``macs``: the analytic cost model, the trivial baselines every proxy should beat.
 
-Seed noise: a few architectures are retrained with other seeds; the spread of their test accuracy says how much
-of the spread between architectures a perfect proxy could explain at all.
+Seed noise: every architecture is trained ``train_seeds`` times (same seeds for all) and its test accuracy is the
+mean. The spread between the runs of one architecture, and how well one seed's accuracies rank the architectures
+like another seed's, say how much of the spread between architectures a perfect proxy could explain at all.
 """
 from __future__ import annotations
 
@@ -27,10 +28,10 @@ from ..search.random_search import draw_random
 from ..spaces import AutoFormerSpace, AutoFormerSubnet
 from ._common import Log, StudyTensors, build_supernet, default_log, train_subnet
 from .config import StudyConfig
-from .stats import summary
+from .stats import correlation_table, summary
 from .training import Timer, derive_seed
 
-__all__ = ["PROXIES", "run_proxy_study", "sample_subnets"]
+__all__ = ["PROXIES", "run_proxy_study", "sample_subnets", "seed_noise"]
 
 #: ``(column, registry name, options)`` of every proxy the study scores, in report order.
 PROXIES: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -59,6 +60,35 @@ def sample_subnets(cfg: StudyConfig, count: int, seed: int) -> list[dict[str, An
             for i, p in enumerate(proposals)]
 
 
+def seed_noise(subnets: list[dict[str, Any]], *, resamples: int, seed: int) -> dict[str, Any]:
+    """How much of the spread between architectures is training noise.
+
+    Returns:
+        ``seed_std``: pooled standard deviation of one training run's test accuracy around its architecture's mean
+        (``None`` with one seed); ``target_std``: the same for the mean over the seeds (``seed_std / sqrt(k)``);
+        ``across_subnets``: spread of the architectures' mean test accuracy; ``seed_vs_seed``: Kendall tau (and
+        bootstrap interval) between the test accuracies of the first two seeds over the architectures: how well
+        one training run ranks the architectures like another, a ceiling for any proxy.
+    """
+    k = min(len(s["train"]["test_accs"]) for s in subnets)
+    out: dict[str, Any] = {"seeds": k, "across_subnets": summary([s["test_acc"] for s in subnets]),
+                           "seed_std": None, "target_std": None, "seed_vs_seed": None}
+    if k < 2:
+        return out
+    variances = []
+    for s in subnets:
+        accs = s["train"]["test_accs"]
+        mean = sum(accs) / len(accs)
+        variances.append(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1))
+    pooled = math.sqrt(sum(variances) / len(variances))
+    first, second = [s["train"]["test_accs"][0] for s in subnets], [s["train"]["test_accs"][1] for s in subnets]
+    row = correlation_table({"seed 1": first, "seed 2": second}, second, baseline="seed 2", resamples=resamples,
+                            seed=seed)[0]
+    out.update(seed_std=pooled, target_std=pooled / math.sqrt(k),
+               seed_vs_seed={"tau": row["tau"], "tau_ci": row["tau_ci"], "rho": row["rho"]})
+    return out
+
+
 def run_proxy_study(cfg: StudyConfig, tensors: StudyTensors, seed: int, *, log: Log = default_log) -> dict[str, Any]:
     """Run the proxy study.
 
@@ -69,9 +99,10 @@ def run_proxy_study(cfg: StudyConfig, tensors: StudyTensors, seed: int, *, log: 
         log: progress lines.
 
     Returns:
-        JSON-native results: ``subnets`` (config, cost, proxy values and times, training result), ``noise`` and
-        ``timing``. Correlations are added by the caller (:func:`timm_nas.study.runner.correlations`), which can
-        include rankings from other parts (the supernet's inherited accuracy).
+        JSON-native results: ``subnets`` (config, cost, proxy values and times, training results), ``noise``
+        (:func:`seed_noise`) and ``timing``. Correlations are added by the caller
+        (:func:`timm_nas.study.runner.correlations`), which can include rankings from other parts (the supernet's
+        inherited accuracy).
     """
     pc = cfg.proxy
     subnets = sample_subnets(cfg, pc.num_subnets, seed)
@@ -93,39 +124,20 @@ def run_proxy_study(cfg: StudyConfig, tensors: StudyTensors, seed: int, *, log: 
                 rec["proxy_cpu_s"][col] = round(t.cpu, 4)
     log(f"proxy study: scored in {t_score.wall:.1f}s")
 
-    # ---- training from scratch: same budget, same seeds
+    # ---- training from scratch: same budget, same seeds (cfg.train_seeds runs each; the target is their mean)
     with Timer() as t_train:
         for rec in subnets:
             rec["train"] = train_subnet(cfg, rec["config"], tensors, pc.budget, seed)
             rec["test_acc"], rec["val_acc"] = rec["train"]["test_acc"], rec["train"]["val_acc"]
             log(f"  subnet {rec['index'] + 1}/{len(subnets)}: {rec['params'] / 1e3:.0f}k params, "
-                f"test {rec['test_acc']:.2f}% ({rec['train']['wall_s']:.1f}s)")
-
-    # ---- seed noise: retrain a few architectures (spread over the parameter range) with other seeds
-    with Timer() as t_noise:
-        noise = []
-        by_size = sorted(subnets, key=lambda r: r["params"])
-        k = min(pc.noise_subnets, len(by_size))
-        picks = [by_size[round(i * (len(by_size) - 1) / max(1, k - 1))] for i in range(k)] if k > 1 else by_size[:k]
-        for rec in picks:
-            accs = [rec["test_acc"]]
-            for r in range(1, pc.noise_seeds + 1):
-                accs.append(train_subnet(cfg, rec["config"], tensors, pc.budget, seed, repeat=r)["test_acc"])
-            noise.append({"index": rec["index"], "params": rec["params"], "test_acc": accs, **summary(accs)})
-        seed_std = [n["std"] for n in noise if n["n"] > 1]
-        noise_summary = {
-            "per_subnet": noise,
-            "mean_seed_std": sum(seed_std) / len(seed_std) if seed_std else None,
-            "across_subnets": summary([r["test_acc"] for r in subnets]),
-        }
-    log(f"proxy study: trained in {t_train.wall:.1f}s, noise runs in {t_noise.wall:.1f}s")
+                f"test {rec['test_acc']:.2f}% (mean of {cfg.train_seeds}; {rec['train']['wall_s']:.1f}s)")
+    log(f"proxy study: trained in {t_train.wall:.1f}s")
 
     return {
         "proxies": [{"column": c, "proxy": n, "options": o} for c, n, o in PROXIES],
         "proxy_batch": {"images": int(len(yb)), "source": "first images of the training split"},
         "subnets": subnets,
-        "noise": noise_summary,
-        "timing": {"scoring": t_score.to_dict(), "training": t_train.to_dict(), "noise": t_noise.to_dict(),
-                   "subnet_epochs": len(subnets) * pc.budget.epochs,
-                   "noise_epochs": sum(len(n["test_acc"]) - 1 for n in noise) * pc.budget.epochs},
+        "noise": seed_noise(subnets, resamples=pc.bootstrap, seed=derive_seed(seed, "noise-bootstrap")),
+        "timing": {"scoring": t_score.to_dict(), "training": t_train.to_dict(),
+                   "subnet_epochs": len(subnets) * cfg.train_seeds * pc.budget.epochs},
     }

@@ -112,6 +112,21 @@ def _data_section(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _times(k: int) -> str:
+    return {1: "once", 2: "twice"}.get(k, f"{k} times")
+
+
+def _noise_sentence(noise: dict[str, Any]) -> str:
+    if noise.get("seed_std") is None:
+        return "Each architecture was trained once, so the seed-to-seed noise is not measured."
+    sv = noise["seed_vs_seed"]
+    return (f"Training noise: one run's test accuracy scatters by {fmt(noise['seed_std'], 2)} points (pooled std "
+            f"around each architecture's mean), the mean of {noise['seeds']} runs by about "
+            f"{fmt(noise['target_std'], 2)}. Ranking the architectures by one seed's test accuracy against another's "
+            f"gives Kendall tau {fmt(sv['tau'])} {_ci(sv['tau_ci'])}: a proxy with that tau ranks the architectures "
+            "about as well as one more training run would.")
+
+
 def _proxy_section(r: dict[str, Any]) -> list[str]:
     cfg, p = r["config"], r["proxy_study"]
     pc, b = cfg["proxy"], cfg["proxy"]["budget"]
@@ -124,17 +139,16 @@ def _proxy_section(r: dict[str, Any]) -> list[str]:
         f"**Setup.** {len(p['subnets'])} distinct architectures drawn uniformly from a tiny AutoFormer space "
         f"(embed dim {space['embed_dim']}, depth {space['depth']}, heads {space['num_heads']} per layer, MLP ratio "
         f"{space['mlp_ratio']} per layer, head dim {space['head_dim']}; {cfg['img_size']} px input, patch "
-        f"{cfg['patch_size']}). Each is trained from scratch with the same budget and the same seeds "
-        f"({b['epochs']} epochs, batch {b['batch_size']}, {b['opt']} lr {b['lr']}, weight decay {b['weight_decay']}, "
-        f"label smoothing {b['label_smoothing']}, cosine schedule) and tested once after the last epoch. Proxies are "
-        "scored on the subnet of a freshly initialised supernet, as `timm-nas search tf-tas` scores them; the "
-        f"data-dependent ones on {p['proxy_batch']['images']} real training images. DSS reference follows TF-TAS's "
-        "released rules, which score the 10-class head as an MLP layer.",
+        f"{cfg['patch_size']}). Each is trained from scratch {_times(cfg['train_seeds'])} with the same budget and "
+        f"the same seeds ({b['epochs']} epochs, batch {b['batch_size']}, {b['opt']} lr {b['lr']}, weight decay "
+        f"{b['weight_decay']}, label smoothing {b['label_smoothing']}, cosine schedule) and tested after the last "
+        "epoch; its accuracy is the mean over the runs. Proxies are scored on the subnet of a freshly initialised "
+        "supernet, as `timm-nas search tf-tas` scores them; the data-dependent ones on "
+        f"{p['proxy_batch']['images']} real training images. DSS reference follows TF-TAS's released rules, which "
+        "score the 10-class head as an MLP layer.",
         "",
         f"Test accuracy over the architectures: mean {fmt(across['mean'], 2)}%, std {fmt(across['std'], 2)}, range "
-        f"{fmt(across['min'], 2)}-{fmt(across['max'], 2)}%. Seed-to-seed std of the same architecture (retrained "
-        f"with {pc['noise_seeds']} more seeds, {len(noise['per_subnet'])} architectures): "
-        f"{fmt(noise['mean_seed_std'], 2)} points. A ranking cannot be checked more finely than that noise.",
+        f"{fmt(across['min'], 2)}-{fmt(across['max'], 2)}%. " + _noise_sentence(noise),
         "",
         "Kendall tau (tau-b) with test accuracy, 95% percentile bootstrap interval over architectures "
         f"({pc['bootstrap']} resamples); the difference to `params` is bootstrapped on the same resamples:",
@@ -177,7 +191,7 @@ def _supernet_section(r: dict[str, Any]) -> list[str]:
         f"{cfg['mutations']} mutations + {cfg['crossovers']} crossovers + random refill) and random search each "
         f"evaluate **{s['evaluations']} candidates** within {window}, scored by validation accuracy with inherited "
         f"weights. Each search's best candidate is then retrained from scratch with the proxy study's budget and "
-        f"seeds and tested ({s['retrained_unique']} distinct picks retrained).",
+        f"seeds ({_times(r['config']['train_seeds'])}, mean test accuracy; {s['retrained_unique']} distinct picks).",
         "",
     ]
     rows = []
@@ -210,9 +224,9 @@ def _supernet_section(r: dict[str, Any]) -> list[str]:
                   "", f"**Verdict.** At {s['evaluations']} evaluations, evolution's best inherited validation "
                       f"accuracy is {fmt(abs(dv), 2)} points {'above' if dv >= 0 else 'below'} random search's (mean "
                       f"over seeds); after retraining, its picks test {fmt(abs(dt), 2)} points "
-                      f"{'above' if dt >= 0 else 'below'} random search's. Compare with the seed noise of a retrained "
-                      f"architecture ({fmt(r['proxy_study']['noise']['mean_seed_std'], 2)} points) before reading a "
-                      "winner into it."]
+                      f"{'above' if dt >= 0 else 'below'} random search's. Compare with the training noise of a "
+                      f"retrained architecture (about {fmt(r['proxy_study']['noise']['target_std'], 2)} points for a "
+                      f"mean of {r['config']['train_seeds']} runs) before reading a winner into it."]
     lines += ["", "![best so far vs evaluations](search_curves.png)", "",
               "The supernet's inherited validation accuracy is also scored on the proxy study's architectures: see "
               "the `supernet (inherited val acc)` row of the proxy table.", ""]
@@ -232,8 +246,8 @@ def _darts_section(r: dict[str, Any]) -> list[str]:
         f"Final search-network accuracy on its held-out half: {fmt(last.get('valid_acc', math.nan) * 100, 2)}%. "
         f"The derived genotype and {len(d['networks']) - 1} random genotypes of the same space whose network has "
         f"within {d['size_tolerance_used']:.0%} of its parameters are trained as `darts_cifar` (C={cfg['C']}, "
-        f"{cfg['layers']} cells, no auxiliary head) with the same budget and seeds ({b['epochs']} epochs, {b['opt']} "
-        f"lr {b['lr']}, cosine) and tested.",
+        f"{cfg['layers']} cells, no auxiliary head) {_times(r['config']['train_seeds'])} each with the same budget "
+        f"and seeds ({b['epochs']} epochs, {b['opt']} lr {b['lr']}, cosine) and tested (mean over the runs).",
         "",
         f"Derived genotype: `{d['derived']['genotype_text']}`",
         "",

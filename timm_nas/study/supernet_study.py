@@ -6,8 +6,8 @@
    :class:`timm_nas.search.RandomSearch` with the same number of evaluated candidates inside the same parameter
    window, scoring each candidate by its validation accuracy with inherited weights
    (:class:`timm_nas.search.AccuracyScorer`). Every search writes its own ``candidates.jsonl`` / ``best.json``.
-3. Retrain each search's pick from scratch with the proxy study's budget and seeds and test it; the same
-   architecture always gets the same number, so two strategies that pick it tie.
+3. Retrain each search's pick from scratch with the proxy study's budget and seeds (``train_seeds`` runs, mean
+   test accuracy); the same architecture always gets the same number, so two strategies that pick it tie.
 
 Also: the supernet's inherited validation accuracy of the proxy study's architectures, a one-shot "proxy" that
 goes into the proxy study's correlation table.
@@ -140,5 +140,5 @@ def run_supernet_study(cfg: StudyConfig, tensors: StudyTensors, seed: int, out_d
         "timing": {"supernet_training": t_train.to_dict(), "search": t_search.to_dict(),
                    "retraining": t_retrain.to_dict(), "ranking": t_rank.to_dict(),
                    "supernet_epochs": sc.budget.epochs, "evaluations": len(runs) * sc.evaluations,
-                   "retrain_epochs": len(retrained) * sc.retrain.epochs},
+                   "retrain_epochs": len(retrained) * cfg.train_seeds * sc.retrain.epochs},
     }
