@@ -87,7 +87,7 @@ def _timm_tests_dir() -> Path:
     if (tests / "test_models.py").is_file():
         return tests
     cache.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
            f"timm=={timm.__version__}", "-d", str(cache)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     archives = sorted(cache.glob("timm-*.tar.gz"))
