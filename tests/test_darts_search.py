@@ -10,6 +10,7 @@ import pytest
 import timm
 import torch
 
+from timm_nas._checkpoint import load_checkpoint_file
 from timm_nas.models.darts import checkpoint_filter_fn
 from timm_nas.search.darts import (
     Cutout,
@@ -351,7 +352,7 @@ def test_train_genotype_network_runs_the_recipe(tmp_path):
     assert hist[0]["drop_path_prob"] == 0 and hist[1]["drop_path_prob"] == pytest.approx(0.1)
     assert hist[0]["lr"] == pytest.approx(0.025) and hist[1]["lr"] < 0.025
     assert (tmp_path / "last.pth.tar").is_file() and (tmp_path / "model_best.pth.tar").is_file()
-    ckpt = torch.load(tmp_path / "last.pth.tar", weights_only=False)
+    ckpt = load_checkpoint_file(tmp_path / "last.pth.tar")  # weights_only with the allow-list
     assert any(k.startswith("auxiliary_head.") for k in ckpt["state_dict"])  # trained with the auxiliary head
     again = train_genotype_network(TinyData(), TinyData(8), tmp_path, cfg, progress=False)  # resumes: nothing to do
     assert [h["epoch"] for h in again["history"]] == [0, 1]

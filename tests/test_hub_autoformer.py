@@ -97,11 +97,11 @@ def test_extracted_subnet_loads_in_a_fresh_process(tmp_path: Path) -> None:
         import timm_nas
         model = timm.create_model("local-dir:{folder}", pretrained=True).eval()
         with torch.no_grad():
-            torch.save(model(torch.load({str(tmp_path / 'x.pt')!r})), {str(tmp_path / 'y.pt')!r})
+            torch.save(model(torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True)), {str(tmp_path / 'y.pt')!r})
     """)
     ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
-    assert torch.equal(torch.load(tmp_path / "y.pt"), _logits(sub))
+    assert torch.equal(torch.load(tmp_path / "y.pt", weights_only=True), _logits(sub))
 
 
 def test_export_of_a_supernet_keeps_its_space_and_step(tmp_path: Path) -> None:

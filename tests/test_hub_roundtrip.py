@@ -72,7 +72,7 @@ PULL = """
     import torch
     import timm_nas, timm
     from timm_nas import hub
-    x = torch.load({x!r})
+    x = torch.load({x!r}, weights_only=True)
     for name, build in (("timm", lambda: timm.create_model("hf-hub:{repo}", pretrained=True)),
                         ("load", lambda: hub.load("hf-hub:{repo}"))):
         model = build().eval()
@@ -86,7 +86,7 @@ def _pull_both(repo: str, x_path: Path, out: Path, env: dict[str, str], cwd: Pat
     """Pull ``repo`` in a fresh process with timm's loader and with ``hub.load``; their logits by loader."""
     ran = _run(PULL.format(x=str(x_path), out=str(out), repo=repo), env, cwd)
     assert ran.returncode == 0, ran.stderr
-    return {name: torch.load(f"{out}{name}") for name in ("timm", "load")}
+    return {name: torch.load(f"{out}{name}", weights_only=True) for name in ("timm", "load")}
 
 
 def _export_test_vit(folder: Path) -> tuple[Path, Path, torch.Tensor]:
