@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -115,7 +113,7 @@ def test_kendall_tau_and_bootstrap_table():
 
 
 # ------------------------------------------------------------------------------------------------ training
-def test_seeds_and_training_are_deterministic(digits):
+def test_seeds_and_training_are_deterministic():
     assert derive_seed(0, "train", 1) == derive_seed(0, "train", 1) != derive_seed(1, "train", 1)
     state = torch.get_rng_state()
     with seeded(5):
@@ -124,7 +122,6 @@ def test_seeds_and_training_are_deterministic(digits):
         b = torch.rand(3)
     assert torch.equal(a, b) and torch.equal(torch.get_rng_state(), state)
 
-    x, y = digits.tensors("train")
     small = load_digits_data(8)
     x, y = small.tensors("train")
     budget = TrainBudget(epochs=2, batch_size=128, shift=1)

@@ -28,7 +28,7 @@ from ..search.random_search import draw_random
 from ..spaces import AutoFormerSpace, AutoFormerSubnet
 from ._common import Log, StudyTensors, build_supernet, default_log, train_subnet
 from .config import StudyConfig
-from .stats import correlation_table, summary
+from .stats import correlation_table, pooled_seed_std, summary
 from .training import Timer, derive_seed
 
 __all__ = ["PROXIES", "run_proxy_study", "sample_subnets", "seed_noise"]
@@ -75,12 +75,7 @@ def seed_noise(subnets: list[dict[str, Any]], *, resamples: int, seed: int) -> d
                            "seed_std": None, "target_std": None, "seed_vs_seed": None}
     if k < 2:
         return out
-    variances = []
-    for s in subnets:
-        accs = s["train"]["test_accs"]
-        mean = sum(accs) / len(accs)
-        variances.append(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1))
-    pooled = math.sqrt(sum(variances) / len(variances))
+    pooled = pooled_seed_std([s["train"]["test_accs"] for s in subnets])
     first, second = [s["train"]["test_accs"][0] for s in subnets], [s["train"]["test_accs"][1] for s in subnets]
     row = correlation_table({"seed 1": first, "seed 2": second}, second, baseline="seed 2", resamples=resamples,
                             seed=seed)[0]

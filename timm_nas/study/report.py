@@ -17,6 +17,8 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+from .stats import pooled_seed_std
+
 __all__ = ["write_report", "render_markdown", "PLOTS", "fmt"]
 
 #: The plot files, in report order.
@@ -123,8 +125,9 @@ def _noise_sentence(noise: dict[str, Any]) -> str:
     return (f"Training noise: one run's test accuracy scatters by {fmt(noise['seed_std'], 2)} points (pooled std "
             f"around each architecture's mean), the mean of {noise['seeds']} runs by about "
             f"{fmt(noise['target_std'], 2)}. Ranking the architectures by one seed's test accuracy against another's "
-            f"gives Kendall tau {fmt(sv['tau'])} {_ci(sv['tau_ci'])}: a proxy with that tau ranks the architectures "
-            "about as well as one more training run would.")
+            f"gives Kendall tau {fmt(sv['tau'])} {_ci(sv['tau_ci'])}: a single training run is itself a noisy "
+            f"ranking. The target below, the mean of {noise['seeds']} runs, is less noisy, but its noise still caps "
+            "how well any score can correlate with it.")
 
 
 def _proxy_section(r: dict[str, Any]) -> list[str]:
@@ -254,9 +257,13 @@ def _darts_section(r: dict[str, Any]) -> list[str]:
     ]
     rows = [[n["name"], n["params"], fmt(n["val_acc"], 2), fmt(n["test_acc"], 2)] for n in d["networks"]]
     lines += _table(["network", "params", "val acc (%)", "test acc (%)"], rows)
+    pooled = pooled_seed_std([n["train"].get("test_accs", [n["test_acc"]]) for n in d["networks"]])
+    noise = "" if pooled is None else (
+        f" Training noise of these networks: one run scatters by {fmt(pooled, 2)} points (pooled std), the mean of "
+        f"{r['config']['train_seeds']} runs by about {fmt(pooled / math.sqrt(r['config']['train_seeds']), 2)}.")
     lines += ["", f"**Verdict.** The derived genotype tests at {fmt(sm['derived_test_acc'], 2)}%, random genotypes "
                   f"of similar size at {_pm(sm['random_test_acc'])}%; it ranks {sm['derived_rank']} of {sm['of']} "
-                  f"(beats {sm['random_beaten']}, ties {sm['random_tied']} of {sm['of'] - 1} random cells).",
+                  f"(beats {sm['random_beaten']}, ties {sm['random_tied']} of {sm['of'] - 1} random cells).{noise}",
               "", "![DARTS derived vs random](darts.png)", ""]
     hist = d["search_history"]
     if hist:

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["kendall_tau", "spearman_rho", "bootstrap_taus", "correlation_table", "summary"]
+__all__ = ["kendall_tau", "spearman_rho", "bootstrap_taus", "correlation_table", "summary", "pooled_seed_std"]
 
 
 def _finite_pairs(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -121,3 +121,13 @@ def summary(values: Sequence[float]) -> dict[str, float]:
         return {"n": 0, "mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan}
     return {"n": int(len(v)), "mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
             "min": float(v.min()), "max": float(v.max())}
+
+
+def pooled_seed_std(runs: Sequence[Sequence[float]]) -> float | None:
+    """Pooled standard deviation of repeated measurements around each group's mean (``None`` without repeats)."""
+    variances = []
+    for accs in runs:
+        if len(accs) > 1:
+            mean = sum(accs) / len(accs)
+            variances.append(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1))
+    return math.sqrt(sum(variances) / len(variances)) if variances else None

@@ -183,7 +183,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 def train_model(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], budget: TrainBudget, seed: int, *,
-                fill: torch.Tensor | None = None, eval_sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+                fill: torch.Tensor | None = None,
+                eval_sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
                 on_epoch: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train ``model`` in place on ``train`` with ``budget``, then evaluate it on ``eval_sets``.
 
