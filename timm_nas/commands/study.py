@@ -9,8 +9,9 @@ from pathlib import Path
 
 __all__ = ["register"]
 
-#: Default output folder (ignored by git, like the other run folders).
+#: Default output folders of the full study and of ``--smoke`` (ignored by git, like the other run folders).
 DEFAULT_OUT = "runs/study"
+DEFAULT_SMOKE_OUT = "runs/study-smoke"
 
 
 def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction) -> None:
@@ -21,8 +22,8 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
                     "training-free proxies rank them, evolution vs random search on a supernet, and DARTS vs random "
                     "cells. Writes report.md, results.json and PNG plots to --out. The full preset is sized for "
                     "well under an hour on 2 CPU cores; --smoke runs every step tiny (well under a minute).")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT}); a previous "
-                                                      "study's files there are replaced")
+    p.add_argument("--out", default=None, help=f"output folder (default: {DEFAULT_OUT}, with --smoke "
+                                               f"{DEFAULT_SMOKE_OUT}); a previous study's files there are replaced")
     p.add_argument("--smoke", action="store_true", help="tiny preset that checks the pipeline end to end (CI)")
     p.add_argument("--seed", type=int, default=0, help="study seed; every other seed derives from it (default 0)")
     p.add_argument("--threads", type=int, default=1,
@@ -40,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..study import RESULTS_FILE, run_study, write_report
 
-    out = Path(args.out)
+    out = Path(args.out if args.out is not None else DEFAULT_SMOKE_OUT if args.smoke else DEFAULT_OUT)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
     if args.report_only:
@@ -60,7 +61,14 @@ def _run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[{time.perf_counter() - start:7.1f}s] {line}", file=sys.stderr, flush=True)
 
-    results = run_study(out, smoke=args.smoke, seed=args.seed, log=log, plots=not args.no_plots)
+    try:
+        results = run_study(out, smoke=args.smoke, seed=args.seed, log=log, plots=not args.no_plots)
+    except ImportError as e:
+        if "timm-nas[study]" not in str(e):
+            raise
+        from ..cli import UsageError
+
+        raise UsageError(str(e)) from e  # the study extra is missing: one line, not a traceback
     _summary(results)
     return 0
 
