@@ -264,3 +264,15 @@ def test_dss_neither_copies_the_model_nor_rebuilds_position_tables(monkeypatch):
     for cfg in cfgs:
         proxies.dss(supernet, cfg)
     assert builds == []
+
+
+@pytest.mark.parametrize("name", ["params", "macs"])
+def test_cost_proxies_accept_a_config_dict(name: str) -> None:
+    """Like every other proxy, params / macs take the config as a dataclass or its dict form."""
+    from timm_nas import create_model
+    from timm_nas.proxies import score
+
+    space = {"embed_dim": [32, 64], "depth": [1, 2], "num_heads": [1, 2], "mlp_ratio": [2.0, 4.0], "head_dim": 16}
+    supernet = create_model("autoformer_supernet", space=space, img_size=32, patch_size=8, num_classes=10)
+    cfg = supernet.space.smallest()
+    assert score(name, supernet, config=cfg.to_dict()) == score(name, supernet, config=cfg) > 0

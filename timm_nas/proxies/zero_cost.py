@@ -26,7 +26,7 @@ are clones here, so the model is unchanged either way). Higher is better for eve
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
@@ -196,6 +196,14 @@ def _accepted(fn: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     return dict(kwargs) if names[0] is None else {k: v for k, v in kwargs.items() if k in names[0]}
 
 
+def _as_config(model: nn.Module, config: Any) -> Any:
+    """A config given as its dict form becomes the supernet space's config type (as the other proxies accept)."""
+    space = getattr(model, "space", None)
+    if isinstance(config, Mapping) and space is not None and hasattr(space, "config_cls"):
+        return space.config_cls.from_dict(config)
+    return config
+
+
 @register_proxy("params", uses_data=False, default_batch_size=1,
                 description="parameter count (analytic for a config, else the model's own)")
 def params(model: nn.Module, inputs: Any, targets: Any, *, config: Any = None, **_: Any) -> float:
@@ -203,7 +211,7 @@ def params(model: nn.Module, inputs: Any, targets: Any, *, config: Any = None, *
     from ..cost import real_params
 
     if config is not None:
-        return float(analytic_cost(config, cost_kwargs(model), "params")[0])
+        return float(analytic_cost(_as_config(model, config), cost_kwargs(model), "params")[0])
     return float(real_params(model))
 
 
@@ -215,7 +223,7 @@ def macs(model: nn.Module, inputs: Any, targets: Any, *, config: Any = None, inp
     from ..cost import measure_macs
 
     if config is not None:
-        return float(analytic_cost(config, cost_kwargs(model), "macs")[1])
+        return float(analytic_cost(_as_config(model, config), cost_kwargs(model), "macs")[1])
     x = torch.zeros((1, *input_size_of(model, input_size)), device=next(model.parameters()).device)
     with scoring_mode(model, False):
         return float(measure_macs(model, x))
