@@ -78,3 +78,16 @@ def test_family_rows_match_the_registered_models(name: str) -> None:
     for arg in family.config_types:
         assert family.config_type(arg) is not None, f"{name}: config type of {arg!r} does not resolve"
     assert callable(family.checkpoint_filter())
+
+
+@pytest.mark.parametrize("name, arg", [("darts_cifar", "genotype"), ("darts_imagenet", "genotype"),
+                                       ("s3_subnet", "subnet"), ("s3_supernet", "space")])
+def test_generic_entrypoint_default_is_recorded_and_exports(tmp_path: Path, name: str, arg: str) -> None:
+    """create_model(name) with no architecture argument records its default, so the export rebuilds it."""
+    model = timm_nas.create_model(name, device="meta")
+    assert isinstance(model._model_args[arg], dict)
+    folder = hub.export(model, tmp_path / "out")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_args"][arg] == model._model_args[arg]
+    rebuilt = hub.load(folder, pretrained=False, device="meta")
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}

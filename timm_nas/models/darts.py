@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import create_classifier, get_device_dtype
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._input import update_model_args
 from timm.models._manipulate import checkpoint
 
 from ..cost import register_cost
@@ -727,12 +728,17 @@ def _feature_cfg(layers: int) -> dict[str, Any]:
 
 
 def _create_darts(variant: str, pretrained: bool = False, **kwargs: Any) -> DartsNet:
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         DartsNet, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=_feature_cfg(kwargs["layers"]),
         **kwargs,
     )
+    if variant in ("darts_cifar", "darts_imagenet"):
+        # Record the genotype even when it is the entrypoint's default (timm records only what the caller passed),
+        # so an exported config.json rebuilds this network. Named networks are fixed by their timm name.
+        update_model_args(model, genotype=model.genotype.to_dict())
+    return model
 
 
 def _create_darts_search(variant: str, pretrained: bool = False, **kwargs: Any) -> DartsSearchNet:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, PatchEmbed, calculate_drop_path_rates, get_device_dtype, to_2tuple
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._input import update_model_args
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint, checkpoint_seq, named_apply
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
@@ -767,8 +768,15 @@ def _create_s3(variant: str, model_cls: type, pretrained: bool = False, **kwargs
     if model_cls is S3Supernet:
         # supernet stages take the subnet as an argument, so features come from forward_intermediates
         feature_cfg["feature_cls"] = "getter"
-    return build_model_with_cfg(model_cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-                                feature_cfg=feature_cfg, **kwargs)
+    model = build_model_with_cfg(model_cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                 feature_cfg=feature_cfg, **kwargs)
+    # Record the architecture argument even when it is the entrypoint's default (timm records only what the caller
+    # passed), so an exported config.json rebuilds this model. Named supernets are fixed by their timm name.
+    if variant == "s3_subnet":
+        update_model_args(model, subnet=model.subnet.to_dict())
+    elif variant == "s3_supernet":
+        update_model_args(model, space=model.space.to_dict())
+    return model
 
 
 # ------------------------------------------------------------------------------------------- entrypoints
