@@ -91,3 +91,10 @@ def test_generic_entrypoint_default_is_recorded_and_exports(tmp_path: Path, name
     assert config["model_args"][arg] == model._model_args[arg]
     rebuilt = hub.load(folder, pretrained=False, device="meta")
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", ["darts_cifar", "darts_imagenet", "s3_subnet", "s3_supernet"])
+def test_generic_entrypoint_features_only_still_builds(name: str) -> None:
+    """Recording the default architecture must not touch a features_only wrapper (it has no architecture)."""
+    model = timm_nas.create_model(name, features_only=True, device="meta")
+    assert len(model.feature_info.channels()) >= 3

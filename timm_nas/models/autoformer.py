@@ -27,13 +27,13 @@ rules (``timm_nas.layers.slice_linear`` / ``slice_interleaved_qkv`` and leading 
 import logging
 import re
 from collections import OrderedDict
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, Mlp, PatchEmbed, get_device_dtype, resample_abs_pos_embed, trunc_normal_
+from timm.layers import DropPath, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._input import update_model_args
 from timm.models._manipulate import adapt_input_conv, checkpoint, checkpoint_seq
@@ -54,6 +54,7 @@ from ..layers import (
 from ..registry import get_entry
 from ..spaces.autoformer import HEAD_DIM, AutoFormerSpace, AutoFormerSubnet
 from ._supernet import SupernetMixin
+from ._vit_api import ViTApiMixin, check_global_pool
 
 __all__ = [
     "AutoFormer",
@@ -73,7 +74,6 @@ _logger = logging.getLogger(__name__)
 INIT_STD = 0.02
 
 #: Pooling choices: mean of the patch tokens (the original's ``gp``), the class token, or none.
-GLOBAL_POOLS = ("", "avg", "token")
 
 #: Tokens in front of the patch tokens (the class token).
 NUM_PREFIX_TOKENS = 1
@@ -94,12 +94,6 @@ def _init_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
-
-
-def _check_global_pool(global_pool: str) -> str:
-    if global_pool not in GLOBAL_POOLS:
-        raise ValueError(f"global_pool={global_pool!r} is not supported; choose one of {list(GLOBAL_POOLS)}")
-    return global_pool
 
 
 def _json_size(size: Tuple[int, int]) -> Union[int, List[int]]:
@@ -200,7 +194,7 @@ class ElasticAutoFormerBlock(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------------ models
-class AutoFormerSupernet(SupernetMixin, nn.Module):
+class AutoFormerSupernet(SupernetMixin, ViTApiMixin, nn.Module):
     """The AutoFormer supernet as a timm model.
 
     By default the active subnet is the full weight shape (``space.full()``), so the supernet behaves as an
@@ -253,7 +247,7 @@ class AutoFormerSupernet(SupernetMixin, nn.Module):
         space = AutoFormerSpace.resolve(space)
         E = space.super_embed_dim
         self.num_classes = num_classes
-        self.global_pool = _check_global_pool(global_pool)
+        self.global_pool = check_global_pool(global_pool)
         self.in_chans = in_chans
         self.embed_dim = E
         self.head_dim = space.head_dim
@@ -296,32 +290,10 @@ class AutoFormerSupernet(SupernetMixin, nn.Module):
         """Width of the pre-logits of the active subnet."""
         return self.active_subnet.embed_dim
 
-    @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        """The original's list (its ``'rel_pos_embed'`` entry named no parameter, so the tables are decayed)."""
-        return {"pos_embed", "cls_token"}
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(stem=r"^cls_token|pos_embed|patch_embed", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the classifier (``num_classes=0``: none) and optionally the pooling (``None`` keeps it)."""
-        dd = get_device_dtype(self)
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = _check_global_pool(global_pool)
-            update_model_args(self, global_pool=global_pool)
-        self.head = ElasticLinear(self.embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
-        self.head.train(self.training)
+    # timm API (no_weight_decay, group_matcher, ...): ViTApiMixin. The original's no-decay list also named
+    # 'rel_pos_embed', which matched no parameter, so the relative-position tables are decayed, as here.
+    def _new_head(self, num_classes: int, **dd: Any) -> nn.Module:
+        return ElasticLinear(self.embed_dim, num_classes, **dd)
 
     # ------------------------------------------------------------------------------------------- subnets
     def unused_parameters(self, cfg: AutoFormerSubnet) -> List[nn.Parameter]:
@@ -432,7 +404,7 @@ class AutoFormerSupernet(SupernetMixin, nn.Module):
         load_original_checkpoint(self, checkpoint_path)
 
 
-class AutoFormer(nn.Module):
+class AutoFormer(ViTApiMixin, nn.Module):
     """A static AutoFormer subnet: a ViT with 2-D relative position, built from one :class:`AutoFormerSubnet`.
 
     Args:
@@ -473,7 +445,7 @@ class AutoFormer(nn.Module):
         E = cfg.embed_dim
         self.subnet = cfg
         self.num_classes = num_classes
-        self.global_pool = _check_global_pool(global_pool)
+        self.global_pool = check_global_pool(global_pool)
         self.in_chans = in_chans
         self.embed_dim = E
         self.num_features = E
@@ -504,32 +476,6 @@ class AutoFormer(nn.Module):
         trunc_normal_(self.pos_embed, std=INIT_STD)
         trunc_normal_(self.cls_token, std=INIT_STD)
         self.apply(_init_weights)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> Set[str]:
-        return {"pos_embed", "cls_token"}
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(stem=r"^cls_token|pos_embed|patch_embed", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        """Replace the classifier (``num_classes=0``: none) and optionally the pooling (``None`` keeps it)."""
-        dd = get_device_dtype(self)
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = _check_global_pool(global_pool)
-            update_model_args(self, global_pool=global_pool)
-        self.head = nn.Linear(self.embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
-        self.head.train(self.training)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Unpooled features ``(B, N+1, E)`` after the final norm."""

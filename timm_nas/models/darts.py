@@ -203,7 +203,32 @@ class AuxiliaryHead(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------- model classes
-class DartsNet(nn.Module):
+class _DartsTimmApi:
+    """timm API shared by the evaluation and the search network (pooling + linear classifier, cell checkpointing).
+
+    No class annotations here: TorchScript would read them as the scripted network's attribute types."""
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def _reset_pool_classifier(self, num_classes: int, global_pool: str | None) -> None:
+        dd = get_device_dtype(self)  # type: ignore[arg-type]
+        self.num_classes = num_classes
+        if global_pool is None:
+            global_pool = self.global_pool.pool_type
+        self.global_pool, self.classifier = create_classifier(
+            self.num_features, num_classes, pool_type=global_pool, **dd)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self.global_pool.train(self.training)
+        self.classifier.train(self.training)
+
+
+class DartsNet(_DartsTimmApi, nn.Module):
     """A DARTS genotype network: the original's ``NetworkCIFAR`` (``stem_type='cifar'``) or ``NetworkImageNet``
     (``stem_type='imagenet'``) as a timm model.
 
@@ -315,28 +340,13 @@ class DartsNet(nn.Module):
         return dict(stem=r"^stem", blocks=r"^cells\.(\d+)")
 
     @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return set()
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier (and the auxiliary head's classifier) with one for ``num_classes``."""
         dd = get_device_dtype(self)
-        self.num_classes = num_classes
-        if global_pool is None:
-            global_pool = self.global_pool.pool_type
-        self.global_pool, self.classifier = create_classifier(
-            self.num_features, num_classes, pool_type=global_pool, **dd)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-        self.global_pool.train(self.training)
-        self.classifier.train(self.training)
+        self._reset_pool_classifier(num_classes, global_pool)
         if self.auxiliary_head is not None:
             aux = self.auxiliary_head
             aux.classifier = nn.Linear(AUX_WIDTH, num_classes, **dd) if num_classes > 0 else nn.Identity()
@@ -388,7 +398,7 @@ class DartsNet(nn.Module):
         return self.forward_head(s1), aux
 
 
-class DartsSearchNet(nn.Module):
+class DartsSearchNet(_DartsTimmApi, nn.Module):
     """The DARTS search network (cnn/model_search.py ``Network``) as a timm model.
 
     The architecture weights are parameters named ``alphas_normal`` and ``alphas_reduce``, each
@@ -489,28 +499,14 @@ class DartsSearchNet(nn.Module):
         return dict(stem=r"^stem|^alphas_", blocks=r"^cells\.(\d+)")
 
     @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         # If someone trains weights and alphas jointly, the alphas must not be decayed by the weight optimiser.
         return {"alphas_normal", "alphas_reduce"}
 
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        dd = get_device_dtype(self)
-        self.num_classes = num_classes
-        if global_pool is None:
-            global_pool = self.global_pool.pool_type
-        self.global_pool, self.classifier = create_classifier(
-            self.num_features, num_classes, pool_type=global_pool, **dd)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-        self.global_pool.train(self.training)
-        self.classifier.train(self.training)
+        """Replace the classifier with one for ``num_classes`` (``0``: none); ``global_pool=None`` keeps the
+        pooling."""
+        self._reset_pool_classifier(num_classes, global_pool)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         s0 = s1 = self.stem(x)
@@ -734,7 +730,7 @@ def _create_darts(variant: str, pretrained: bool = False, **kwargs: Any) -> Dart
         feature_cfg=_feature_cfg(kwargs["layers"]),
         **kwargs,
     )
-    if variant in ("darts_cifar", "darts_imagenet"):
+    if variant in ("darts_cifar", "darts_imagenet") and not kwargs.get("features_only"):
         # Record the genotype even when it is the entrypoint's default (timm records only what the caller passed),
         # so an exported config.json rebuilds this network. Named networks are fixed by their timm name.
         update_model_args(model, genotype=model.genotype.to_dict())

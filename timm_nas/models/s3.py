@@ -772,6 +772,9 @@ def _create_s3(variant: str, model_cls: type, pretrained: bool = False, **kwargs
                                  feature_cfg=feature_cfg, **kwargs)
     # Record the architecture argument even when it is the entrypoint's default (timm records only what the caller
     # passed), so an exported config.json rebuilds this model. Named supernets are fixed by their timm name.
+    # (A features_only wrapper has no architecture attribute; such a model is not exported.)
+    if kwargs.get("features_only"):
+        return model
     if variant == "s3_subnet":
         update_model_args(model, subnet=model.subnet.to_dict())
     elif variant == "s3_supernet":

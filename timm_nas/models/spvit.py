@@ -65,6 +65,7 @@ from ..layers.spvit_gates import GATE_TEMPERATURE, deterministic_ste, eval_gate,
 from ..layers.spvit_mlp import UnifiedMlp
 from ..spaces.base import generator_for
 from ..spaces.spvit import SPVIT_OPS, SPViTArch, op_from_indicators
+from ._vit_api import ViTApiMixin, check_global_pool
 
 __all__ = [
     "SPViTSearchDeiT",
@@ -255,7 +256,7 @@ def _pruned_block(
 
 
 # -------------------------------------------------------------------------------------------- search model
-class SPViTSearchDeiT(nn.Module):
+class SPViTSearchDeiT(ViTApiMixin, nn.Module):
     """The SPViT search network on a DeiT (one gate set per layer; see the module docstring).
 
     Training-mode forwards sample every gate (a straight-through relaxed Bernoulli); the noise comes from
@@ -318,8 +319,7 @@ class SPViTSearchDeiT(nn.Module):
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        if global_pool not in ("token", "avg", ""):
-            raise ValueError(f"global_pool={global_pool!r} is not supported; choose 'token', 'avg' or ''")
+        check_global_pool(global_pool)
         if isinstance(gate_seed, bool) or not isinstance(gate_seed, int):
             raise TypeError(f"gate_seed must be an int, got {gate_seed!r}")
         norm_layer = get_norm_layer(norm_layer) or LayerNorm
@@ -375,33 +375,7 @@ class SPViTSearchDeiT(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    # ------------------------------------------------------------------------------------------ timm API
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {"pos_embed", "cls_token"}
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
-        return dict(stem=r"^cls_token|pos_embed|patch_embed", blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))])
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        if global_pool is not None:
-            if global_pool not in ("token", "avg", ""):
-                raise ValueError(f"global_pool={global_pool!r} is not supported; choose 'token', 'avg' or ''")
-            self.global_pool = global_pool
-        ref = self.norm.weight
-        self.num_classes = num_classes
-        self.head = (nn.Linear(self.embed_dim, num_classes, device=ref.device, dtype=ref.dtype)
-                     if num_classes > 0 else nn.Identity())
-        self.head.train(self.training)
+    # timm API (no_weight_decay, group_matcher, get_classifier, reset_classifier, ...): ViTApiMixin
 
     def arch_parameters(self) -> list[nn.Parameter]:
         """The gate thresholds (every parameter whose name contains ``thresholds``: the original's second
