@@ -8,13 +8,14 @@ searches the same spaces training-free.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping
 
 import torch
 
 from .base import (
     ArchConfig,
     IncompatibleError,
+    PresetSpace,
     as_generator,
     check_choice,
     rand_choice,
@@ -154,7 +155,7 @@ def _choices(field: str, values: Any, kind: type) -> tuple:
 
 
 @dataclasses.dataclass(frozen=True)
-class AutoFormerSpace(ArchConfig):
+class AutoFormerSpace(PresetSpace):
     """An AutoFormer search space and the weight shape of its supernet.
 
     Args:
@@ -172,6 +173,7 @@ class AutoFormerSpace(ArchConfig):
 
     family: ClassVar[str] = "autoformer"
     config_cls: ClassVar[type] = AutoFormerSubnet
+    label: ClassVar[str] = "AutoFormer"
 
     embed_dim: tuple[int, ...]
     depth: tuple[int, ...]
@@ -211,26 +213,6 @@ class AutoFormerSpace(ArchConfig):
                 "(the qkv and relative-position weights hold head_dim columns per head)")
 
     # ----------------------------------------------------------------------------------------- construction
-    @classmethod
-    def preset(cls, name: str) -> "AutoFormerSpace":
-        """One of the original supernet YAML spaces: ``'tiny'``, ``'small'`` or ``'base'``."""
-        key = name.lower()
-        if key not in AUTOFORMER_PRESETS:
-            raise ValueError(f"unknown AutoFormer space preset {name!r}; choose from {sorted(AUTOFORMER_PRESETS)}")
-        return cls.from_dict(AUTOFORMER_PRESETS[key])
-
-    @classmethod
-    def resolve(cls, space: "str | Mapping[str, Any] | AutoFormerSpace") -> "AutoFormerSpace":
-        """Accept a preset name, a space dict or a space."""
-        if isinstance(space, cls):
-            return space
-        if isinstance(space, str):
-            return cls.preset(space)
-        if isinstance(space, Mapping):
-            return cls.from_dict(space)
-        raise TypeError(f"space must be a preset name {sorted(AUTOFORMER_PRESETS)}, a dict or an AutoFormerSpace, "
-                        f"got {type(space).__name__}")
-
     @classmethod
     def from_original(cls, d: Mapping[str, Any]) -> "AutoFormerSpace":
         """Read an original supernet YAML dict (``SUPERNET`` and ``SEARCH_SPACE`` blocks with keys ``EMBED_DIM``,
@@ -382,3 +364,4 @@ AUTOFORMER_PRESETS: dict[str, dict[str, Any]] = {
     "base": dict(embed_dim=[528, 576, 624], depth=[14, 15, 16], num_heads=[9, 10], mlp_ratio=[3.0, 3.5, 4.0],
                  super_embed_dim=640, super_depth=16, super_num_heads=10, super_mlp_ratio=4.0),
 }
+AutoFormerSpace.presets = AUTOFORMER_PRESETS

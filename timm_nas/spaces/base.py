@@ -20,6 +20,7 @@ import torch
 __all__ = [
     "ArchConfig",
     "IncompatibleError",
+    "PresetSpace",
     "Space",
     "GeneratorLike",
     "as_generator",
@@ -159,6 +160,40 @@ class ArchConfig:
     @classmethod
     def from_json(cls: type[C], text: str) -> C:
         return cls.from_dict(json.loads(text))
+
+
+S = TypeVar("S", bound="PresetSpace")
+
+
+class PresetSpace(ArchConfig):
+    """Mixin for space dataclasses with named presets: ``preset(name)`` and ``resolve(name | dict | space)``.
+
+    A subclass sets ``presets`` (name -> space dict) and ``label`` (the family's name in error messages).
+    """
+
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    label: ClassVar[str] = ""
+
+    @classmethod
+    def preset(cls: type[S], name: str) -> S:
+        """One of the family's named spaces (``cls.presets``); the name is case-insensitive."""
+        key = name.lower()
+        if key not in cls.presets:
+            raise ValueError(f"unknown {cls.label} space preset {name!r}; choose from {sorted(cls.presets)} "
+                             "or pass a space dict")
+        return cls.from_dict(cls.presets[key])
+
+    @classmethod
+    def resolve(cls: type[S], space: str | Mapping[str, Any] | S) -> S:
+        """Accept a preset name, a space dict or a space."""
+        if isinstance(space, cls):
+            return space
+        if isinstance(space, str):
+            return cls.preset(space)
+        if isinstance(space, Mapping):
+            return cls.from_dict(space)
+        raise TypeError(f"space must be a preset name {sorted(cls.presets)}, a dict or an {cls.__name__}, "
+                        f"got {type(space).__name__}")
 
 
 @runtime_checkable

@@ -20,6 +20,7 @@ import torch
 from .base import (
     ArchConfig,
     IncompatibleError,
+    PresetSpace,
     as_generator,
     check_choice,
     rand_choice,
@@ -216,7 +217,7 @@ def _per_stage(field: str, values: Any, kind: type, num_stages: int | None, broa
 
 
 @dataclasses.dataclass(frozen=True)
-class S3Space(ArchConfig):
+class S3Space(PresetSpace):
     """An S3 search space; its supernet holds the largest choice of every dimension.
 
     Args:
@@ -229,6 +230,7 @@ class S3Space(ArchConfig):
 
     family: ClassVar[str] = "s3"
     config_cls: ClassVar[type] = S3Subnet
+    label: ClassVar[str] = "S3"
 
     embed_dim: tuple[tuple[int, ...], ...]
     depth: tuple[tuple[int, ...], ...]
@@ -252,26 +254,6 @@ class S3Space(ArchConfig):
                                      "(heads = embed_dim / head_dim must be whole)")
 
     # ----------------------------------------------------------------------------------------- construction
-    @classmethod
-    def preset(cls, name: str) -> "S3Space":
-        """One of our documented presets: ``'tiny'``, ``'small'`` or ``'base'`` (see :data:`S3_PRESETS`)."""
-        key = name.lower()
-        if key not in S3_PRESETS:
-            raise ValueError(f"unknown S3 space preset {name!r}; choose from {sorted(S3_PRESETS)} or pass a space dict")
-        return cls.from_dict(S3_PRESETS[key])
-
-    @classmethod
-    def resolve(cls, space: "str | Mapping[str, Any] | S3Space") -> "S3Space":
-        """Accept a preset name, a space dict or a space."""
-        if isinstance(space, cls):
-            return space
-        if isinstance(space, str):
-            return cls.preset(space)
-        if isinstance(space, Mapping):
-            return cls.from_dict(space)
-        raise TypeError(f"space must be a preset name {sorted(S3_PRESETS)}, a dict or an S3Space, "
-                        f"got {type(space).__name__}")
-
     @property
     def num_stages(self) -> int:
         return len(self.embed_dim)
@@ -489,3 +471,4 @@ S3_PRESETS: dict[str, dict[str, Any]] = {
                  window_size=[[7, 14], [7, 14], [7, 14], [7, 14]],
                  mlp_ratio=[3.0, 3.5, 4.0]),
 }
+S3Space.presets = S3_PRESETS
