@@ -50,6 +50,18 @@ def golden():
     return fixture_dir
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a test module (``pytestmark = pytest.mark.usefixtures("one_thread")``).
+
+    The models under test are tiny and gain nothing from threads; on a shared 2-core machine spinning OpenMP
+    threads make each op far slower; and the DARTS goldens were made with one thread (bit-exact parity)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

@@ -35,14 +35,8 @@ SMALL = dict(img_size=32, patch_size=8, num_classes=10)
 SUB = AutoFormerSubnet(embed_dim=96, depth=2, num_heads=(1, 2), mlp_ratio=(3.5, 3.0))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP threads that spin
-    against other processes make each op orders of magnitude slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# one intra-op thread: see conftest.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_supernet(**kwargs) -> AutoFormerSupernet:

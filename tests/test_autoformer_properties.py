@@ -18,14 +18,8 @@ PRESETS = ["tiny", "small", "base"]
 IMG = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP threads that spin
-    against other processes make each op orders of magnitude slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# one intra-op thread: see conftest.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _random_supernet(preset: str) -> AutoFormerSupernet:

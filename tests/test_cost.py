@@ -18,13 +18,8 @@ from timm_nas.spaces.autoformer import AutoFormerSpace, AutoFormerSubnet
 ORIGINAL_MEASURED_MACS = {"autoformer_tiny": 1.482e9, "autoformer_small": 5.161e9, "autoformer_base": 11.691e9}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads (and spinning threads crawl on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# one intra-op thread: see conftest.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", sorted(ORIGINAL_MEASURED_MACS))

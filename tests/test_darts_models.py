@@ -15,13 +15,8 @@ from timm_nas.spaces.darts import Genotype
 from conftest import load_tensors
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Bit-exact parity and speed: the goldens were made with one thread, and two cores are shared.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one intra-op thread: see conftest.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _meta(name: str, **kwargs) -> torch.nn.Module:

@@ -27,12 +27,8 @@ from timm_nas.spaces.darts import Genotype
 from conftest import load_tensors
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one intra-op thread: see conftest.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ADAM = dict(lr=3e-4, betas=(0.5, 0.999), eps=1e-8, weight_decay=1e-3)

@@ -24,13 +24,8 @@ SMALL_SPACE = dict(embed_dim=[64, 128], depth=[1, 2], num_heads=[1, 2], mlp_rati
 ALL_PROXIES = ["dss", "grad_norm", "jacov", "macs", "nwot", "params", "snip", "synflow"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one intra-op thread is faster and does not fight other processes for cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one intra-op thread: see conftest.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_supernet(num_classes: int = 10, **kw) -> nn.Module:

@@ -20,13 +20,8 @@ SPACE = dict(embed_dim=[64, 128], depth=[2, 3, 4], num_heads=[1, 2], mlp_ratio=[
 KW = dict(num_classes=10, img_size=32, patch_size=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one intra-op thread is faster and does not fight other processes for cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one intra-op thread: see conftest.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_supernet(seed: int = 0):

@@ -19,13 +19,8 @@ from timm_nas.study.stats import correlation_table, kendall_tau  # noqa: E402
 from timm_nas.study.training import seeded  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The study's models are tiny: one intra-op thread is faster and does not fight other processes for cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one intra-op thread: see conftest.one_thread
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

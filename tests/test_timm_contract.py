@@ -144,8 +144,8 @@ def test_timm_model_contract(family: str, tmp_path: Path) -> None:
     expr = f"{select} and not ({' or '.join(excluded)})"
     if skip_terms:
         expr += f" and not ({' or '.join(skip_terms)})"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "-c", str(folder / "pytest.ini"),
-           str(folder / "test_models.py"), "-k", expr]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rA", "--durations=10", "-p", "no:cacheprovider",
+           "-c", str(folder / "pytest.ini"), str(folder / "test_models.py"), "-k", expr]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(folder), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
     env.pop("GITHUB_ACTIONS", None)
     # timm's per-test limits (120-360 s, read from TIMEOUT) assume a fast machine; on 2 busy cores the DARTS search
@@ -153,6 +153,8 @@ def test_timm_model_contract(family: str, tmp_path: Path) -> None:
     env.setdefault("TIMEOUT", "900")
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=folder, env=env)
     tail = (res.stdout + res.stderr)[-6000:]
+    # the slowest tests and the summary line, shown by `make contract` (-rP) even when everything passes
+    print(res.stdout[res.stdout.rfind("slowest"):] if "slowest" in res.stdout else res.stdout[-1500:])
     assert res.returncode == 0, f"timm contract failed for {family}:\n{tail}"
     # The selection must really hit every model: each one passes at least the forward and backward tests.
     for m in models:

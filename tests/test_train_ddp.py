@@ -19,7 +19,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 #: A tiny space with three depths, so that DDP sees blocks drop in and out of the graph between steps.
