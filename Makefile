@@ -21,7 +21,7 @@ test: $(STAMP)
 
 # timm's own tests/test_models.py (fetched from timm's sdist with pip) on every timm-nas model.
 contract: $(STAMP)
-	$(PY) -m pytest -m contract
+	$(PY) -m pytest -m contract -rP
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m "not hub_online"

@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
-from typing import Callable
 
 import timm
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
 import timm_nas  # noqa: F401  (registers the models)
+from _timing import interleaved_median_ms
 from timm_nas import cost
 from timm_nas.registry import get_entry
 from timm_nas.spaces.autoformer import HEAD_DIM, AutoFormerSpace, AutoFormerSubnet
@@ -37,19 +36,6 @@ from timm_nas.spaces.autoformer import HEAD_DIM, AutoFormerSpace, AutoFormerSubn
 MAX_SUPERNET_OVERHEAD = 1.10
 MIN_CONFIGS_PER_SECOND = 10_000
 
-
-def _interleaved_median_ms(fns: list[Callable[[], object]], repeats: int, warmup: int) -> list[float]:
-    """Median wall time (ms) of each function, run in interleaved rounds."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t = time.perf_counter()
-            fn()
-            times[i].append((time.perf_counter() - t) * 1e3)
-    return [statistics.median(t) for t in times]
 
 
 def _uniform_twin(cfg: AutoFormerSubnet) -> AutoFormerSubnet:
@@ -82,7 +68,7 @@ def bench_forward(size: str, batch: int, repeats: int, warmup: int) -> dict:
     with torch.inference_mode():
         with supernet.use_subnet(published):
             torch.testing.assert_close(supernet(x), static(x), atol=1e-4, rtol=1e-4)
-        t_super, t_static, t_twin, t_vit = _interleaved_median_ms(
+        t_super, t_static, t_twin, t_vit = interleaved_median_ms(
             [run_supernet, lambda: static(x), lambda: static_twin(x), lambda: vit(x)], repeats, warmup)
     return dict(size=size, batch=batch, supernet_ms=t_super, extract_ms=t_static, twin_extract_ms=t_twin,
                 timm_vit_ms=t_vit, supernet_over_extract=t_super / t_static, extract_over_timm_vit=t_twin / t_vit)

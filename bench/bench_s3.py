@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
-from typing import Callable
 
 import timm
 import torch
 
 import timm_nas  # noqa: F401  (registers the models)
+from _timing import interleaved_median_ms
 from timm_nas import cost
 from timm_nas.models.s3 import resolve_subnet
 from timm_nas.registry import load_registry
@@ -31,18 +30,6 @@ from timm_nas.registry import load_registry
 #: The supernet may cost at most 10% more than the static model of the same subnet.
 MAX_SUPERNET_OVERHEAD = 1.10
 
-
-def _interleaved_median_ms(fns: list[Callable[[], object]], repeats: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t = time.perf_counter()
-            fn()
-            times[i].append((time.perf_counter() - t) * 1e3)
-    return [statistics.median(t) for t in times]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                 if name == key:
                     ref = timm.create_model(timm_name, weight_init="skip").eval()
                     fns.append(lambda: ref(x))
-                ms = _interleaved_median_ms(fns, args.repeats, args.warmup)
+                ms = interleaved_median_ms(fns, args.repeats, args.warmup)
                 row = {"preset": preset, "subnet": name, "supernet_ms": round(ms[0], 2), "extract_ms": round(ms[1], 2),
                        "supernet/extract": round(ms[0] / ms[1], 3)}
                 if len(ms) > 2:

@@ -21,37 +21,23 @@ import argparse
 import json
 import statistics
 import sys
-import time
-from typing import Callable
 
 import timm
 import torch
 
 import timm_nas  # noqa: F401  (registers the models)
+from _timing import interleaved_times_ms
 from timm_nas import cost
 
 #: Target latency ratio from issue 7 (the original fine-tune model reaches 0.75 / 0.78).
 MAX_LATENCY_RATIO = 0.75
 
 
-def _interleaved_times_ms(fns: list[Callable[[], object]], repeats: int, warmup: int) -> list[list[float]]:
-    """Wall times (ms) of each function, run in interleaved rounds (A, B, A, B, ...)."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t = time.perf_counter()
-            fn()
-            times[i].append((time.perf_counter() - t) * 1e3)
-    return times
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default: 40 at batch 1, 10 above)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default: 120 at batch 1, 10 above)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -74,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         for bs in args.batch_sizes:
             x = torch.randn(bs, 3, 224, 224)
-            repeats = args.repeats or (40 if bs == 1 else 10)
-            a, b = _interleaved_times_ms([lambda: spvit(x), lambda: deit(x)], repeats, args.warmup)
+            repeats = args.repeats or (120 if bs == 1 else 10)
+            a, b = interleaved_times_ms([lambda: spvit(x), lambda: deit(x)], repeats, args.warmup)
             # the ratio is the median of the per-round ratios: each round times both models back to back, so load
             # from other processes that drifts over the run cancels; the ratio of the fastest runs is reported too
             ratio = statistics.median(ta / tb for ta, tb in zip(a, b))
