@@ -222,3 +222,15 @@ def test_push_to_hub_pushes_the_export(tmp_path, space_file, capsys, monkeypatch
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("timm-nas: error: push of") and "hf_wrong_" not in err[0]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", "random", "--candidates", "0"], "argument --candidates: expected a positive integer, got 0"),
+    (["search", "random", "--candidates", "x"], "argument --candidates: expected a positive integer, got 'x'"),
+    (["search", "s3-space", "--workers", "-1"], "argument --workers: expected a non-negative integer, got -1"),
+])
+def test_bad_numbers_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

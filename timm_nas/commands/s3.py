@@ -24,27 +24,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ._argtypes import count, positive_int
+
 __all__ = ["register", "run_s3_space"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction) -> None:
@@ -61,9 +43,9 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     m = p.add_argument_group("supernet")
     m.add_argument("--space", default="tiny", help="initial space: a preset (tiny, small, base), a JSON object or a "
                                                   ".json file")
-    m.add_argument("--img-size", type=_positive_int, default=224, help="input image side")
-    m.add_argument("--patch-size", type=_positive_int, default=4, help="patch side")
-    m.add_argument("--num-classes", type=_positive_int, default=1000, help="classifier width")
+    m.add_argument("--img-size", type=positive_int, default=224, help="input image side")
+    m.add_argument("--patch-size", type=positive_int, default=4, help="patch side")
+    m.add_argument("--num-classes", type=positive_int, default=1000, help="classifier width")
     m.add_argument("--checkpoint", default=None,
                    help="initial supernet weights (ours, or any S3 checkpoint; shared weights are inherited)")
     m.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
@@ -74,23 +56,23 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     d.add_argument("--train-split", default="train", help="split the supernet trains on")
     d.add_argument("--eval-split", default="validation",
                    help="split the E-T error is measured on (the paper: ImageNet validation)")
-    d.add_argument("--subset-per-class", type=_count, default=0,
+    d.add_argument("--subset-per-class", type=count, default=0,
                    help="evaluate on this many images per class (0: all)")
-    d.add_argument("--batch-size", type=_positive_int, default=64, help="batch size")
-    d.add_argument("--workers", type=_count, default=4, help="data loader workers")
+    d.add_argument("--batch-size", type=positive_int, default=64, help="batch size")
+    d.add_argument("--workers", type=count, default=4, help="data loader workers")
 
     t = p.add_argument_group("supernet training between updates (AdamW, cross-entropy)")
-    t.add_argument("--train-steps", type=_count, default=0, help="steps for the first space's supernet")
-    t.add_argument("--finetune-steps", type=_count, default=0, help="steps after each update (weights inherited)")
+    t.add_argument("--train-steps", type=count, default=0, help="steps for the first space's supernet")
+    t.add_argument("--finetune-steps", type=count, default=0, help="steps after each update (weights inherited)")
     t.add_argument("--lr", type=float, default=5e-4, help="learning rate")
     t.add_argument("--weight-decay", type=float, default=0.05, help="weight decay")
 
     e = p.add_argument_group("space evolution")
-    e.add_argument("--iterations", type=_count, default=2, help="space updates (the paper's ablation: A -> B -> C)")
-    e.add_argument("--num-samples", type=_positive_int, default=NUM_SAMPLES, help="architectures per E-T error")
-    e.add_argument("--top-k", type=_positive_int, default=TOP_K, help="architectures averaged by Q_t")
+    e.add_argument("--iterations", type=count, default=2, help="space updates (the paper's ablation: A -> B -> C)")
+    e.add_argument("--num-samples", type=positive_int, default=NUM_SAMPLES, help="architectures per E-T error")
+    e.add_argument("--top-k", type=positive_int, default=TOP_K, help="architectures averaged by Q_t")
     e.add_argument("--tau", type=float, default=0.5, help="slope threshold, E-T error points per lattice step")
-    e.add_argument("--max-steps", type=_count, default=1, help="most lattice steps per update")
+    e.add_argument("--max-steps", type=count, default=1, help="most lattice steps per update")
     e.add_argument("--block-value", choices=("mean", "any"), default="mean",
                    help="how per-block windows / MLP ratios assign an architecture to choices")
     e.add_argument("--dims", nargs="+", choices=DIMENSIONS, default=list(DIMENSIONS), help="dimensions that evolve")
@@ -103,8 +85,8 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     c.add_argument("--macs-max", type=float, default=None, help="maximum MACs of one image, G")
 
     s = p.add_argument_group("architecture search in the final space (timm_nas.search.EvolutionSearch)")
-    s.add_argument("--search-generations", type=_count, default=0, help="generations (0: no search)")
-    s.add_argument("--search-population", type=_positive_int, default=50, help="population")
+    s.add_argument("--search-generations", type=count, default=0, help="generations (0: no search)")
+    s.add_argument("--search-population", type=positive_int, default=50, help="population")
 
     r = p.add_argument_group("run")
     r.add_argument("--seed", type=int, default=0, help="seed of the samples and of the supernet's init")

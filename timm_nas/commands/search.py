@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._argtypes import positive_int
+
 __all__ = ["register", "run_cli_search", "search_from_args", "summary_table", "export_best"]
 
 _STRATEGIES = {
@@ -42,16 +44,6 @@ _EXAMPLES = {
 }
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _add_common(p: argparse.ArgumentParser, strategy: str) -> None:
     from ..search.zero_shot import TF_TAS_CANDIDATES, TF_TAS_PARAMS
 
@@ -60,7 +52,7 @@ def _add_common(p: argparse.ArgumentParser, strategy: str) -> None:
                    help="supernet model name (default: autoformer_supernet)")
     g.add_argument("--space", default="tiny",
                    help="search space: a preset (tiny, small, base), a JSON object, or a .json file (default: tiny)")
-    g.add_argument("--img-size", type=_positive_int, default=None, help="input image size (default: the model's)")
+    g.add_argument("--img-size", type=positive_int, default=None, help="input image size (default: the model's)")
     g.add_argument("--num-classes", type=int, default=None, help="classifier width (default: the model's, 1000)")
     w = g.add_mutually_exclusive_group()
     w.add_argument("--pretrained", action="store_true", help="load the supernet's released weights")
@@ -74,7 +66,7 @@ def _add_common(p: argparse.ArgumentParser, strategy: str) -> None:
                         + (" (default: dss)" if default_proxy else ""))
     s.add_argument("--dss-mode", choices=("reference", "paper"), default="reference",
                    help="DSS as the released TF-TAS code computes it (reference) or as the paper describes it")
-    s.add_argument("--proxy-batch-size", type=_positive_int, default=None,
+    s.add_argument("--proxy-batch-size", type=positive_int, default=None,
                    help="batch size of the seeded random batch of data-dependent proxies (snip, jacov, ...)")
     if strategy != "tf-tas":
         s.add_argument("--data-dir", default=None,
@@ -83,7 +75,7 @@ def _add_common(p: argparse.ArgumentParser, strategy: str) -> None:
         s.add_argument("--split", default="train", help="dataset split (default: train, as the original)")
         s.add_argument("--subset-per-class", type=int, default=100,
                        help="images per class, the original's subImageNet (default 100; 0 = all)")
-        s.add_argument("--batch-size", type=_positive_int, default=64, help="evaluation batch size (default 64)")
+        s.add_argument("--batch-size", type=positive_int, default=64, help="evaluation batch size (default 64)")
         s.add_argument("--workers", type=int, default=4, help="data loader workers (default 4)")
 
     c = p.add_argument_group("constraints (analytic cost model)")
@@ -98,12 +90,12 @@ def _add_common(p: argparse.ArgumentParser, strategy: str) -> None:
     r = p.add_argument_group("run")
     if strategy != "evolution":
         default_n = TF_TAS_CANDIDATES if strategy == "tf-tas" else 100
-        r.add_argument("--candidates", type=_positive_int, default=default_n,
+        r.add_argument("--candidates", type=positive_int, default=default_n,
                        help=f"number of candidates to score (default {default_n})")
     r.add_argument("--seed", type=int, default=0, help="seed of every draw and of the supernet's init (default 0)")
     r.add_argument("--out", required=True, help="output folder (resumed when it holds the same search)")
     r.add_argument("--overwrite", action="store_true", help="discard a previous search in --out")
-    r.add_argument("--top", type=_positive_int, default=10, help="rows of the summary table (default 10)")
+    r.add_argument("--top", type=positive_int, default=10, help="rows of the summary table (default 10)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--no-export", action="store_true", help="do not export the best subnet")
     r.add_argument("--push-to-hub", metavar="REPO", default=None, help="push the exported subnet to this Hub repo")
@@ -112,8 +104,8 @@ def _add_common(p: argparse.ArgumentParser, strategy: str) -> None:
 
 def _add_evolution(p: argparse.ArgumentParser) -> None:
     e = p.add_argument_group("evolution (defaults: microsoft/Cream AutoFormer/evolution.py)")
-    e.add_argument("--population", type=_positive_int, default=50, help="population size (50)")
-    e.add_argument("--topk", type=_positive_int, default=10, help="parents kept across generations (10)")
+    e.add_argument("--population", type=positive_int, default=50, help="population size (50)")
+    e.add_argument("--topk", type=positive_int, default=10, help="parents kept across generations (10)")
     e.add_argument("--generations", type=int, default=20, help="generations (20)")
     e.add_argument("--mutations", type=int, default=25, help="mutations per generation (25)")
     e.add_argument("--crossovers", type=int, default=25, help="crossovers per generation (25)")
