@@ -44,6 +44,22 @@ def load_json(path: Path) -> Any:
         return json.load(f)
 
 
+def darts_search_golden(dtype: torch.dtype = torch.float32) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    """The DARTS search network of the fixture (``C=4, layers=5``) with the golden weights and alphas in ``dtype``,
+    and the fixture's ``search_cases`` tensors. Skips when the fixtures are absent."""
+    import timm
+
+    from timm_nas.models.darts import checkpoint_filter_fn
+
+    folder = fixture_dir("darts")
+    sd = load_tensors(folder / "search_state_dict.safetensors")
+    t = load_tensors(folder / "search_cases.safetensors")
+    model = timm.create_model("darts_search", C=4, layers=5).to(dtype)
+    state = checkpoint_filter_fn(dict(sd, alphas_normal=t["alphas_normal"], alphas_reduce=t["alphas_reduce"]), model)
+    model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()})
+    return model, t
+
+
 @pytest.fixture
 def golden():
     """``golden('autoformer')`` -> the fixture folder (skips when absent)."""

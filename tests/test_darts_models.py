@@ -12,7 +12,7 @@ from timm_nas.models.darts import DartsNet, DartsSearchNet, checkpoint_filter_fn
 from timm_nas.registry import load_registry
 from timm_nas.spaces.darts import Genotype
 
-from conftest import load_tensors
+from conftest import darts_search_golden, load_tensors
 
 
 # one intra-op thread: see conftest.one_thread
@@ -161,13 +161,7 @@ def test_genotype_network_parity_float64(golden):
 
 
 def _search_model(golden, dtype=torch.float32):
-    folder = golden("darts")
-    sd = load_tensors(folder / "search_state_dict.safetensors")
-    t = load_tensors(folder / "search_cases.safetensors")
-    model = timm.create_model("darts_search", C=4, layers=5).to(dtype)
-    state = checkpoint_filter_fn(dict(sd, alphas_normal=t["alphas_normal"], alphas_reduce=t["alphas_reduce"]), model)
-    model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()})
-    return model, t
+    return darts_search_golden(dtype)
 
 
 def test_search_network_parity(golden):

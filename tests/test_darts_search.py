@@ -3,7 +3,6 @@ export), data-parallel search on two gloo processes, the CLI and the evaluation-
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,6 @@ import timm
 import torch
 
 from timm_nas._checkpoint import load_checkpoint_file
-from timm_nas.models.darts import checkpoint_filter_fn
 from timm_nas.search.darts import (
     Cutout,
     DartsSearchConfig,
@@ -24,7 +22,7 @@ from timm_nas.search.darts import (
 )
 from timm_nas.spaces.darts import Genotype
 
-from conftest import load_tensors
+from conftest import darts_search_golden
 
 
 # one intra-op thread: see conftest.one_thread
@@ -36,12 +34,7 @@ STEP = dict(eta=0.025, weight_decay=3e-4, network_momentum=0.9)
 
 
 def _search_model(golden, dtype=torch.float64):
-    folder = golden("darts")
-    sd = load_tensors(folder / "search_state_dict.safetensors")
-    t = load_tensors(folder / "search_cases.safetensors")
-    model = timm.create_model("darts_search", C=4, layers=5).to(dtype)
-    state = checkpoint_filter_fn(dict(sd, alphas_normal=t["alphas_normal"], alphas_reduce=t["alphas_reduce"]), model)
-    model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()})
+    model, t = darts_search_golden(dtype)
     f = (lambda x: x.to(dtype))
     train = (f(t["grad_input_train"]), t["grad_target_train"])
     valid = (f(t["grad_input_valid"]), t["grad_target_valid"])

@@ -216,6 +216,15 @@ class _DartsTimmApi:
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, dropout, classifier (``pre_logits=True``: the pooled features)."""
+        x = self.global_pool(x)
+        x = self.head_drop(x)
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
     def _reset_pool_classifier(self, num_classes: int, global_pool: str | None) -> None:
         dd = get_device_dtype(self)  # type: ignore[arg-type]
         self.num_classes = num_classes
@@ -368,14 +377,6 @@ class DartsNet(_DartsTimmApi, nn.Module):
                 s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
         return s1
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)
-        x = self.head_drop(x)
-        return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
     @torch.jit.ignore
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The original's forward: ``(logits, aux_logits)``, where ``aux_logits`` is computed only in training
@@ -518,14 +519,6 @@ class DartsSearchNet(_DartsTimmApi, nn.Module):
             else:
                 s0, s1 = s1, cell(s0, s1, weights)
         return s1
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)
-        x = self.head_drop(x)
-        return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # ------------------------------------------------------------------------------------------ analytic cost
