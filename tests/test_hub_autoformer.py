@@ -217,15 +217,3 @@ def test_convert_picks_the_tiny_supernet_for_a_supernet_tiny_release(tmp_path: P
     config = json.loads((folder / "config.json").read_text())
     assert config["architecture"] == "autoformer_supernet_tiny"
     assert torch.equal(_logits(source, 224), _logits(hub.load(folder), 224))
-
-
-@pytest.mark.parametrize("name, arg", [("autoformer_subnet", "subnet"), ("autoformer_supernet", "space")])
-def test_generic_entrypoint_default_is_recorded_and_exports(tmp_path: Path, name: str, arg: str) -> None:
-    """create_model(name) with no arguments records its default architecture, so the export rebuilds it."""
-    model = timm_nas.create_model(name, device="meta")
-    assert isinstance(model._model_args[arg], dict)
-    folder = hub.export(model, tmp_path / "out")
-    config = json.loads((folder / "config.json").read_text())
-    assert config["model_args"][arg] == model._model_args[arg]
-    rebuilt = hub.load(folder, pretrained=False, device="meta")
-    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}

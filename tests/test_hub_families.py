@@ -80,8 +80,9 @@ def test_family_rows_match_the_registered_models(name: str) -> None:
     assert callable(family.checkpoint_filter())
 
 
-@pytest.mark.parametrize("name, arg", [("darts_cifar", "genotype"), ("darts_imagenet", "genotype"),
-                                       ("s3_subnet", "subnet"), ("s3_supernet", "space")])
+@pytest.mark.parametrize("name, arg", [("autoformer_subnet", "subnet"), ("autoformer_supernet", "space"),
+                                       ("darts_cifar", "genotype"), ("darts_imagenet", "genotype"),
+                                       ("s3_subnet", "subnet"), ("s3_supernet", "space"), ("spvit_deit", "arch")])
 def test_generic_entrypoint_default_is_recorded_and_exports(tmp_path: Path, name: str, arg: str) -> None:
     """create_model(name) with no architecture argument records its default, so the export rebuilds it."""
     model = timm_nas.create_model(name, device="meta")
