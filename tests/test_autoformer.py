@@ -609,3 +609,38 @@ def test_ddp_without_find_unused_parameters(tmp_path):
                 assert ok, f"unused_grad={mode!r} unexpectedly trained under DDP"
     finally:
         dist.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------------------ intermediates
+def test_static_forward_intermediates_and_features_only():
+    """As timm's ViTs: block outputs as maps (or tokens), final features equal forward_features, and
+    features_only=True wraps forward_intermediates (pruning the blocks after the last requested one)."""
+    cfg = AutoFormerSubnet(embed_dim=64, depth=4, num_heads=(1, 1, 1, 1), mlp_ratio=(2.0, 2.0, 2.0, 2.0))
+    kw = dict(subnet=cfg.to_dict(), img_size=32, patch_size=8, num_classes=5)
+    model = timm.create_model("autoformer_subnet", **kw).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        final, maps = model.forward_intermediates(x)
+        assert torch.equal(final, model.forward_features(x))
+        assert [m.shape for m in maps] == [(2, 64, 4, 4)] * 4
+        tokens = model.forward_intermediates(x, indices=[1], output_fmt="NLC", norm=True, intermediates_only=True)
+        assert len(tokens) == 1 and torch.allclose(tokens[0].transpose(1, 2).reshape(2, 64, 4, 4),
+                                                   model.norm(maps[1].flatten(2).transpose(1, 2)).transpose(1, 2)
+                                                   .reshape(2, 64, 4, 4), atol=1e-6)
+        (spatial, prefix), = model.forward_intermediates(x, indices=1, return_prefix_tokens=True,
+                                                         intermediates_only=True)
+        assert torch.equal(spatial, maps[-1]) and prefix.shape == (2, 1, 64)
+        feats = timm.create_model("autoformer_subnet", features_only=True, out_indices=(0, 2), **kw).eval()
+        assert len(feats.model.blocks) == 3 and feats.feature_info.channels() == [64, 64]
+        missing, unexpected = feats.model.load_state_dict(
+            {k: v for k, v in model.state_dict().items() if not k.startswith(("head", "norm", "blocks.3"))}, strict=False)
+        assert missing == [] and unexpected == []
+        out = feats(x)
+    assert torch.equal(out[0], maps[0]) and torch.equal(out[1], maps[2])
+    with pytest.raises(ValueError, match="output_fmt must be 'NCHW' or 'NLC', got 'NHWC'"):
+        model.forward_intermediates(x, output_fmt="NHWC")
+
+
+def test_supernet_refuses_features_only_with_the_way_out():
+    with pytest.raises(RuntimeError, match=r"not supported by AutoFormer supernets .*supernet\.extract\(cfg\)"):
+        timm.create_model("autoformer_supernet_tiny", features_only=True, device="meta")

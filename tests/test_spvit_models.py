@@ -386,3 +386,21 @@ def test_logistic_noise_is_reproducible_and_finite():
     a = logistic_noise((1000,), torch.Generator().manual_seed(3))
     b = logistic_noise((1000,), torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and torch.isfinite(a).all() and abs(a.mean().item()) < 0.3
+
+
+def test_pruned_model_features_and_search_network_refusal():
+    """Pruned models are timm ViTs: forward_intermediates runs the BConv / MSA blocks and features_only wraps it;
+    the search network refuses features_only and names the pruned model instead."""
+    arch = dict(ops=["bconv3x3", "msa"], ffn_kept=[[0, 3, 5], [1, 2]])
+    kw = dict(arch=arch, img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2, num_classes=3)
+    model = timm.create_model("spvit_deit", **kw).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        final, maps = model.forward_intermediates(x)
+        assert torch.allclose(final, model.forward_features(x), atol=1e-6)
+        assert [m.shape for m in maps] == [(2, 64, 4, 4)] * 2
+        feats = timm.create_model("spvit_deit", features_only=True, out_indices=(0, 1), **kw).eval()
+        feats.model.load_state_dict(model.state_dict(), strict=False)
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(feats(x), maps))
+    with pytest.raises(RuntimeError, match=r"not supported by the SPViT search network.*extract\(\)"):
+        timm.create_model("spvit_search_deit_tiny", features_only=True, device="meta")

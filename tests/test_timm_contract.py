@@ -29,9 +29,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: forward_intermediates, skips: {model pattern: {test name: reason}}).
 FAMILIES: dict[str, dict] = {
     "autoformer": dict(
-        patterns=["autoformer_*", "tf_tas_*"], non_std=True, feat_inter=False,
+        patterns=["autoformer_*", "tf_tas_*"], non_std=True, feat_inter=True,
         skips={
             "autoformer_supernet*": {
+                "test_model_forward_intermediates": "a supernet's depth and widths follow the sampled subnet; features "
+                                                    "come from the extracted static model",
+                "test_model_forward_intermediates_features": "features_only is refused for supernets (see "
+                                                             "test_model_forward_intermediates)",
                 "test_model_forward_torchscript": "supernet forward takes a runtime subnet config (Python data)",
                 "test_model_forward_fx": "subnet-dependent Python control flow is not FX-traceable",
                 "test_model_backward_fx": "subnet-dependent Python control flow is not FX-traceable",
@@ -49,9 +53,12 @@ FAMILIES: dict[str, dict] = {
         }),
     "spvit": dict(
         # pruned models (spvit_deit*) are timm VisionTransformers and pass everything; the search networks skip:
-        patterns=["spvit_*"], non_std=True, feat_inter=False,
+        patterns=["spvit_*"], non_std=True, feat_inter=True,
         skips={
             "spvit_search_deit*": {
+                "test_model_forward_intermediates": "the search network's blocks mix gated ops; features come from the "
+                                                    "pruned model (extract())",
+                "test_model_forward_intermediates_features": "features_only is refused for the search network",
                 "test_model_forward_torchscript": "the search network's forward takes optional gate noise (a list of "
                                                   "tensor pairs) and keeps Python gate state (step counter and "
                                                   "per-step generator, last gates)",

@@ -36,6 +36,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._input import update_model_args
+from timm.models._features import feature_take_indices
 from timm.models._manipulate import adapt_input_conv, checkpoint, checkpoint_seq
 
 from .._checkpoint import load_checkpoint_file, unwrap_state_dict
@@ -498,6 +499,71 @@ class AutoFormer(ViTApiMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            return_prefix_tokens: bool = False,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = "NCHW",
+            intermediates_only: bool = False,
+    ) -> Union[List[Any], Tuple[torch.Tensor, List[Any]]]:
+        """Block outputs as timm's ``VisionTransformer.forward_intermediates`` returns them.
+
+        Args:
+            x: images ``(B, C, H, W)`` at the model's ``img_size``.
+            indices: the last ``n`` blocks (int), the given block indices (list; negative counts from the end),
+                or every block (``None``).
+            return_prefix_tokens: pair each intermediate with its class token ``(B, 1, E)``.
+            norm: apply the final norm to every intermediate.
+            stop_early: run only up to the last requested block.
+            output_fmt: ``'NCHW'`` (``(B, E, h, w)`` maps) or ``'NLC'`` (``(B, h * w, E)`` tokens).
+            intermediates_only: return only the intermediates.
+
+        Returns:
+            ``(final normed features (B, N+1, E), intermediates)``, or the intermediates alone.
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        B = x.shape[0]
+        x = self.patch_embed(x)
+        x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
+        x = self.pos_drop(x + self.pos_embed)
+        blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[:max_index + 1]
+        intermediates: List[torch.Tensor] = []
+        for i, block in enumerate(blocks):
+            x = checkpoint(block, x) if self.grad_checkpointing and not torch.jit.is_scripting() else block(x)
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm else x)
+        prefix = [y[:, :self.num_prefix_tokens] for y in intermediates]
+        spatial = [y[:, self.num_prefix_tokens:] for y in intermediates]
+        if output_fmt == "NCHW":
+            h, w = self.patch_embed.grid_size
+            spatial = [y.reshape(B, h, w, -1).permute(0, 3, 1, 2).contiguous() for y in spatial]
+        out: List[Any] = list(zip(spatial, prefix)) if return_prefix_tokens else spatial
+        if intermediates_only:
+            return out
+        return self.norm(x), out
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the blocks after the last of ``indices`` (and the final norm / the classifier when asked); returns
+        the kept indices, as timm's ViT does (``features_only=True`` uses it)."""
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[:max_index + 1]
+        self.feature_info = self.feature_info[:max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices
+
     @torch.jit.ignore
     def load_pretrained(self, checkpoint_path: str) -> None:
         """Load an original AutoFormer supernet ``.pth`` sliced to this subnet (timm's ``custom_load`` hook)."""
@@ -833,6 +899,10 @@ _GENERIC = ("autoformer_supernet", "autoformer_subnet")
 
 
 def _create_autoformer_supernet(variant: str, pretrained: bool = False, **kwargs: Any) -> AutoFormerSupernet:
+    if kwargs.get("features_only"):
+        raise RuntimeError("features_only is not supported by AutoFormer supernets (depth and widths follow the sampled "
+                           "subnet): build the subnet with supernet.extract(cfg), or autoformer_subnet, and take its "
+                           "features")
     model = build_model_with_cfg(AutoFormerSupernet, variant, pretrained,
                                  pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
     if variant in _GENERIC:
@@ -844,8 +914,11 @@ def _create_autoformer_supernet(variant: str, pretrained: bool = False, **kwargs
 
 
 def _create_autoformer(variant: str, pretrained: bool = False, **kwargs: Any) -> AutoFormer:
-    model = build_model_with_cfg(AutoFormer, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
-    if variant in _GENERIC:
+    # features_only: timm's "getter" wrapper over forward_intermediates, as for timm's own ViTs
+    feature_cfg = dict(feature_cls="getter", out_indices=kwargs.pop("out_indices", 3))
+    model = build_model_with_cfg(AutoFormer, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                 feature_cfg=feature_cfg, **kwargs)
+    if variant in _GENERIC and not kwargs.get("features_only"):
         update_model_args(model, subnet=model.subnet.to_dict())  # see _create_autoformer_supernet
     return model
 

@@ -1080,7 +1080,8 @@ default_cfgs = generate_default_cfgs({
 
 def _create_spvit_search_deit(variant: str, pretrained: bool = False, **kwargs: Any) -> SPViTSearchDeiT:
     if kwargs.get("features_only"):
-        raise RuntimeError("features_only is not supported by the SPViT search network")
+        raise RuntimeError("features_only is not supported by the SPViT search network (its blocks mix gated ops): "
+                           "take features from the pruned model, search_model.extract() or spvit_deit")
     return build_model_with_cfg(SPViTSearchDeiT, variant, pretrained,
                                 pretrained_filter_fn=search_checkpoint_filter_fn, **kwargs)
 
