@@ -120,6 +120,9 @@ def test_evolution_cli_with_accuracy_on_a_class_subset(tmp_path, space_file, cap
     ("tf-tas", ["--checkpoint", "/nonexistent/w.pth"], "checkpoint file not found"),
     ("evolution", ["--data-dir", "/nonexistent/imagenet"], "data folder not found"),
     ("random", [], "needs a scorer"),
+    ("tf-tas", ["--model-args", '{"img_size": 64}'], "--model-args sets ['img_size']: use the options"),
+    ("tf-tas", ["--model-args", "[1]"], "--model-args: '[1]' is neither a JSON object nor an existing .json file"),
+    ("tf-tas", ["--model-args", '{"patch_sise": 8}'], "patch_sise"),
 ])
 def test_bad_input_is_one_error_line(tmp_path, space_file, capsys, strategy, extra, message):
     out = tmp_path / "out"
@@ -234,3 +237,18 @@ def test_bad_numbers_are_usage_errors(argv, message, capsys):
         main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_model_args_reach_the_supernet_the_export_and_the_resume_identity(tmp_path, space_file, capsys):
+    out = tmp_path / "run"
+    argv = base_args(space_file, out, "random", "--proxy", "params", "--candidates", "3")
+    assert main(argv + ["--model-args", '{"patch_size": 8}']) == 0
+    config = json.loads((out / "export" / "config.json").read_text())
+    assert config["model_args"]["patch_size"] == 8 and config["model_args"]["img_size"] in (32, [32, 32])
+    model = timm.create_model(f"local-dir:{out / 'export'}", pretrained=True)
+    assert model.patch_embed.grid_size == (4, 4)
+    assert json.loads((out / "run.json").read_text())["arguments"]["model_args"]["patch_size"] == 8
+    capsys.readouterr()
+    assert main(argv) == 2  # patch 16 is another search: the folder is not resumed
+    err = capsys.readouterr().err
+    assert "different arguments" in err and "patch_size" in err

@@ -9,30 +9,10 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
-from typing import Any
+
+from ._argtypes import json_object
 
 __all__ = ["register"]
-
-
-def _json_arg(value: str | None, what: str) -> dict[str, Any]:
-    """A JSON object given inline or as the path of a ``.json`` file."""
-    if value is None:
-        return {}
-    text = value
-    if not value.lstrip().startswith("{"):
-        path = Path(value).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"{what}: {value!r} is neither a JSON object nor an existing .json file")
-        text = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{what} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{what} must be a JSON object, got {type(data).__name__}")
-    return data
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -40,8 +20,8 @@ def _export(args: argparse.Namespace) -> int:
     from .._checkpoint import load_checkpoint_file, unwrap_state_dict
     from .._factory import create_model
 
-    model_args = _json_arg(args.model_args, "--model-args")
-    card = _json_arg(args.card, "--card")
+    model_args = json_object(args.model_args, "--model-args")
+    card = json_object(args.card, "--card")
     if args.pretrained and args.checkpoint:
         raise ValueError("give either --pretrained or --checkpoint, not both")
     model = create_model(args.model, pretrained=args.pretrained, **model_args)
@@ -70,8 +50,8 @@ def _push(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from .. import hub
 
-    card = _json_arg(args.card, "--card")
-    model_args = _json_arg(args.model_args, "--model-args")
+    card = json_object(args.card, "--card")
+    model_args = json_object(args.model_args, "--model-args")
     folder = hub.convert_checkpoint(args.family, args.checkpoint, args.out, model_name=args.model,
                                     model_args=model_args, overwrite=args.overwrite, card=card or None)
     print(folder)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._argtypes import positive_int
+from ._argtypes import json_object, positive_int
 
 __all__ = ["register", "run_cli_search", "search_from_args", "summary_table", "export_best"]
 
@@ -54,6 +54,9 @@ def _add_common(p: argparse.ArgumentParser, strategy: str) -> None:
                    help="search space: a preset (tiny, small, base), a JSON object, or a .json file (default: tiny)")
     g.add_argument("--img-size", type=positive_int, default=None, help="input image size (default: the model's)")
     g.add_argument("--num-classes", type=int, default=None, help="classifier width (default: the model's, 1000)")
+    g.add_argument("--model-args", default=None,
+                   help="more supernet arguments as a JSON object or .json file, e.g. '{\"patch_size\": 8}'; they "
+                        "reach the exported subnet too")
     w = g.add_mutually_exclusive_group()
     w.add_argument("--pretrained", action="store_true", help="load the supernet's released weights")
     w.add_argument("--checkpoint", default=None, help="load supernet weights from a file (original .pth or ours)")
@@ -205,6 +208,12 @@ def _build_supernet(args: argparse.Namespace, device: Any) -> Any:
         kwargs["img_size"] = args.img_size
     if args.num_classes is not None:
         kwargs["num_classes"] = args.num_classes
+    extra = json_object(args.model_args, "--model-args")
+    twice = sorted(set(extra) & (set(kwargs) | {"pretrained"}))
+    if twice:
+        raise ValueError(f"--model-args sets {twice}: use the options --space / --img-size / --num-classes / "
+                         "--pretrained for these")
+    kwargs.update(extra)
     # The supernet's random init (TF-TAS scores a randomly initialised supernet) is seeded, without leaving the
     # global generator changed.
     with torch.random.fork_rng(devices=[]):
@@ -407,8 +416,13 @@ _METHOD_NAMES = {"tf-tas": "TF-TAS zero-shot search", "evolution": "AutoFormer e
 
 
 def supernet_args(supernet: Any) -> dict[str, Any]:
-    """The supernet's recorded constructor arguments that shape scores (space, size, classes), JSON-native."""
+    """The supernet's constructor arguments that shape scores and subnets (space, image and patch size, classes,
+    ...), JSON-native: a resumed search must be the same search."""
     args: dict[str, Any] = {"space": supernet.space.to_dict()}
+    subnet_args = getattr(supernet, "subnet_model_args", None)
+    if callable(subnet_args):  # AutoFormer: every argument its static subnets are built with
+        args.update((k, v) for k, v in subnet_args().items() if k != "subnet")
+        return args
     size = getattr(getattr(supernet, "patch_embed", None), "img_size", None)
     if size is not None:
         args["img_size"] = list(size) if isinstance(size, tuple) else size

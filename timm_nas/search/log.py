@@ -56,15 +56,19 @@ def _normalise(data: Any) -> Any:
     return json.loads(json.dumps(data))
 
 
-def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+def _diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``key: old -> new`` for each differing argument; nested objects are compared key by key
+    (``model_args.patch_size: 8 -> 16``)."""
     out = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
-        if a != b:
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += _diff(a, b, f"{prefix}{key}.")
+        elif a != b:
             sa, sb = json.dumps(a), json.dumps(b)
             if len(sa) > 40 or len(sb) > 40:
                 sa, sb = sa[:37] + "...", sb[:37] + "..."
-            out.append(f"{key}: {sa} -> {sb}")
+            out.append(f"{prefix}{key}: {sa} -> {sb}")
     return out
 
 
