@@ -160,8 +160,10 @@ def test_timm_model_contract(family: str, tmp_path: Path) -> None:
     env.setdefault("TIMEOUT", "900")
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=folder, env=env)
     tail = (res.stdout + res.stderr)[-6000:]
-    # the slowest tests and the summary line, shown by `make contract` (-rP) even when everything passes
-    print(res.stdout[res.stdout.rfind("slowest"):] if "slowest" in res.stdout else res.stdout[-1500:])
+    # timm's slowest tests and its result line, shown by `make contract` (-rP) even when everything passes
+    out = res.stdout
+    slow = out[out.find("slowest"):out.find("short test summary")] if "slowest" in out else ""
+    print(slow + (out.strip().splitlines() or [""])[-1])
     assert res.returncode == 0, f"timm contract failed for {family}:\n{tail}"
     # The selection must really hit every model: each one passes at least the forward and backward tests.
     for m in models:
