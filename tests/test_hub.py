@@ -636,6 +636,27 @@ def test_convert_without_a_fitting_model_lists_each_candidate(tmp_path: Path) ->
         hub.convert_checkpoint("hubtest", ckpt, tmp_path / "out")
 
 
+def test_convert_tries_generic_candidates_with_their_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    """A (name, model_args) candidate (a published architecture behind a generic entrypoint) is tried like a
+    named model; the caller's model_args are merged over it and the export records the architecture."""
+    other = TinyArch(32, 1, 2)
+    family = dataclasses.replace(FAMILY, convert_models=FAMILY.convert_models + (("hubtest_vit",
+                                                                                  {"arch": other.to_dict()}),))
+    monkeypatch.setitem(hub.FAMILIES, "hubtest", family)
+    source = timm.create_model("hubtest_vit", arch=other.to_dict(), num_classes=5).eval()
+    ckpt = _original_checkpoint(tmp_path / "release.pth", source)
+    folder = hub.convert_checkpoint("hubtest", ckpt, tmp_path / "out", model_args={"num_classes": 5})
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "hubtest_vit" and config["model_args"]["arch"] == other.to_dict()
+    assert config["model_args"]["num_classes"] == 5
+    assert torch.equal(_logits(source), _logits(hub.load(folder)))
+    assert '| model | hubtest_vit({"arch": ' in (folder / "README.md").read_text()
+    with pytest.raises(ValueError, match=r'hubtest_vit\(\{"arch": .*\}\): shape mismatches'):
+        hub.convert_checkpoint("hubtest", _original_checkpoint(tmp_path / "x.pth", _tiny_model(TinyArch(48, 1, 3))),
+                               tmp_path / "out2")
+
+
 def test_convert_reads_with_weights_only(tmp_path: Path) -> None:
     class Evil:
         def __reduce__(self):

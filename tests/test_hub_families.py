@@ -72,7 +72,11 @@ def test_family_rows_match_the_registered_models(name: str) -> None:
     family = hub.FAMILIES[name]
     registered = set(timm_nas.list_models())
     assert set(family.arch_args) <= registered, "a generic entrypoint in the row is not registered"
-    assert set(family.convert_models) <= registered, "a conversion candidate in the row is not registered"
+    names = {c if isinstance(c, str) else c[0] for c in family.convert_models}
+    assert names <= registered, "a conversion candidate in the row is not registered"
+    for c in family.convert_models:  # a generic candidate's arguments build a model
+        if not isinstance(c, str):
+            timm_nas.create_model(c[0], device="meta", **c[1])
     for entrypoint in family.arch_args:
         assert hub.family_of(entrypoint) is family
     for arg in family.config_types:
@@ -99,3 +103,23 @@ def test_generic_entrypoint_features_only_still_builds(name: str) -> None:
     """Recording the default architecture must not touch a features_only wrapper (it has no architecture)."""
     model = timm_nas.create_model(name, features_only=True, device="meta")
     assert len(model.feature_info.channels()) >= 3
+
+
+def test_s3_convert_finds_a_released_searched_model(tmp_path: Path) -> None:
+    """A static S3-T release in the original layout (downsample at the end of a stage, ``head.``, persistent
+    buffers) converts with no --model: the supernet candidates do not fit, and of the searched models whose
+    weights the slicing filter accepts (S3-T, cut out of bigger files too) the largest fitting one is chosen."""
+    torch.manual_seed(0)
+    source = timm_nas.create_model("s3_subnet", subnet="s3_tiny").eval()
+    original = {}
+    for k, v in source.state_dict().items():
+        k = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) - 1}.downsample.", k)
+        original[re.sub(r"^head\.fc\.", "head.", k)] = v
+    original["layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(49, 49, dtype=torch.long)
+    torch.save({"model": original}, tmp_path / "s3-t.pth")
+    folder = hub.convert_checkpoint("s3", tmp_path / "s3-t.pth", tmp_path / "out")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "s3_subnet"
+    assert config["model_args"]["subnet"] == "s3_tiny"  # a registry name (resolved on the card)
+    assert '| model | s3_subnet({"subnet": "s3_tiny"}) |' in (folder / "README.md").read_text()
+    assert torch.equal(_logits(source, 224), _logits(hub.load(folder), 224))

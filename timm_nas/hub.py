@@ -94,7 +94,8 @@ class HubFamily:
         config_types: argument name -> ``'module:Class'`` of the config dataclass it holds (resolved lazily, so a
             family still under construction does not break the others).
         convert_models: the models :func:`convert_checkpoint` tries, in order, when no model is named; the one
-            whose weights the filtered checkpoint fits exactly is used.
+            whose weights the filtered checkpoint fits exactly is used. An entry is a timm name or a pair
+            ``(timm name, model_args)`` for a generic entrypoint (``("s3_subnet", {"subnet": "s3_tiny"})``).
         filter_fn: name of the pure function in ``module`` mapping an authors' checkpoint to our layout,
             called as ``filter_fn(state_dict, model)``.
         datasets: datasets of the authors' released weights (written into a converted checkpoint's card).
@@ -104,7 +105,7 @@ class HubFamily:
     module: str
     arch_args: Mapping[str, str] = dataclasses.field(default_factory=dict)
     config_types: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    convert_models: tuple[str, ...] = ()
+    convert_models: tuple[str | tuple[str, Mapping[str, Any]], ...] = ()
     filter_fn: str = "checkpoint_filter_fn"
     datasets: tuple[str, ...] = ()
 
@@ -152,7 +153,10 @@ FAMILIES: dict[str, HubFamily] = {
         module="timm_nas.models.s3",
         arch_args={"s3_subnet": "subnet", "s3_supernet": "space"},
         config_types={"subnet": "timm_nas.spaces.s3:S3Subnet", "space": "timm_nas.spaces.s3:S3Space"},
-        convert_models=("s3_supernet_tiny", "s3_supernet_small", "s3_supernet_base"),
+        # the released supernets, then the released searched (static) S3-T/S/B
+        convert_models=("s3_supernet_tiny", "s3_supernet_small", "s3_supernet_base",
+                        ("s3_subnet", {"subnet": "s3_tiny"}), ("s3_subnet", {"subnet": "s3_small"}),
+                        ("s3_subnet", {"subnet": "s3_base"})),
         datasets=("imagenet-1k",),
     ),
     "darts": HubFamily(
@@ -1108,21 +1112,26 @@ def _sha256(path: Path) -> str:
 
 
 def _try_candidate(name: str, model_args: Mapping[str, Any], state: Mapping[str, torch.Tensor],
-                   filter_fn: Callable[..., Mapping[str, torch.Tensor]]) -> str:
-    """'' when the filtered checkpoint fits model ``name`` exactly, else why not (built on meta: no memory)."""
+                   filter_fn: Callable[..., Mapping[str, torch.Tensor]]) -> tuple[str, int]:
+    """``('', number of elements)`` when the filtered checkpoint fits model ``name`` exactly, else ``(why not,
+    0)`` (the model is built on meta: no memory)."""
     import timm
 
     try:
-        model = timm.create_model(name, pretrained=False, device="meta", **model_args)
-    except RuntimeError as e:
-        if "Unknown model" in str(e):
-            return "not a registered model"
-        model = timm.create_model(name, pretrained=False, **model_args)
+        try:
+            model = timm.create_model(name, pretrained=False, device="meta", **model_args)
+        except RuntimeError as e:
+            if "Unknown model" in str(e):
+                return "not a registered model", 0
+            model = timm.create_model(name, pretrained=False, **model_args)
+    except TypeError as e:
+        return f"does not take these arguments ({e})", 0
     try:
         filtered = filter_fn(dict(state), model)
-    except (ValueError, KeyError, RuntimeError, IndexError) as e:
-        return f"checkpoint_filter_fn refused it ({type(e).__name__}: {e})"
-    return state_dict_mismatch(model.state_dict(), filtered)
+    except (ValueError, KeyError, RuntimeError, IndexError, TypeError) as e:
+        return f"checkpoint_filter_fn refused it ({type(e).__name__}: {e})", 0
+    mismatch = state_dict_mismatch(model.state_dict(), filtered)
+    return mismatch, 0 if mismatch else sum(t.numel() for t in model.state_dict().values())
 
 
 def convert_checkpoint(family: str, checkpoint: str | os.PathLike, out: str | os.PathLike, *,
@@ -1138,8 +1147,8 @@ def convert_checkpoint(family: str, checkpoint: str | os.PathLike, out: str | os
         family: a key of :data:`FAMILIES` (``'autoformer'``, ...).
         checkpoint: the ``.pth`` / ``.safetensors`` file.
         out: the destination folder.
-        model_name: the timm model to load into; default: the first of the family's ``convert_models`` whose
-            weights the checkpoint fits (for AutoFormer, the supernet whose space matches the shapes).
+        model_name: the timm model to load into; default: the largest of the family's ``convert_models`` whose
+            weights the checkpoint fits (a filter that slices makes every smaller architecture fit too).
         model_args: arguments for the model (e.g. ``{"space": {...}, "img_size": 384}`` for a supernet of a
             space that has no named entrypoint); recorded in ``config.json`` like any ``create_model`` argument.
         overwrite: replace an existing export at ``out``.
@@ -1162,29 +1171,37 @@ def convert_checkpoint(family: str, checkpoint: str | os.PathLike, out: str | os
     _check_destination(out, overwrite)  # fail before the (possibly slow) read
     filter_fn = fam.checkpoint_filter()
     state = unwrap_state_dict(load_checkpoint_file(checkpoint))
-    candidates = [model_name] if model_name else list(fam.convert_models)
+    candidates = [(model_name, {})] if model_name else [
+        (c, {}) if isinstance(c, str) else (c[0], dict(c[1])) for c in fam.convert_models]
     if not candidates:
         raise ValueError(f"the {fam.name} family has no default model for conversion: name one with --model")
+    # Every candidate is tried and the largest that fits wins: filters that slice a bigger checkpoint down (a
+    # supernet's weights into a subnet) make every architecture contained in the file "fit", and only the largest
+    # of them is the file's own.
     reasons: dict[str, str] = {}
-    for name in candidates:
-        reasons[name] = _try_candidate(name, dict(model_args or {}), state, filter_fn)
-        if not reasons[name]:
-            chosen = name
-            break
+    fitting: list[tuple[int, str, str, dict[str, Any]]] = []
+    for name, base_args in candidates:
+        args = {**base_args, **dict(model_args or {})}  # the caller's arguments win
+        label = f"{name}({json.dumps(base_args, sort_keys=True)})" if base_args else name
+        reasons[label], size = _try_candidate(name, args, state, filter_fn)
+        if not reasons[label]:
+            fitting.append((size, label, name, args))
+    if fitting:
+        size, label, chosen, chosen_args = max(fitting, key=lambda f: f[0])  # the first of equals
     else:
         if model_name:
             raise ValueError(f"{checkpoint.name} does not fit {model_name} after {fam.module}.{fam.filter_fn}: "
                              f"{reasons[model_name]}")
         listed = "; ".join(f"{n}: {r}" for n, r in reasons.items())
-        raise ValueError(f"{checkpoint.name} fits none of the {fam.name} models {candidates} ({listed}); name the "
-                         "right one with --model")
-    model = timm.create_model(chosen, pretrained=False, **dict(model_args or {}))
+        raise ValueError(f"{checkpoint.name} fits none of the {fam.name} models {list(reasons)} ({listed}); name "
+                         "the right one with --model")
+    model = timm.create_model(chosen, pretrained=False, **chosen_args)
     model.load_state_dict(filter_fn(dict(state), model), strict=True)
     model.eval()
     info = dict(card or {})
     provenance = {"method": f"converted from the authors' release with timm-nas {__version__}",
                   "checkpoint": checkpoint.name, "sha256": _sha256(checkpoint),
-                  "filter": f"{fam.module}.{fam.filter_fn}", "model": chosen}
+                  "filter": f"{fam.module}.{fam.filter_fn}", "model": label}
     provenance.update(info.get("provenance") or {})
     info["provenance"] = provenance
     if not info.get("datasets") and fam.datasets:
