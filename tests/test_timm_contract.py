@@ -36,6 +36,8 @@ FAMILIES: dict[str, dict] = {
                                                     "come from the extracted static model",
                 "test_model_forward_intermediates_features": "features_only is refused for supernets (see "
                                                              "test_model_forward_intermediates)",
+                "test_prune_intermediate_layers_contract": "no forward_intermediates (see "
+                                                           "test_model_forward_intermediates)",
                 "test_model_forward_torchscript": "supernet forward takes a runtime subnet config (Python data)",
                 "test_model_forward_fx": "subnet-dependent Python control flow is not FX-traceable",
                 "test_model_backward_fx": "subnet-dependent Python control flow is not FX-traceable",
@@ -59,6 +61,8 @@ FAMILIES: dict[str, dict] = {
                 "test_model_forward_intermediates": "the search network's blocks mix gated ops; features come from the "
                                                     "pruned model (extract())",
                 "test_model_forward_intermediates_features": "features_only is refused for the search network",
+                "test_prune_intermediate_layers_contract": "no forward_intermediates (see "
+                                                           "test_model_forward_intermediates)",
                 "test_model_forward_torchscript": "the search network's forward takes optional gate noise (a list of "
                                                   "tensor pairs) and keeps Python gate state (step counter and "
                                                   "per-step generator, last gates)",
