@@ -13,7 +13,7 @@ import torch.nn as nn
 from timm.layers import get_device_dtype
 from timm.models._input import update_model_args
 
-#: Pooling choices of our ViTs: the class token (DeiT), the mean of the patch tokens, or none (``''``).
+#: Pooling choices of our ViTs: the class token (DeiT), the mean of the patch tokens (AutoFormer's ``gp``), or none.
 GLOBAL_POOLS = ("", "avg", "token")
 
 

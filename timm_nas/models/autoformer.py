@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._input import update_model_args
 from timm.models._features import feature_take_indices
+from timm.models._input import update_model_args
 from timm.models._manipulate import adapt_input_conv, checkpoint, checkpoint_seq
 
 from .._checkpoint import load_checkpoint_file, unwrap_state_dict
@@ -73,8 +73,6 @@ _logger = logging.getLogger(__name__)
 #: Truncated-normal std of linear weights, class token and position embedding at init (microsoft/Cream
 #: AutoFormer/model/supernet_transformer.py, ``_init_weights`` and ``trunc_normal_(..., std=.02)``).
 INIT_STD = 0.02
-
-#: Pooling choices: mean of the patch tokens (the original's ``gp``), the class token, or none.
 
 #: Tokens in front of the patch tokens (the class token).
 NUM_PREFIX_TOKENS = 1
