@@ -401,3 +401,14 @@ def test_train_py_model_kwargs(value):
                               drop_path_rate=None, drop_block_rate=None, global_pool=None, bn_momentum=None,
                               bn_eps=None, scriptable=None, checkpoint_path=None, device="meta", **kwargs)
     assert model.genotype == Genotype.resolve("darts_v1") and model.auxiliary_head is None
+
+
+@pytest.mark.parametrize("name", ["darts_v2_cifar", "darts_search"])
+def test_unknown_global_pool_is_a_clear_error(name):
+    with pytest.raises(ValueError, match=r"global_pool='bogus' is not supported; choose one of \['', 'avg', 'max'"):
+        _meta(name, global_pool="bogus")
+    model = _meta(name)
+    with pytest.raises(ValueError, match=r"global_pool='mean' is not supported"):
+        model.reset_classifier(5, "mean")
+    model.reset_classifier(5, "catavgmax")  # every pooling timm builds is accepted
+    assert model.head_hidden_size == 2 * model.num_features and model.get_classifier().out_features == 5

@@ -202,6 +202,16 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(x.flatten(1))
 
 
+#: Pooling types timm's ``SelectAdaptivePool2d`` builds for a classifier head ('' = none).
+GLOBAL_POOLS = ("", "avg", "max", "avgmax", "catavgmax", "fast", "fastavg", "fastmax", "fastavgmax", "fastcatavgmax")
+
+
+def _check_global_pool(global_pool: str) -> str:
+    if global_pool not in GLOBAL_POOLS:
+        raise ValueError(f"global_pool={global_pool!r} is not supported; choose one of {list(GLOBAL_POOLS)}")
+    return global_pool
+
+
 # ----------------------------------------------------------------------------------------- model classes
 class _DartsTimmApi:
     """timm API shared by the evaluation and the search network (pooling + linear classifier, cell checkpointing).
@@ -228,8 +238,7 @@ class _DartsTimmApi:
     def _reset_pool_classifier(self, num_classes: int, global_pool: str | None) -> None:
         dd = get_device_dtype(self)  # type: ignore[arg-type]
         self.num_classes = num_classes
-        if global_pool is None:
-            global_pool = self.global_pool.pool_type
+        global_pool = self.global_pool.pool_type if global_pool is None else _check_global_pool(global_pool)
         self.global_pool, self.classifier = create_classifier(
             self.num_features, num_classes, pool_type=global_pool, **dd)
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
@@ -330,7 +339,7 @@ class DartsNet(_DartsTimmApi, nn.Module):
         self.auxiliary_head = AuxiliaryHead(C_aux, num_classes, imagenet, **dd) if auxiliary else None
 
         self.global_pool, self.head_drop, self.classifier = create_classifier(
-            self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+            self.num_features, num_classes, pool_type=_check_global_pool(global_pool), drop_rate=drop_rate, **dd)
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
 
         # Feature taps: the stem, then the last cell of every resolution.
@@ -462,7 +471,7 @@ class DartsSearchNet(_DartsTimmApi, nn.Module):
         ])
         self.num_features = multiplier * plan[-1][2]
         self.global_pool, self.head_drop, self.classifier = create_classifier(
-            self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+            self.num_features, num_classes, pool_type=_check_global_pool(global_pool), drop_rate=drop_rate, **dd)
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
         shape = (self.space.num_edges, len(self.space.primitives))
         # Drawn after every weight, in this order, like the original (which draws them from the global RNG).
