@@ -123,6 +123,8 @@ def test_evolution_cli_with_accuracy_on_a_class_subset(tmp_path, space_file, cap
     ("tf-tas", ["--model-args", '{"img_size": 64}'], "--model-args sets ['img_size']: use the options"),
     ("tf-tas", ["--model-args", "[1]"], "--model-args: '[1]' is neither a JSON object nor an existing .json file"),
     ("tf-tas", ["--model-args", '{"patch_sise": 8}'], "patch_sise"),
+    ("tf-tas", ["--space", '{"embed_dim": [64],'], "--space is not valid JSON"),
+    ("tf-tas", ["--space", "/nonexistent/space.json"], "--space file not found"),
 ])
 def test_bad_input_is_one_error_line(tmp_path, space_file, capsys, strategy, extra, message):
     out = tmp_path / "out"
@@ -252,3 +254,14 @@ def test_model_args_reach_the_supernet_the_export_and_the_resume_identity(tmp_pa
     assert main(argv) == 2  # patch 16 is another search: the folder is not resumed
     err = capsys.readouterr().err
     assert "different arguments" in err and "patch_size" in err
+
+
+@pytest.mark.parametrize("space, message", [
+    ('{"embed_dim": [[96]],', "--space is not valid JSON"),
+    ("/nonexistent/s3.json", "--space file not found"),
+    ("huge", "unknown S3 space preset 'huge'"),
+])
+def test_s3_space_command_reads_space_like_search(tmp_path, space, message, capsys):
+    argv = ["search", "s3-space", "--space", space, "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

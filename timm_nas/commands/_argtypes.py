@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["count", "json_object", "positive_int"]
+__all__ = ["count", "json_object", "positive_int", "space_arg"]
 
 
 def _int_at_least(text: str, low: int, what: str) -> int:
@@ -47,3 +47,14 @@ def json_object(value: str | None, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{what} must be a JSON object, got {type(data).__name__}")
     return data
+
+
+def space_arg(text: str, what: str = "--space") -> str | dict[str, Any]:
+    """A search-space option: a preset name (returned as given, stripped), a JSON object, or a ``.json`` file
+    holding one. The family's ``Space.resolve`` turns either form into a space."""
+    stripped = text.strip()
+    if stripped.startswith("{") or stripped.endswith(".json"):
+        if stripped.endswith(".json") and not Path(stripped).expanduser().is_file():
+            raise FileNotFoundError(f"{what} file not found: {Path(stripped).expanduser()}")
+        return json_object(stripped, what)
+    return stripped

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._argtypes import count, positive_int
+from ._argtypes import count, positive_int, space_arg
 
 __all__ = ["register", "run_s3_space"]
 
@@ -99,18 +99,7 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
 def _space(text: str) -> Any:
     from ..spaces.s3 import S3Space
 
-    stripped = text.strip()
-    if stripped.startswith("{"):
-        try:
-            return S3Space.from_dict(json.loads(stripped))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--space is not valid JSON ({e.msg} at column {e.colno})") from e
-    if stripped.endswith(".json"):
-        path = Path(stripped).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"--space file not found: {path}")
-        return S3Space.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    return S3Space.preset(stripped)
+    return S3Space.resolve(space_arg(text))
 
 
 def _scale(value: float | None, unit: float) -> float | None:

@@ -15,7 +15,6 @@ arguments is refused (``--overwrite`` discards it).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import textwrap
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._argtypes import json_object, positive_int
+from ._argtypes import json_object, positive_int, space_arg
 
 __all__ = ["register", "run_cli_search", "search_from_args", "summary_table", "export_best"]
 
@@ -138,25 +137,6 @@ def _list_proxies(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- validation
-def _space_arg(text: str) -> Any:
-    """A preset name, a JSON object, or a .json file."""
-    stripped = text.strip()
-    if stripped.startswith("{"):
-        try:
-            return json.loads(stripped)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--space is not valid JSON ({e.msg} at column {e.colno})") from e
-    if stripped.endswith(".json"):
-        path = Path(stripped).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"--space file not found: {path}")
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--space file {path} is not valid JSON ({e.msg} at line {e.lineno})") from e
-    return stripped
-
-
 def _scale(value: float | None, unit: float) -> float | None:
     return None if value is None else value * unit
 
@@ -203,7 +183,7 @@ def _build_supernet(args: argparse.Namespace, device: Any) -> Any:
     if not timm.is_model(args.model):
         supernets = [n for n in timm.list_models("*supernet*")]
         raise ValueError(f"unknown model {args.model!r}; supernets: {supernets}")
-    kwargs: dict[str, Any] = {"space": _space_arg(args.space)}
+    kwargs: dict[str, Any] = {"space": space_arg(args.space)}
     if args.img_size is not None:
         kwargs["img_size"] = args.img_size
     if args.num_classes is not None:
