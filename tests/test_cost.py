@@ -103,3 +103,82 @@ def test_measure_macs_conventions():
     assert cost.measure_macs(model, x, count_norms=True) > linear + attention  # fvcore's norm count, on request
     assert cost.measure_macs(model, x, ignore=["aten::linear"]) == attention
     assert cost.real_params(model) == 8 * 2 + 8 * 24 + 24
+
+
+def test_flop_counter_counts_attention_by_hand():
+    """The cross-check is real: on a tiny attention block, FlopCounterMode's number is the hand count, whichever
+    attention kernel the installed torch dispatches to (torch 2.14's own table lacks the CPU flash kernel)."""
+    model, x = _Block().eval(), torch.zeros(2, 5, 8)
+    linear = 2 * 5 * 8 * 24
+    attention = 2 * 2 * 5 * 5 * (4 + 4)  # batch x heads x Nq x Nk x (d_qk + d_v)
+    assert cost.flop_counter_macs(model, x) == linear + attention
+    assert cost.flop_counter_macs(model.to("meta"), x.to("meta")) == linear + attention  # meta: decomposed to bmm
+
+
+def test_flop_counter_fails_loudly_on_an_uncounted_attention_op(monkeypatch):
+    """An attention op with no formula (neither torch's nor ours) is an error, never a silent under-count."""
+    import torch.utils.flop_counter as fc
+
+    monkeypatch.setattr(fc, "flop_registry", {})  # a torch whose table knows nothing
+    monkeypatch.setattr(cost, "_attention_formulas", lambda: {})  # and no formula of ours
+    with pytest.raises(RuntimeError, match="no formula for .*attention.*measure_macs"):
+        cost.flop_counter_macs(_Block().eval(), torch.zeros(1, 5, 8))
+
+
+def test_measure_macs_leaves_pooling_out():
+    """Pooling is not a multiply-accumulate (fvcore counts adaptive_avg_pool2d by default)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    x = torch.zeros(1, 3, 6, 6)
+    conv, fc = 4 * 4 * 4 * 3 * 9, 4 * 2
+    assert cost.measure_macs(model.eval(), x) == conv + fc == cost.flop_counter_macs(model, x)
+
+
+# ------------------------------------------------------------------ every published static model, three ways
+def _darts_names() -> list[str]:
+    from timm_nas.registry import load_registry
+
+    return [f"{k}_{s}" for k in load_registry("darts") for s in ("cifar", "imagenet")]
+
+
+def _published() -> list:
+    """(timm name, model args) of every published static model of every family (not the search networks)."""
+    from timm_nas.registry import load_registry
+
+    out = [(n, {}) for n in load_registry("autoformer")]
+    out += [("s3_subnet", {"subnet": k}) for k in load_registry("s3")]
+    out += [(n, {}) for n in _darts_names()]
+    out += [(f"spvit_deit_{s}", {}) for s in ("tiny", "small", "base")]
+    return out
+
+
+#: Published models above this many MACs are measured in the slow suite only (measuring needs real tensors).
+_FAST_MACS = 1.6e9
+
+
+def _analytic(model: nn.Module) -> int:
+    # Each family's config and the shape arguments its formula takes (defaults are the models' defaults).
+    if hasattr(model, "genotype"):
+        return cost.count_macs(model.genotype, stem_type=model.stem_type)
+    if hasattr(model, "arch"):
+        return cost.count_macs(model.arch, embed_dim=model.embed_dim, num_heads=model.num_heads)
+    return cost.count_macs(model.subnet)
+
+
+def _published_params() -> list:
+    params = []
+    for name, kw in _published():
+        model = timm.create_model(name, device="meta", **kw)
+        slow = _analytic(model) > _FAST_MACS
+        label = name + "".join(f"-{v}" for v in kw.values())
+        params.append(pytest.param(name, kw, id=label, marks=[pytest.mark.slow] if slow else []))
+    return params
+
+
+@pytest.mark.parametrize("name, kw", _published_params())
+def test_published_static_models_three_counts_agree(name, kw):
+    """``measure_macs == count_macs == flop_counter_macs`` at each model's default resolution."""
+    model = timm.create_model(name, **kw).eval()
+    x = torch.randn(1, *model.pretrained_cfg["input_size"])
+    analytic = _analytic(model)
+    assert cost.measure_macs(model, x) == analytic
+    assert cost.flop_counter_macs(model, x) == analytic

@@ -11,8 +11,9 @@ Two kinds of count, cross-checked in the tests:
 
 Counting convention (the one papers use when they write "FLOPs"): **multiply-accumulates** of convolutions,
 linear layers, matrix products (attention included) and any model-specific products registered by a family;
-normalisation, activations, softmax, additions and pooling are not counted. This is what torch's
-``FlopCounterMode`` total / 2 gives, and what :func:`measure_macs` counts (fvcore's default norm handles are
+normalisation, activations, softmax, additions, pooling and resampling are not counted. This is what torch's
+``FlopCounterMode`` total / 2 gives (with our formula for the fused attention kernels, which some torch releases do
+not count), and what :func:`measure_macs` counts (fvcore's default norm, pooling and resampling handles are
 switched off to match).
 
 Families register their formulas here or in their model module. AutoFormer's (:func:`autoformer_params`,
@@ -37,12 +38,17 @@ __all__ = [
     "flop_counter_macs",
     "sdpa_macs_handle",
     "NORM_OPS",
+    "NON_MAC_OPS",
     "autoformer_params",
     "autoformer_macs",
 ]
 
 #: fvcore ops that normalise (fvcore counts them by default); not multiply-accumulates in our convention.
 NORM_OPS = ("aten::batch_norm", "aten::group_norm", "aten::layer_norm", "aten::instance_norm")
+#: Other ops fvcore counts by default that are not multiply-accumulates in our convention (pooling and
+#: resampling are element-wise work): always left out of :func:`measure_macs`, as ``FlopCounterMode`` leaves them.
+NON_MAC_OPS = ("aten::adaptive_avg_pool2d", "aten::upsample_nearest2d", "aten::upsample_bilinear2d",
+               "aten::grid_sampler")
 
 _ANALYTIC: dict[type, tuple[Callable[..., int], Callable[..., int]]] = {}
 
@@ -134,9 +140,8 @@ def measure_macs(model: nn.Module, inputs: torch.Tensor | tuple, *, extra_handle
         analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_macs_handle)
         # A None handle only silences fvcore's warning and leaves a default handle counting; a zero handle
         # really removes the op from the count.
-        if not count_norms:
-            for name in NORM_OPS:
-                analysis.set_op_handle(name, _uncounted)
+        for name in NON_MAC_OPS + (() if count_norms else NORM_OPS):
+            analysis.set_op_handle(name, _uncounted)
         for name, fn in (extra_handles or {}).items():
             analysis.set_op_handle(name, fn)
         for name in ignore:
@@ -145,13 +150,78 @@ def measure_macs(model: nn.Module, inputs: torch.Tensor | tuple, *, extra_handle
         return int(analysis.total())
 
 
+def _attention_macs(query_shape: Sequence[int], key_shape: Sequence[int], value_shape: Sequence[int],
+                    *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """``FlopCounterMode`` formula (FLOPs = 2 x MACs) of one fused attention call: ``q k^T`` and ``attn v``, i.e.
+    ``2 * B*H*Nq*Nk*(Dqk + Dv)``. Query heads may be a multiple of key heads (grouped-query attention)."""
+    *batch, nq, dqk = query_shape
+    nk, dv = key_shape[-2], value_shape[-1]
+    b = 1
+    for d in batch:
+        b *= int(d)
+    return 2 * b * int(nq) * int(nk) * (int(dqk) + int(dv))
+
+
+#: Forward fused-attention ops whose count we supply to ``FlopCounterMode``: torch's own table lacks some of them
+#: in some releases (torch 2.14's has no ``_scaled_dot_product_flash_attention_for_cpu``, so CPU attention counted
+#: 0), and the formula is the same for all of them. Ops missing from the installed torch are skipped.
+_ATTENTION_OPS = (
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention",
+    "_scaled_dot_product_fused_attention_overrideable",
+)
+
+
+def _attention_formulas() -> dict[Any, Callable[..., int]]:
+    aten = torch.ops.aten
+    return {getattr(aten, name): _attention_macs for name in _ATTENTION_OPS if hasattr(aten, name)}
+
+
+class _UncountedAttentionCheck:
+    """A dispatch mode entered *outside* ``FlopCounterMode``: it sees only the ops the counter actually ran (after
+    the counter's own decompositions) and records every attention op the counter had no formula for."""
+
+    def __init__(self, registry: Mapping[Any, Any]) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        missing: set[str] = set()
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+                packet = func._overloadpacket
+                if "attention" in packet.__name__ and packet not in registry:
+                    missing.add(str(packet))
+                return func(*args, **(kwargs or {}))
+
+        self.mode = _Mode()
+        self.missing = missing
+
+
 def flop_counter_macs(model: nn.Module, inputs: torch.Tensor | tuple) -> int:
-    """MACs from torch's ``FlopCounterMode`` (which reports FLOPs = 2 x MACs), as an independent check."""
+    """MACs from torch's ``FlopCounterMode`` (which reports FLOPs = 2 x MACs), as an independent check.
+
+    The fused attention kernels are counted with our formula (``q k^T`` + ``attn v``, passed through
+    ``FlopCounterMode(custom_mapping=...)``; no global state changes), so the number does not depend on which
+    attention formulas the installed torch happens to ship.
+
+    Raises:
+        RuntimeError: if the forward ran an attention op that neither torch nor this module can count (rather than
+            silently under-counting).
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     args = inputs if isinstance(inputs, tuple) else (inputs,)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    counter = FlopCounterMode(display=False, custom_mapping=_attention_formulas())
+    check = _UncountedAttentionCheck(counter.flop_registry)
+    with torch.no_grad(), check.mode, counter:
         model(*args)
+    if check.missing:
+        raise RuntimeError(
+            f"FlopCounterMode of torch {torch.__version__} has no formula for {sorted(check.missing)}, and "
+            f"timm_nas.cost does not know it either: the count would leave that attention out. Count with "
+            f"measure_macs(model, inputs) instead, or run the model with another attention backend.")
     return int(counter.get_total_flops()) // 2
 
 
