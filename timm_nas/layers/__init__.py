@@ -14,7 +14,7 @@ from .elastic_mlp import ElasticMlp
 from .elastic_norm import ElasticLayerNorm
 from .elastic_patch_embed import ElasticPatchEmbed
 from .interleaved_qkv import InterleavedQKV, slice_interleaved_qkv
-from .rel_pos_attention import ElasticRelPosAttention, RelPosAttention, rel_pos_attention
+from .rel_pos_attention import ElasticRelPosAttention, RelPosAttention, reference_rel_pos, rel_pos_attention
 from .relative_position import (
     MAX_RELATIVE_POSITION,
     RelativePosition2D,
@@ -22,6 +22,9 @@ from .relative_position import (
     relative_position_embeddings,
     relative_position_index_2d,
     relative_position_pair_index_2d,
+    relative_position_row_col_2d,
+    relative_position_row_col_index_2d,
+    relative_position_row_col_onehot_2d,
 )
 from .s3_elastic import S3ElasticAttention, S3ElasticBlock, S3ElasticPatchEmbed, S3ElasticPatchMerging
 from .s3_slicing import crop_rel_pos_table, merged_channels, paste_overlap, qkv_rows

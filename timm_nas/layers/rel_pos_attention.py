@@ -2,54 +2,99 @@
 
 Source: ``AttentionSuper.forward`` in microsoft/Cream ``AutoFormer/model/module/multihead_super.py`` (official
 setting ``change_qkv``: head dim fixed, qk width = heads x head dim, scale = head_dim ** -0.5). With relative
-embeddings ``R_k, R_v`` of shape ``(N, N, d)``::
+embeddings ``R_k, R_v`` of shape ``(N, N, d)`` (``relative_position.py``)::
 
     attn = softmax(q k^T * scale + (q . R_k[i, j]) * scale)
     out_i = sum_j attn_ij v_j + sum_j attn_ij R_v[i, j]
 
-Both relative terms are batched matmuls over the query index, as in the original (so their multiply-accumulate
-count is ``N^2 d`` each per head, the count the original's measured FLOPs include). Attention probabilities are
-needed for the value term, so the attention is computed explicitly (no fused SDPA kernel).
+The original forms ``R_k, R_v`` and both relative terms as batched matmuls over the query index (``N^2 d``
+multiply-accumulates each per head) and therefore computes attention explicitly. ``R[i, j]`` depends only on the
+query and the key's grid row and column, so the same values come out of one fused attention call, exactly. With
+``G`` the ``(N, H+W+2)`` per-query table rows of each key row, key column and the class-token key, and ``K`` the
+keys' one-hot slots (:func:`~.relative_position.relative_position_row_col_2d`)::
+
+    q . R_k[i, j] = sum_x K[j, x] (q T_k^T)[i, G[i, x]]            # logits: a gathered (N, H+W+2) term per query
+    sum_j a_ij R_v[i, j] = sum_x (sum_j a_ij K[j, x]) T_v[G[i, x]]  # values: the attention mass of each slot
+
+so ``sdpa([q, (q T_k^T)[G]], [k, K], [v, K])`` returns ``attn @ v`` in its first ``d`` columns and the slot masses
+in the rest; the masses are scattered onto the table rows and multiplied by ``T_v``. The work beyond plain
+attention is ``N^2 (H+W+2)`` per head inside the fused kernel and two ``N x 2(2m+2) x d`` table products, instead
+of ``2 N^2 d`` and two ``(N, N, d)`` gathers. The class-token query meets only row 0 of both tables, so its slots
+all point there. Clipped grids (a side longer than ``m + 1``) differ only in ``G`` (several slots of a query share
+a row; the scatter adds them).
+
+The explicit formulation stays as the reference for cost measurement: MACs are counted with the relative products
+as ``N^2 d`` matmuls (``timm_nas.cost.count_macs``, as the original's measured FLOPs did), so inside
+:func:`reference_rel_pos`, under torch's ``FlopCounterMode`` and under ``torch.jit`` tracing other than ONNX export
+(fvcore counts from a trace) the explicit path runs.
 
 :class:`RelPosAttention` is the static layer (timm's ``[q; k; v]`` qkv layout); :class:`ElasticRelPosAttention`
 is the supernet layer (AutoFormer's interleaved qkv weight, heads chosen per forward).
 """
-from typing import Optional, Tuple
+import contextlib
+from typing import Iterator, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
 from .elastic_linear import ElasticLinear
 from .interleaved_qkv import InterleavedQKV
-from .relative_position import MAX_RELATIVE_POSITION, RelativePosition2D
+from .relative_position import (
+    MAX_RELATIVE_POSITION,
+    RelativePosition2D,
+    relative_position_embeddings,
+    relative_position_row_col_2d,
+)
 
-__all__ = ["rel_pos_attention", "RelPosAttention", "ElasticRelPosAttention"]
+__all__ = ["rel_pos_attention", "reference_rel_pos", "RelPosAttention", "ElasticRelPosAttention"]
+
+_FORCE_REFERENCE = [0]  # nesting depth of reference_rel_pos()
 
 
-def rel_pos_attention(
+@contextlib.contextmanager
+def reference_rel_pos() -> Iterator[None]:
+    """Run :func:`rel_pos_attention` in the original's explicit formulation inside this block (same values up to
+    float rounding; slower): for measuring MACs with the relative products counted as ``N^2 d`` matmuls, or for
+    comparing speed."""
+    _FORCE_REFERENCE[0] += 1
+    try:
+        yield
+    finally:
+        _FORCE_REFERENCE[0] -= 1
+
+
+@torch.jit.ignore
+def _explicit_wanted() -> bool:
+    if torch.compiler.is_compiling():
+        return False
+    if _FORCE_REFERENCE[0] > 0:
+        return True
+    if torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export():
+        return True  # fvcore's op counting (cost.measure_macs) traces the model
+    # torch.utils.flop_counter.FlopCounterMode (cost.flop_counter_macs) pushes a dispatch mode of this name
+    return any(type(mode).__name__ in ("_FlopCounterMode", "FlopCounterMode")
+               for mode in _get_current_dispatch_mode_stack())
+
+
+def _rel_pos_attention_explicit(
         q: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
-        rel_k: torch.Tensor,
-        rel_v: torch.Tensor,
+        tables_k: torch.Tensor,
+        tables_v: torch.Tensor,
+        grid_size: Tuple[int, int],
+        max_distance: int,
         scale: float,
-        attn_drop: float = 0.0,
-        training: bool = False,
+        attn_drop: float,
+        training: bool,
 ) -> torch.Tensor:
-    """Attention with relative position terms.
-
-    Args:
-        q, k, v: ``(B, h, N, d)``.
-        rel_k, rel_v: ``(N, N, d)`` relative embeddings of keys and values.
-        scale: logit scale.
-        attn_drop: dropout probability on the attention weights (training only).
-        training: whether dropout is active.
-
-    Returns:
-        ``(B, N, h * d)``, heads concatenated.
-    """
+    """The original's formulation: ``(N, N, d)`` embeddings, both relative terms as batched matmuls."""
     B, H, N, D = q.shape
+    rows = tables_k.shape[0] // 2
+    rel_k = relative_position_embeddings(tables_k[:rows], tables_k[rows:], grid_size, max_distance)  # (N, N, d)
+    rel_v = relative_position_embeddings(tables_v[:rows], tables_v[rows:], grid_size, max_distance)
     attn = (q @ k.transpose(-2, -1)) * scale  # (B, h, N, N)
     q_by_query = q.permute(2, 0, 1, 3).reshape(N, B * H, D)  # (N, B*h, d)
     attn = attn + (q_by_query @ rel_k.transpose(1, 2)).transpose(0, 1).reshape(B, H, N, N) * scale
@@ -59,6 +104,71 @@ def rel_pos_attention(
     attn_by_query = attn.permute(2, 0, 1, 3).reshape(N, B * H, N)  # (N, B*h, N)
     out = out + (attn_by_query @ rel_v).transpose(0, 1).reshape(B, H, N, D)
     return out.transpose(1, 2).reshape(B, N, H * D)
+
+
+def _rel_pos_attention_fused(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        tables_k: torch.Tensor,
+        tables_v: torch.Tensor,
+        grid_size: Tuple[int, int],
+        max_distance: int,
+        scale: float,
+        attn_drop: float,
+        training: bool,
+) -> torch.Tensor:
+    """One fused attention call on queries, keys and values extended by the row/column slots (module docstring)."""
+    B, H, N, D = q.shape
+    # (N, X) each: X >= H_grid + W_grid + 2 slots, padded so that d + X is a multiple of 8
+    index, onehot = relative_position_row_col_2d(q, grid_size, max_distance)
+    X = index.shape[-1]
+    index = index.expand(B, H, N, X)
+    onehot = onehot.expand(B, H, N, X)
+    table_logits = q @ tables_k.transpose(0, 1)  # (B, h, N, 2(2m+2)): q_i . every table row
+    out = F.scaled_dot_product_attention(
+        torch.cat([q, table_logits.gather(-1, index)], dim=-1),  # (B, h, N, d + X)
+        torch.cat([k, onehot], dim=-1),
+        torch.cat([v, onehot], dim=-1),
+        dropout_p=attn_drop if training else 0.0,
+        scale=scale,
+    )  # (B, h, N, d + X): attn @ v, then each slot's attention mass
+    mass = torch.zeros_like(table_logits).scatter_add_(-1, index, out[..., D:])  # (B, h, N, 2(2m+2))
+    out = out[..., :D] + mass @ tables_v
+    return out.transpose(1, 2).reshape(B, N, H * D)
+
+
+def rel_pos_attention(
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        tables_k: torch.Tensor,
+        tables_v: torch.Tensor,
+        grid_size: Tuple[int, int],
+        max_distance: int,
+        scale: float,
+        attn_drop: float = 0.0,
+        training: bool = False,
+) -> torch.Tensor:
+    """Attention with AutoFormer's relative position terms on keys and values.
+
+    Args:
+        q, k, v: ``(B, h, N, d)``, ``N = H W + 1`` (class token first).
+        tables_k, tables_v: ``(2 (2m+2), d)`` stacked vertical and horizontal tables
+            (:meth:`~.relative_position.RelativePosition2D.tables`) of the key and value embeddings.
+        grid_size: the patch grid ``(H, W)``.
+        max_distance: clip distance ``m`` of the tables.
+        scale: logit scale (applies to both logit terms).
+        attn_drop: dropout probability on the attention weights (training only).
+        training: whether dropout is active.
+
+    Returns:
+        ``(B, N, h * d)``, heads concatenated.
+    """
+    if _explicit_wanted():
+        return _rel_pos_attention_explicit(q, k, v, tables_k, tables_v, grid_size, max_distance, scale, attn_drop,
+                                           training)
+    return _rel_pos_attention_fused(q, k, v, tables_k, tables_v, grid_size, max_distance, scale, attn_drop, training)
 
 
 class RelPosAttention(nn.Module):
@@ -95,6 +205,8 @@ class RelPosAttention(nn.Module):
         self.scale = head_dim ** -0.5
         qk = num_heads * head_dim
         self.qkv = nn.Linear(dim, 3 * qk, bias=qkv_bias, **dd)
+        self.grid_size: Tuple[int, int] = (int(grid_size[0]), int(grid_size[1]))
+        self.max_relative_position = max_relative_position
         self.rel_pos_k = RelativePosition2D(head_dim, max_relative_position, grid_size, **dd)
         self.rel_pos_v = RelativePosition2D(head_dim, max_relative_position, grid_size, **dd)
         self.attn_drop = attn_drop
@@ -105,7 +217,8 @@ class RelPosAttention(nn.Module):
         B, N, _ = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, h, N, d) each
-        x = rel_pos_attention(q, k, v, self.rel_pos_k(), self.rel_pos_v(), self.scale, self.attn_drop, self.training)
+        x = rel_pos_attention(q, k, v, self.rel_pos_k.tables(), self.rel_pos_v.tables(), self.grid_size,
+                              self.max_relative_position, self.scale, self.attn_drop, self.training)
         return self.proj_drop(self.proj(x))
 
 
@@ -141,6 +254,8 @@ class ElasticRelPosAttention(nn.Module):
         self.head_dim = head_dim
         self.scale = head_dim ** -0.5
         self.qkv = InterleavedQKV(dim, 3 * dim, bias=qkv_bias, **dd)
+        self.grid_size: Tuple[int, int] = (int(grid_size[0]), int(grid_size[1]))
+        self.max_relative_position = max_relative_position
         self.rel_pos_k = RelativePosition2D(dim // num_heads, max_relative_position, grid_size, **dd)
         self.rel_pos_v = RelativePosition2D(dim // num_heads, max_relative_position, grid_size, **dd)
         self.attn_drop = attn_drop
@@ -152,7 +267,7 @@ class ElasticRelPosAttention(nn.Module):
         qk = num_heads * self.head_dim
         qkv = self.qkv(x, qk).reshape(B, N, 3, num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, h, N, d) each
-        rel_k = self.rel_pos_k(self.head_dim)
-        rel_v = self.rel_pos_v(self.head_dim)
-        x = rel_pos_attention(q, k, v, rel_k, rel_v, self.scale, self.attn_drop, self.training)
+        # the tables' first head_dim columns, whatever the head count
+        x = rel_pos_attention(q, k, v, self.rel_pos_k.tables(self.head_dim), self.rel_pos_v.tables(self.head_dim),
+                              self.grid_size, self.max_relative_position, self.scale, self.attn_drop, self.training)
         return self.proj_drop(self.proj(x, E))

@@ -12,9 +12,16 @@ device and cached at module level (not as buffers, so a model created on the met
 never sees stale or uninitialised indices). The original derives the grid side as ``int(sqrt(N))`` (square
 grids only); this uses the true ``(H, W)`` patch grid, identical for square inputs.
 
-Speed: instead of two ``(N+1)^2 x width`` gathers and their sum, the ``(2m+2)^2`` sums ``table_v[a] + table_h[b]``
-are formed once (a few hundred rows) and gathered once with a cached pair index ``a (2m+2) + b``: the same
-floating-point values, a third of the memory traffic.
+The explicit ``(N+1, N+1, width)`` embeddings (:func:`relative_position_embeddings`) are formed from the
+``(2m+2)^2`` sums ``table_v[a] + table_h[b]`` with one gather of a cached pair index ``a (2m+2) + b``.
+
+Attention never needs them, though (``rel_pos_attention``): the pair's table rows depend only on the query and
+the key's grid *row* (``iv``) or *column* (``ih``), so one query meets at most ``H + W + 2`` distinct table rows
+(two for the class-token key). :func:`relative_position_row_col_index_2d` gives, per query, the row of the stacked
+tables ``[table_v; table_h]`` for every key row, key column and the class-token key;
+:func:`relative_position_row_col_onehot_2d` says which of those ``H + W + 2`` slots each key occupies. With
+``G = index`` and ``K = onehot``, ``table_v[iv(i, j)] + table_h[ih(i, j)] = sum_x K[j, x] T[G[i, x]]`` for every
+pair, clipped or not (clipping only makes several slots of a query share a table row).
 """
 import threading
 from typing import Dict, Optional, Tuple
@@ -23,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import register_notrace_function, trunc_normal_
+from torch.utils._python_dispatch import _disable_current_modes
 
 __all__ = [
     "MAX_RELATIVE_POSITION",
@@ -31,6 +39,9 @@ __all__ = [
     "relative_position_index_2d",
     "relative_position_pair_index_2d",
     "relative_position_embeddings",
+    "relative_position_row_col_index_2d",
+    "relative_position_row_col_onehot_2d",
+    "relative_position_row_col_2d",
     "clear_relative_position_cache",
 ]
 
@@ -41,7 +52,7 @@ MAX_RELATIVE_POSITION = 14
 #: Truncated-normal std of the tables at init (microsoft/Cream multihead_super.py, ``trunc_normal_(std=.02)``).
 REL_POS_INIT_STD = 0.02
 
-_CACHE: Dict[Tuple[str, int, int, int, torch.device], torch.Tensor] = {}
+_CACHE: Dict[Tuple[str, int, int, int, torch.device, Optional[torch.dtype], int], torch.Tensor] = {}  # see _build_cached
 _LOCK = threading.Lock()
 
 
@@ -58,21 +69,71 @@ def _build_index(grid_h: int, grid_w: int, max_distance: int) -> torch.Tensor:
     return index
 
 
-def _cached(kind: str, grid_size: Tuple[int, int], max_distance: int, device: Optional[torch.device]) -> torch.Tensor:
-    device = torch.device("cpu") if device is None else torch.device(device)
-    key = (kind, int(grid_size[0]), int(grid_size[1]), int(max_distance), device)
-    index = _CACHE.get(key)
-    if index is None:
-        # Normal (non-inference) tensors, whatever mode the first caller runs in: autograd saves them later.
-        with torch.inference_mode(False), torch.no_grad(), _LOCK:
-            index = _CACHE.get(key)
-            if index is None:
-                index = _build_index(key[1], key[2], key[3])
-                if kind == "pair":
-                    index = index[0] * (2 * key[3] + 2) + index[1]
-                index = index.to(device)
-                _CACHE[key] = index
+def _build_row_col(grid_h: int, grid_w: int, max_distance: int, kind: str, slots: int) -> torch.Tensor:
+    """``(N+1, slots)``: ``[class-token key (v), class-token key (h), key rows 0..H-1, key columns 0..W-1]``, then
+    empty slots (index 0, no key) up to ``slots``.
+
+    ``kind == "row_col_index"``: per query, the row of ``[table_v; table_h]`` (``2m+2`` rows each) that each slot
+    uses; the class-token query uses row 0 of either table for every key. ``kind == "row_col_onehot"``: per key,
+    1 in the slots it occupies (its row and column, or the two class-token slots).
+    """
+    cpu = torch.device("cpu")
+    rows = 2 * max_distance + 2
+    pos = torch.arange(grid_h * grid_w, device=cpu)
+    r, c = pos // grid_w, pos % grid_w
+    n, x = grid_h * grid_w + 1, grid_h + grid_w + 2
+    if slots < x:
+        raise ValueError(f"a {grid_h}x{grid_w} grid needs at least {x} slots, got {slots}")
+    if kind == "row_col_onehot":
+        onehot = torch.zeros(n, slots, device=cpu)
+        onehot[0, :2] = 1.0
+        onehot[pos + 1, r + 2] = 1.0
+        onehot[pos + 1, c + 2 + grid_h] = 1.0
+        return onehot
+    index = torch.zeros(n, slots, dtype=torch.long, device=cpu)
+    index[:, 1] = rows  # the class-token key: table_v[0] and table_h[0] (row 0 of the second table)
+    dv = (torch.arange(grid_h, device=cpu)[None, :] - r[:, None]).clamp(-max_distance, max_distance)
+    dh = (torch.arange(grid_w, device=cpu)[None, :] - c[:, None]).clamp(-max_distance, max_distance)
+    index[1:, 2:2 + grid_h] = dv + max_distance + 1
+    index[1:, 2 + grid_h:x] = dh + max_distance + 1 + rows
+    index[0, 2 + grid_h:x] = rows  # the class-token query: index 0 of both tables for every key
     return index
+
+
+_Key = Tuple[str, int, int, int, torch.device, Optional[torch.dtype], int]
+
+
+@torch.compiler.disable
+def _build_cached(key: _Key) -> torch.Tensor:
+    # Real, normal (non-inference) tensors whatever context the first caller runs in: autograd saves them later,
+    # and a fake-tensor or tracing mode (torch.export, FlopCounterMode) must not leave its tensors in the cache.
+    kind, grid_h, grid_w, max_distance, device, dtype, slots = key
+    with _disable_current_modes(), torch.inference_mode(False), torch.no_grad(), _LOCK:
+        index = _CACHE.get(key)
+        if index is None:
+            if kind in ("row_col_index", "row_col_onehot"):
+                index = _build_row_col(grid_h, grid_w, max_distance, kind, slots)
+            else:
+                index = _build_index(grid_h, grid_w, max_distance)
+                if kind == "pair":
+                    index = index[0] * (2 * max_distance + 2) + index[1]
+            index = index.to(device=device, dtype=dtype)
+            _CACHE[key] = index
+    return index
+
+
+def _cached(
+        kind: str,
+        grid_size: Tuple[int, int],
+        max_distance: int,
+        device: Optional[torch.device],
+        dtype: Optional[torch.dtype] = None,
+        slots: int = 0,
+) -> torch.Tensor:
+    device = torch.device("cpu") if device is None else torch.device(device)
+    key = (kind, int(grid_size[0]), int(grid_size[1]), int(max_distance), device, dtype, int(slots))
+    index = _CACHE.get(key)
+    return _build_cached(key) if index is None else index
 
 
 def relative_position_index_2d(
@@ -94,6 +155,52 @@ def relative_position_pair_index_2d(
 ) -> torch.Tensor:
     """The cached ``(N+1, N+1)`` index ``iv (2m+2) + ih`` into the table of all vertical + horizontal sums."""
     return _cached("pair", grid_size, max_distance, device)
+
+
+def relative_position_row_col_index_2d(
+        grid_size: Tuple[int, int],
+        max_distance: int = MAX_RELATIVE_POSITION,
+        device: Optional[torch.device] = None,
+        slots: Optional[int] = None,
+) -> torch.Tensor:
+    """The cached ``(N+1, slots)`` long index: per query, the row of ``[table_v; table_h]`` used by the class-token
+    key (two slots: vertical, horizontal), by each key row ``0..H-1`` and by each key column ``0..W-1``; then
+    unused slots (index 0) up to ``slots`` (default ``H + W + 2``: none)."""
+    slots = grid_size[0] + grid_size[1] + 2 if slots is None else slots
+    return _cached("row_col_index", grid_size, max_distance, device, slots=slots)
+
+
+def relative_position_row_col_onehot_2d(
+        grid_size: Tuple[int, int],
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+        slots: Optional[int] = None,
+) -> torch.Tensor:
+    """The cached ``(N+1, slots)`` 0/1 matrix: per key, its slots (its grid row and column; the class token: the
+    two class-token slots), in the layout of :func:`relative_position_row_col_index_2d`; unused slots are 0."""
+    slots = grid_size[0] + grid_size[1] + 2 if slots is None else slots
+    return _cached("row_col_onehot", grid_size, 0, device, dtype, slots=slots)
+
+
+#: Slots are padded so that ``head_dim + slots`` is a multiple of this: fused attention kernels run fastest on
+#: such widths (measured on CPU: width 96 takes less time than 94).
+SLOT_ALIGN = 8
+
+
+@register_notrace_function
+@torch.jit.ignore
+def relative_position_row_col_2d(
+        like: torch.Tensor,
+        grid_size: Tuple[int, int],
+        max_distance: int,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Both cached row/column tables on ``like``'s device (the one-hot in ``like``'s dtype), padded so that
+    ``like.shape[-1] + slots`` is a multiple of :data:`SLOT_ALIGN`: a leaf for FX and TorchScript, which cannot
+    trace the cache."""
+    slots = grid_size[0] + grid_size[1] + 2
+    slots += -(like.shape[-1] + slots) % SLOT_ALIGN
+    return (relative_position_row_col_index_2d(grid_size, max_distance, like.device, slots),
+            relative_position_row_col_onehot_2d(grid_size, like.device, like.dtype, slots))
 
 
 def clear_relative_position_cache() -> None:
@@ -146,6 +253,11 @@ class RelativePosition2D(nn.Module):
     def reset_parameters(self) -> None:
         trunc_normal_(self.table_v, std=REL_POS_INIT_STD)
         trunc_normal_(self.table_h, std=REL_POS_INIT_STD)
+
+    def tables(self, width: Optional[int] = None) -> torch.Tensor:
+        """``(2 (2m+2), width)``: ``[table_v; table_h]`` stacked, their first ``width`` columns (default: all)."""
+        tables = torch.cat([self.table_v, self.table_h])
+        return tables if width is None else tables[:, :width]
 
     def forward(self, width: Optional[int] = None) -> torch.Tensor:
         """``(N+1, N+1, width)`` embeddings from the first ``width`` table columns (default: all)."""
