@@ -17,11 +17,18 @@ keys' one-hot slots (:func:`~.relative_position.relative_position_row_col_2d`)::
     sum_j a_ij R_v[i, j] = sum_x (sum_j a_ij K[j, x]) T_v[G[i, x]]  # values: the attention mass of each slot
 
 so ``sdpa([q, (q T_k^T)[G]], [k, K], [v, K])`` returns ``attn @ v`` in its first ``d`` columns and the slot masses
-in the rest; the masses are scattered onto the table rows and multiplied by ``T_v``. The work beyond plain
-attention is ``N^2 (H+W+2)`` per head inside the fused kernel and two ``N x 2(2m+2) x d`` table products, instead
-of ``2 N^2 d`` and two ``(N, N, d)`` gathers. The class-token query meets only row 0 of both tables, so its slots
-all point there. Clipped grids (a side longer than ``m + 1``) differ only in ``G`` (several slots of a query share
-a row; the scatter adds them).
+in the rest. The class-token query meets only row 0 of both tables, so its slots all point there. Clipped grids (a
+side longer than ``m + 1``) differ only in ``G``: several slots of a query share a table row. The work beyond
+plain attention is ``N^2 (H+W+2)`` per head inside the fused kernel (slots padded so that ``d + slots`` is a
+multiple of 8, the widths fused kernels run fastest on), instead of ``2 N^2 d`` and two ``(N, N, d)`` gathers, plus
+the two small table terms, done one of two ways (both exact):
+
+* few rows per query (``batch x heads < 16``, e.g. batch-1 inference): one matmul ``q T_k^T`` against all
+  ``2(2m+2)`` table rows, gathered per query; masses scattered onto the table rows and multiplied by ``T_v``
+  (large matmuls; nothing per query but an index);
+* many rows (training, batched inference): the tables gathered per query once, ``T[G]`` of shape
+  ``(N, slots, d)``, and two batched matmuls over the query index. Only the needed products, and less to keep
+  for backward (no ``(B, h, N, 2(2m+2))`` tensors, and ``q`` is not kept through the fused call's inputs).
 
 The explicit formulation stays as the reference for cost measurement: MACs are counted with the relative products
 as ``N^2 d`` matmuls (``timm_nas.cost.count_macs``, as the original's measured FLOPs did), so inside
@@ -78,6 +85,17 @@ def _explicit_wanted() -> bool:
                for mode in _get_current_dispatch_mode_stack())
 
 
+#: Rows per query (batch x heads) from which the per-query table path is used (module docstring).
+PER_QUERY_MIN_ROWS = 16
+
+
+@torch.jit.ignore
+def _many_rows(q: torch.Tensor) -> bool:
+    if isinstance(q, torch.fx.Proxy):
+        return True  # FX records one path; the shape is not known while tracing
+    return q.shape[0] * q.shape[1] >= PER_QUERY_MIN_ROWS
+
+
 def _rel_pos_attention_explicit(
         q: torch.Tensor,
         k: torch.Tensor,
@@ -123,18 +141,29 @@ def _rel_pos_attention_fused(
     # (N, X) each: X >= H_grid + W_grid + 2 slots, padded so that d + X is a multiple of 8
     index, onehot = relative_position_row_col_2d(q, grid_size, max_distance)
     X = index.shape[-1]
-    index = index.expand(B, H, N, X)
+    per_query = _many_rows(q)
+    if per_query:
+        rows_k = F.embedding(index, tables_k)  # (N, X, d): per query, the key-table row of every slot
+        q_by_query = q.permute(2, 0, 1, 3).reshape(N, B * H, D)  # (N, B*h, d)
+        slot_logits = torch.bmm(q_by_query, rows_k.transpose(1, 2)).view(N, B, H, X).permute(1, 2, 0, 3)
+    else:
+        table_logits = q @ tables_k.transpose(0, 1)  # (B, h, N, 2(2m+2)): q_i . every table row
+        slot_logits = table_logits.gather(-1, index.expand(B, H, N, X))
     onehot = onehot.expand(B, H, N, X)
-    table_logits = q @ tables_k.transpose(0, 1)  # (B, h, N, 2(2m+2)): q_i . every table row
     out = F.scaled_dot_product_attention(
-        torch.cat([q, table_logits.gather(-1, index)], dim=-1),  # (B, h, N, d + X)
+        torch.cat([q, slot_logits], dim=-1),  # (B, h, N, d + X)
         torch.cat([k, onehot], dim=-1),
         torch.cat([v, onehot], dim=-1),
         dropout_p=attn_drop if training else 0.0,
         scale=scale,
     )  # (B, h, N, d + X): attn @ v, then each slot's attention mass
-    mass = torch.zeros_like(table_logits).scatter_add_(-1, index, out[..., D:])  # (B, h, N, 2(2m+2))
-    out = out[..., :D] + mass @ tables_v
+    if per_query:
+        rows_v = F.embedding(index, tables_v)  # (N, X, d)
+        mass = out[..., D:].permute(2, 0, 1, 3).reshape(N, B * H, X)  # (N, B*h, X)
+        rel = torch.bmm(mass, rows_v).view(N, B, H, D).transpose(0, 1)  # (B, N, h, d)
+        return (out[..., :D].transpose(1, 2) + rel).reshape(B, N, H * D)
+    mass = q.new_zeros((B, H, N, tables_v.shape[0])).scatter_add_(-1, index.expand(B, H, N, X), out[..., D:])
+    out = out[..., :D] + mass @ tables_v  # mass: (B, h, N, 2(2m+2)) per table row
     return out.transpose(1, 2).reshape(B, N, H * D)
 
 
