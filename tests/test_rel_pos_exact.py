@@ -140,16 +140,19 @@ def test_reference_context_runs_the_explicit_formulation():
 
 
 def test_row_col_tables_reproduce_the_original_embeddings():
-    """sum_x onehot[j, x] T[index[i, x]] equals table_v[iv(i, j)] + table_h[ih(i, j)] for every pair."""
+    """sum_x onehot[j, x] T[index[i, x]] equals table_v[iv(i, j)] + table_h[ih(i, j)] for every patch key j;
+    the class-token key (no slot) meets table_v[0] + table_h[0] from every query."""
     for grid, m in GRIDS:
         g = torch.Generator().manual_seed(0)
         tv, th = torch.randn(2 * m + 2, 5, generator=g, dtype=torch.float64), torch.randn(2 * m + 2, 5, generator=g,
                                                                                            dtype=torch.float64)
-        index = relative_position_row_col_index_2d(grid, m, slots=grid[0] + grid[1] + 4)
-        onehot = relative_position_row_col_onehot_2d(grid, dtype=torch.float64, slots=grid[0] + grid[1] + 4)
+        index = relative_position_row_col_index_2d(grid, m, slots=grid[0] + grid[1] + 2)
+        onehot = relative_position_row_col_onehot_2d(grid, dtype=torch.float64, slots=grid[0] + grid[1] + 2)
         assert onehot[:, -2:].eq(0).all() and index[:, -2:].eq(0).all()  # padding slots are empty
+        assert onehot[0].eq(0).all()
         rows = torch.cat([tv, th])[index]  # (N, X, 5): per query, the table row of each slot
         ours = torch.einsum("jx,ixc->ijc", onehot, rows)
+        ours[:, 0] = tv[0] + th[0]
         torch.testing.assert_close(ours, relative_embeddings(tv, th, grid, m), rtol=0, atol=1e-14)
         iv, _ = relative_index(grid, m)
         assert iv.shape == (grid[0] * grid[1] + 1,) * 2

@@ -10,18 +10,19 @@ embeddings ``R_k, R_v`` of shape ``(N, N, d)`` (``relative_position.py``)::
 The original forms ``R_k, R_v`` and both relative terms as batched matmuls over the query index (``N^2 d``
 multiply-accumulates each per head) and therefore computes attention explicitly. ``R[i, j]`` depends only on the
 query and the key's grid row and column, so the same values come out of one fused attention call, exactly. With
-``G`` the ``(N, H+W+2)`` per-query table rows of each key row, key column and the class-token key, and ``K`` the
-keys' one-hot slots (:func:`~.relative_position.relative_position_row_col_2d`)::
+``G`` the ``(N, H+W)`` per-query table rows of each key row and key column, and ``K`` the patch keys' one-hot
+slots (:func:`~.relative_position.relative_position_row_col_2d`)::
 
-    q . R_k[i, j] = sum_x K[j, x] (q T_k^T)[i, G[i, x]]            # logits: a gathered (N, H+W+2) term per query
+    q . R_k[i, j] = sum_x K[j, x] (q T_k^T)[i, G[i, x]]            # logits: a gathered (N, H+W) term per query
     sum_j a_ij R_v[i, j] = sum_x (sum_j a_ij K[j, x]) T_v[G[i, x]]  # values: the attention mass of each slot
 
 so ``sdpa([q, (q T_k^T)[G]], [k, K], [v, K])`` returns ``attn @ v`` in its first ``d`` columns and the slot masses
-in the rest. The class-token query meets only row 0 of both tables, so its slots all point there. Clipped grids (a
-side longer than ``m + 1``) differ only in ``G``: several slots of a query share a table row. The work beyond
-plain attention is ``N^2 (H+W+2)`` per head inside the fused kernel (slots padded so that ``d + slots`` is a
-multiple of 8, the widths fused kernels run fastest on), instead of ``2 N^2 d`` and two ``(N, N, d)`` gathers, plus
-the two small table terms, done one of two ways (both exact):
+in the rest. The class-token key meets row 0 of both tables from every query, so its terms are folded into its
+key and value: ``k_0 + T_k[0] + T_k[M]``, ``v_0 + T_v[0] + T_v[M]`` (``M = 2m + 2``). The class-token query meets
+only row 0 of both tables, so its slots all point there. Clipped grids (a side longer than ``m + 1``) differ only
+in ``G``: several slots of a query share a table row. The work beyond plain attention is ``N^2 (H+W)`` per head
+inside the fused kernel (slots padded so that ``d + slots`` is a multiple of 4: odd widths run slower), instead
+of ``2 N^2 d`` and two ``(N, N, d)`` gathers, plus the two small table terms, done one of two ways (both exact):
 
 * few rows per query (``batch x heads < 16``, e.g. batch-1 inference): one matmul ``q T_k^T`` against all
   ``2(2m+2)`` table rows, gathered per query; masses scattered onto the table rows and multiplied by ``T_v``
@@ -138,7 +139,7 @@ def _rel_pos_attention_fused(
 ) -> torch.Tensor:
     """One fused attention call on queries, keys and values extended by the row/column slots (module docstring)."""
     B, H, N, D = q.shape
-    # (N, X) each: X >= H_grid + W_grid + 2 slots, padded so that d + X is a multiple of 8
+    # (N, X) each: X >= H_grid + W_grid slots, padded so that d + X is a multiple of 4
     index, onehot = relative_position_row_col_2d(q, grid_size, max_distance)
     X = index.shape[-1]
     per_query = _many_rows(q)
@@ -150,10 +151,15 @@ def _rel_pos_attention_fused(
         table_logits = q @ tables_k.transpose(0, 1)  # (B, h, N, 2(2m+2)): q_i . every table row
         slot_logits = table_logits.gather(-1, index.expand(B, H, N, X))
     onehot = onehot.expand(B, H, N, X)
+    k_ext, v_ext = torch.cat([k, onehot], dim=-1), torch.cat([v, onehot], dim=-1)  # (B, h, N, d + X)
+    # the class-token key's relative terms (row 0 of both tables, from every query) folded into its key and value
+    rows, first = tables_k.shape[0] // 2, index.new_zeros(1)
+    k_ext = k_ext.index_add_(2, first, F.pad(tables_k[0] + tables_k[rows], (0, X)).expand(B, H, 1, D + X))
+    v_ext = v_ext.index_add_(2, first, F.pad(tables_v[0] + tables_v[rows], (0, X)).expand(B, H, 1, D + X))
     out = F.scaled_dot_product_attention(
         torch.cat([q, slot_logits], dim=-1),  # (B, h, N, d + X)
-        torch.cat([k, onehot], dim=-1),
-        torch.cat([v, onehot], dim=-1),
+        k_ext,
+        v_ext,
         dropout_p=attn_drop if training else 0.0,
         scale=scale,
     )  # (B, h, N, d + X): attn @ v, then each slot's attention mass

@@ -16,12 +16,12 @@ The explicit ``(N+1, N+1, width)`` embeddings (:func:`relative_position_embeddin
 ``(2m+2)^2`` sums ``table_v[a] + table_h[b]`` with one gather of a cached pair index ``a (2m+2) + b``.
 
 Attention never needs them, though (``rel_pos_attention``): the pair's table rows depend only on the query and
-the key's grid *row* (``iv``) or *column* (``ih``), so one query meets at most ``H + W + 2`` distinct table rows
-(two for the class-token key). :func:`relative_position_row_col_index_2d` gives, per query, the row of the stacked
-tables ``[table_v; table_h]`` for every key row, key column and the class-token key;
-:func:`relative_position_row_col_onehot_2d` says which of those ``H + W + 2`` slots each key occupies. With
-``G = index`` and ``K = onehot``, ``table_v[iv(i, j)] + table_h[ih(i, j)] = sum_x K[j, x] T[G[i, x]]`` for every
-pair, clipped or not (clipping only makes several slots of a query share a table row).
+the key's grid *row* (``iv``) or *column* (``ih``); the class-token key meets row 0 of both tables from every
+query. :func:`relative_position_row_col_index_2d` gives, per query, the row of the stacked tables
+``[table_v; table_h]`` for every key row and key column (``H + W`` slots); :func:`relative_position_row_col_onehot_2d`
+says which slots each patch key occupies (the class-token key none). With ``G = index``, ``K = onehot`` and ``M =
+2m + 2``, ``table_v[iv(i, j)] + table_h[ih(i, j)] = sum_x K[j, x] T[G[i, x]]`` for every patch key ``j`` and
+``= T[0] + T[M]`` for the class-token key, clipped or not (clipping only makes several slots share a table row).
 """
 import threading
 from typing import Dict, Optional, Tuple
@@ -70,33 +70,31 @@ def _build_index(grid_h: int, grid_w: int, max_distance: int) -> torch.Tensor:
 
 
 def _build_row_col(grid_h: int, grid_w: int, max_distance: int, kind: str, slots: int) -> torch.Tensor:
-    """``(N+1, slots)``: ``[class-token key (v), class-token key (h), key rows 0..H-1, key columns 0..W-1]``, then
-    empty slots (index 0, no key) up to ``slots``.
+    """``(N+1, slots)``: ``[key rows 0..H-1, key columns 0..W-1]``, then empty slots (index 0, no key) up to
+    ``slots``.
 
     ``kind == "row_col_index"``: per query, the row of ``[table_v; table_h]`` (``2m+2`` rows each) that each slot
     uses; the class-token query uses row 0 of either table for every key. ``kind == "row_col_onehot"``: per key,
-    1 in the slots it occupies (its row and column, or the two class-token slots).
+    1 in the slots it occupies (a patch key: its row and its column; the class-token key: none).
     """
     cpu = torch.device("cpu")
     rows = 2 * max_distance + 2
     pos = torch.arange(grid_h * grid_w, device=cpu)
     r, c = pos // grid_w, pos % grid_w
-    n, x = grid_h * grid_w + 1, grid_h + grid_w + 2
+    n, x = grid_h * grid_w + 1, grid_h + grid_w
     if slots < x:
         raise ValueError(f"a {grid_h}x{grid_w} grid needs at least {x} slots, got {slots}")
     if kind == "row_col_onehot":
         onehot = torch.zeros(n, slots, device=cpu)
-        onehot[0, :2] = 1.0
-        onehot[pos + 1, r + 2] = 1.0
-        onehot[pos + 1, c + 2 + grid_h] = 1.0
+        onehot[pos + 1, r] = 1.0
+        onehot[pos + 1, c + grid_h] = 1.0
         return onehot
     index = torch.zeros(n, slots, dtype=torch.long, device=cpu)
-    index[:, 1] = rows  # the class-token key: table_v[0] and table_h[0] (row 0 of the second table)
     dv = (torch.arange(grid_h, device=cpu)[None, :] - r[:, None]).clamp(-max_distance, max_distance)
     dh = (torch.arange(grid_w, device=cpu)[None, :] - c[:, None]).clamp(-max_distance, max_distance)
-    index[1:, 2:2 + grid_h] = dv + max_distance + 1
-    index[1:, 2 + grid_h:x] = dh + max_distance + 1 + rows
-    index[0, 2 + grid_h:x] = rows  # the class-token query: index 0 of both tables for every key
+    index[1:, :grid_h] = dv + max_distance + 1
+    index[1:, grid_h:x] = dh + max_distance + 1 + rows
+    index[0, grid_h:x] = rows  # the class-token query: row 0 of both tables for every key
     return index
 
 
@@ -163,10 +161,10 @@ def relative_position_row_col_index_2d(
         device: Optional[torch.device] = None,
         slots: Optional[int] = None,
 ) -> torch.Tensor:
-    """The cached ``(N+1, slots)`` long index: per query, the row of ``[table_v; table_h]`` used by the class-token
-    key (two slots: vertical, horizontal), by each key row ``0..H-1`` and by each key column ``0..W-1``; then
-    unused slots (index 0) up to ``slots`` (default ``H + W + 2``: none)."""
-    slots = grid_size[0] + grid_size[1] + 2 if slots is None else slots
+    """The cached ``(N+1, slots)`` long index: per query, the row of ``[table_v; table_h]`` used by each key row
+    ``0..H-1`` and by each key column ``0..W-1``; then unused slots (index 0) up to ``slots`` (default ``H + W``:
+    none). The class-token key uses rows ``0`` and ``2m+2`` (row 0 of each table) from every query."""
+    slots = grid_size[0] + grid_size[1] if slots is None else slots
     return _cached("row_col_index", grid_size, max_distance, device, slots=slots)
 
 
@@ -176,15 +174,15 @@ def relative_position_row_col_onehot_2d(
         dtype: Optional[torch.dtype] = None,
         slots: Optional[int] = None,
 ) -> torch.Tensor:
-    """The cached ``(N+1, slots)`` 0/1 matrix: per key, its slots (its grid row and column; the class token: the
-    two class-token slots), in the layout of :func:`relative_position_row_col_index_2d`; unused slots are 0."""
-    slots = grid_size[0] + grid_size[1] + 2 if slots is None else slots
+    """The cached ``(N+1, slots)`` 0/1 matrix: per key, its slots (a patch key: its grid row and column; the class
+    token: none), in the layout of :func:`relative_position_row_col_index_2d`; unused slots are 0."""
+    slots = grid_size[0] + grid_size[1] if slots is None else slots
     return _cached("row_col_onehot", grid_size, 0, device, dtype, slots=slots)
 
 
-#: Slots are padded so that ``head_dim + slots`` is a multiple of this: fused attention kernels run fastest on
-#: such widths (measured on CPU: width 96 takes less time than 94).
-SLOT_ALIGN = 8
+#: Slots are padded so that ``head_dim + slots`` is a multiple of this: fused attention kernels are slower on odd
+#: widths (measured on CPU, torch 2.14: widths 92 and 96 take about the same time, 94 6% more).
+SLOT_ALIGN = 4
 
 
 @register_notrace_function
@@ -197,7 +195,7 @@ def relative_position_row_col_2d(
     """Both cached row/column tables on ``like``'s device (the one-hot in ``like``'s dtype), padded so that
     ``like.shape[-1] + slots`` is a multiple of :data:`SLOT_ALIGN`: a leaf for FX and TorchScript, which cannot
     trace the cache."""
-    slots = grid_size[0] + grid_size[1] + 2
+    slots = grid_size[0] + grid_size[1]
     slots += -(like.shape[-1] + slots) % SLOT_ALIGN
     return (relative_position_row_col_index_2d(grid_size, max_distance, like.device, slots),
             relative_position_row_col_onehot_2d(grid_size, like.device, like.dtype, slots))
