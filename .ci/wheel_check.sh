@@ -20,6 +20,8 @@ for fam in fams:
 # render a model card from the wheel's templates (architecture-only export of a meta-device model)
 import timm_nas.hub as hub
 out = hub.export(timm_nas.create_model("autoformer_subnet", device="meta"), Path.cwd() / "card_check")
-assert "import timm_nas" in (out / "README.md").read_text()
+card = (out / "README.md").read_text()
+assert "import timm_nas" in card and "AutoFormer: Searching Transformers" in card, card[:400]  # the family template
+assert "{{" not in card and "{%" not in card, "unrendered Jinja2 in the card"
 print(f"wheel ok: timm_nas from {timm_nas.__file__}; registry families {fams}; cards {sorted(p.name for p in cards.iterdir())}")
 PYEOF

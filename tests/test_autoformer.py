@@ -209,7 +209,7 @@ def test_features_and_head_follow_the_active_subnet():
     x = images()
     with torch.no_grad(), model.use_subnet(SUB):
         feats = model.forward_features(x)
-        assert feats.shape == (2, 17, 96) and model.last_subnet == SUB
+        assert feats.shape == (2, 17, 96) and model.last_arch() == SUB
         assert model.forward_head(feats, pre_logits=True).shape == (2, model.head_hidden_size)
         assert model(x).shape == (2, 10)
     model.reset_classifier(0)
@@ -535,7 +535,7 @@ def _train_sequence(model: AutoFormerSupernet, n: int) -> list:
     with torch.no_grad():
         for _ in range(n):
             model(images(1))
-            seen.append(model.last_subnet)
+            seen.append(model.last_arch())
     return seen
 
 
@@ -551,7 +551,7 @@ def test_uniform_sampling_is_seeded_and_resumable():
     first.eval()
     with torch.no_grad():
         first(images(1))
-    assert first.last_subnet == space.full() and first.step == 3 and first.state_dict()["subnet_step"].item() == 3
+    assert first.last_arch() == space.full() and first.step == 3 and first.state_dict()["subnet_step"].item() == 3
     resumed = make_supernet(seed=3)
     resumed.load_state_dict(first.state_dict())
     assert resumed.step == 3

@@ -2,6 +2,7 @@
 throughput; the generic measuring API."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -156,12 +157,8 @@ _FAST_MACS = 1.6e9
 
 
 def _analytic(model: nn.Module) -> int:
-    # Each family's config and the shape arguments its formula takes (defaults are the models' defaults).
-    if hasattr(model, "genotype"):
-        return cost.count_macs(model.genotype, stem_type=model.stem_type)
-    if hasattr(model, "arch"):
-        return cost.count_macs(model.arch, embed_dim=model.embed_dim, num_heads=model.num_heads)
-    return cost.count_macs(model.subnet)
+    # Each family's config and the shape arguments the model recorded (model.cost_args).
+    return cost.model_cost(model)[1]
 
 
 def _published_params() -> list:
@@ -182,3 +179,94 @@ def test_published_static_models_three_counts_agree(name, kw):
     analytic = _analytic(model)
     assert cost.measure_macs(model, x) == analytic
     assert cost.flop_counter_macs(model, x) == analytic
+
+
+# ------------------------------------------------------------- one input: the config plus the recorded shape
+_AUTOFORMER_SPACE = dict(embed_dim=[32, 48], depth=[1, 2], num_heads=[1, 2], mlp_ratio=[1.0, 2.0], head_dim=16)
+_S3_SPACE = dict(embed_dim=[[16], [16, 32], [16, 32], [16, 32]], depth=[[1], [1], [1, 2], [1]], head_dim=16,
+                 window_size=[[2, 4], [2, 4], [2], [1]], mlp_ratio=[1.0, 2.0])
+_S3_SUBNET = dict(embed_dim=[16, 32, 16, 32], depth=[1, 1, 2, 1], num_heads=[[1], [2], [1, 1], [2]],
+                  window_size=[[4], [2], [2, 2], [1]], mlp_ratio=[[2.0], [1.0], [1.0, 2.0], [1.0]])
+_SPVIT_SHAPE = dict(img_size=32, patch_size=8, embed_dim=48, depth=3, num_heads=3)
+_SPVIT_ARCH = dict(ops=["msa", "bconv3x3", "skip"], ffn_kept=[list(range(0, 192, 3)), list(range(40)), [5, 7]])
+
+#: One tiny model of every family, static and weight-sharing (num_classes=5 so that reset_classifier(10) changes it).
+_TINY = {
+    "autoformer_subnet": dict(subnet=dict(embed_dim=32, depth=2, num_heads=[1, 2], mlp_ratio=[2.0, 1.0]),
+                              img_size=32, patch_size=8, head_dim=16, num_classes=5),
+    "autoformer_supernet": dict(space=_AUTOFORMER_SPACE, img_size=32, patch_size=8, num_classes=5),
+    "s3_subnet": dict(subnet=_S3_SUBNET, img_size=64, num_classes=5),
+    "s3_supernet": dict(space=_S3_SPACE, img_size=64, num_classes=5),
+    "darts_cifar": dict(genotype="darts_v2", C=4, layers=3, auxiliary=True, num_classes=5),
+    "darts_imagenet": dict(genotype="pc_darts", C=8, layers=3, num_classes=5),
+    "darts_search": dict(C=4, layers=3, num_classes=5),
+    "spvit_deit": dict(arch=_SPVIT_ARCH, **_SPVIT_SHAPE, num_classes=5),
+    "spvit_search_deit": dict(**_SPVIT_SHAPE, num_classes=5),
+}
+
+
+def _static_of(model: nn.Module) -> nn.Module:
+    """The static model whose cost ``model_cost(model)`` gives: the model itself, or what a supernet / search
+    network extracts (its active subnet / derived architecture)."""
+    return model.extract().eval() if hasattr(model, "extract") else model
+
+
+def _input(cost_args: dict) -> torch.Tensor:
+    size = cost_args["img_size"]
+    h, w = (size, size) if isinstance(size, int) else size
+    return torch.zeros(1, cost_args["in_chans"], h, w)
+
+
+def _real(model: nn.Module) -> tuple[int, int]:
+    static = _static_of(model)
+    return cost.real_params(static), cost.measure_macs(static, _input(model.cost_args))
+
+
+@pytest.mark.parametrize("name", sorted(_TINY))
+def test_cost_args_give_the_real_counts(name):
+    """``count_*(cfg, **model.cost_args)`` equals the real model's counts, for every family, static and
+    weight-sharing; ``cost_args`` is JSON; ``model_cost`` is the same call."""
+    model = timm.create_model(name, **_TINY[name]).eval()
+    assert json.loads(json.dumps(model.cost_args)) == model.cost_args
+    cfg = cost.arch_config(model)
+    real = _real(model)
+    assert (cost.count_params(cfg, **model.cost_args), cost.count_macs(cfg, **model.cost_args)) == real
+    assert cost.model_cost(model) == real
+    if hasattr(model, "extract"):  # a weight-sharing model records its static models' shape arguments
+        assert _static_of(model).cost_args == model.cost_args
+
+
+@pytest.mark.parametrize("name", sorted(_TINY))
+def test_cost_args_follow_reset_classifier(name):
+    model = timm.create_model(name, **_TINY[name]).eval()
+    model.reset_classifier(10)
+    assert model.cost_args["num_classes"] == 10
+    assert cost.model_cost(model) == _real(model)
+    if "global_pool" in model.cost_args:  # AutoFormer: the head on every token
+        model.reset_classifier(10, global_pool="")
+        assert cost.model_cost(model) == _real(model)
+
+
+def test_model_cost_of_another_config():
+    """``config=`` takes a config or its dict; a supernet gives the cost of that subnet as its static model."""
+    from timm_nas.spaces import S3Space
+
+    supernet = timm.create_model("s3_supernet", **_TINY["s3_supernet"]).eval()
+    cfg = S3Space.from_dict(_S3_SPACE).smallest()
+    static = supernet.extract(cfg)
+    expected = (cost.real_params(static), cost.measure_macs(static.eval(), _input(supernet.cost_args)))
+    assert cost.model_cost(supernet, cfg) == cost.model_cost(supernet, cfg.to_dict()) == expected
+    with supernet.use_subnet(cfg):
+        assert cost.model_cost(supernet) == expected
+
+
+def test_model_cost_needs_cost_args():
+    with pytest.raises(TypeError, match="records no cost_args"):
+        cost.model_cost(nn.Linear(2, 2), AutoFormerSubnet(192, 2, (3, 4), (4.0, 3.5)))
+
+
+def test_spvit_cost_args_follow_set_input_size():
+    model = timm.create_model("spvit_deit", **_TINY["spvit_deit"]).eval()
+    model.set_input_size((48, 48))
+    assert model.cost_args["img_size"] == 48
+    assert cost.model_cost(model) == _real(model)

@@ -185,11 +185,11 @@ def test_search_network_genotype_method(golden):
 
     model, t = _search_model(golden)
     cases = load_json(golden("darts") / "search_cases.json")["derived_genotypes"]
-    assert model.genotype().to_text() == cases["alphas_random"]["text"]
+    assert model.derive_arch().to_text() == cases["alphas_random"]["text"]
     with torch.no_grad():
         model.alphas_normal.copy_(t["alphas_none_boosted_normal"])
         model.alphas_reduce.copy_(t["alphas_none_boosted_reduce"])
-    assert model.genotype().to_text() == cases["alphas_none_boosted"]["text"]
+    assert model.derive_arch().to_text() == cases["alphas_none_boosted"]["text"]
 
 
 # ------------------------------------------------------------------------------------ checkpoint conversion
@@ -290,7 +290,7 @@ def test_bad_arguments_raise():
         timm.create_model("darts_cifar", device="meta", not_an_arg=1)
     with pytest.raises(ValueError, match=r"stem_type='mnist' is not allowed"):
         timm.create_model("darts_cifar", device="meta", stem_type="mnist")
-    with pytest.raises(ValueError, match=r"'nope' is not in the darts registry"):
+    with pytest.raises(ValueError, match=r"'nope' is not a published darts architecture"):
         timm.create_model("darts_cifar", device="meta", genotype="nope")
 
 
@@ -377,7 +377,7 @@ def test_search_network_api():
     out = model(torch.randn(2, 3, 32, 32))
     out.sum().backward()
     assert model.alphas_normal.grad is not None and model.alphas_normal.grad.abs().sum() > 0
-    g = model.genotype()
+    g = model.derive_arch()
     assert g.normal_steps == 3 and g.normal_concat == (3, 4) and model.space.contains(g)
     assert model.no_weight_decay() == {"alphas_normal", "alphas_reduce"}
 

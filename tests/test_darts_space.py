@@ -130,9 +130,9 @@ def test_resolve_accepts_every_form():
     assert Genotype.resolve(DARTS_V2_TEXT) == g
     for alias in ("darts_v2", "DARTS_V2", "DARTS", "  darts_v2  "):
         assert Genotype.resolve(alias) == g
-    with pytest.raises(ValueError, match=r"'nope' is not in the darts registry; known: .*Pass a registry name"):
+    with pytest.raises(ValueError, match=r"'nope' is not a published darts architecture; known names: .*darts_v2.*or pass a Genotype"):
         Genotype.resolve("nope")
-    with pytest.raises(ValueError, match=r"genotype JSON text does not parse"):
+    with pytest.raises(ValueError, match=r"Genotype JSON text does not parse"):
         Genotype.resolve("{not json")
     with pytest.raises(TypeError, match=r"genotype must be a Genotype, a dict"):
         Genotype.resolve(3)  # type: ignore[arg-type]
@@ -217,14 +217,21 @@ def test_sample_is_in_space_and_reproducible():
 def test_mutate_stays_in_space_and_changes_with_probability():
     space = DartsSpace()
     g = _darts_v2()
-    assert space.mutate(g, 0, op_prob=0., edge_prob=0.) == g
-    m = space.mutate(g, 0, op_prob=1., edge_prob=0.)
+    assert space.mutate(g, 0, m_prob=0., s_prob=0.) == g
+    m = space.mutate(g, 0, m_prob=1., s_prob=0.)
     assert space.contains(m)
     assert all(a[0] != b[0] and a[1] == b[1] for a, b in zip(g.normal + g.reduce, m.normal + m.reduce))
-    e = space.mutate(g, 1, op_prob=0., edge_prob=1.)
+    e = space.mutate(g, 1, m_prob=0., s_prob=1.)
     assert space.contains(e) and e != g
     assert all(a[0] == b[0] for a, b in zip(g.normal, e.normal))
     assert space.mutate(g, 3) == space.mutate(g, 3)
+
+
+def test_mutate_old_argument_names_still_work_with_a_deprecation():
+    space, g = DartsSpace(), _darts_v2()
+    with pytest.warns(DeprecationWarning, match="m_prob"):
+        old = space.mutate(g, 4, op_prob=0.5, edge_prob=0.3)
+    assert old == space.mutate(g, 4, m_prob=0.5, s_prob=0.3)
 
 
 def test_crossover_takes_whole_nodes_from_parents():

@@ -138,7 +138,7 @@ def test_extract_without_recorded_args_would_be_refused(tmp_path: Path) -> None:
     sub = _supernet().extract(AutoFormerSpace.from_dict(SPACE).smallest())
     sub._model_args.pop("subnet")  # as if extract() had not recorded its architecture
     with pytest.raises(ValueError, match=r"autoformer_subnet takes its architecture as the 'subnet' argument.*"
-                                         r"update_model_args\(model, subnet=\.\.\.\)"):
+                                         r"timm_nas\.hub\.record_model_args\(model, subnet=\.\.\.\)"):
         hub.export(sub, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
@@ -195,7 +195,7 @@ def test_convert_lists_unexpected_and_missing_original_keys(tmp_path: Path) -> N
 def test_convert_without_a_fitting_preset_lists_them(tmp_path: Path) -> None:
     ckpt = _release_file(tmp_path / "custom.pth", _supernet())
     with pytest.raises(ValueError, match=r"fits none of the autoformer models \['autoformer_supernet_tiny', "
-                                         r"'autoformer_supernet_small', 'autoformer_supernet_base'\].*--model"):
+                                         r"'autoformer_supernet_small', 'autoformer_supernet_base'\].*model_name="):
         hub.convert_checkpoint("autoformer", ckpt, tmp_path / "out")
 
 

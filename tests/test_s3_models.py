@@ -98,7 +98,7 @@ def test_default_subnet_is_s3_t_and_args_are_checked():
         timm.create_model("s3_subnet", img_size=24, subnet=dict(
             embed_dim=[32, 32, 32], depth=[1, 1, 1], num_heads=[[1]] * 3, window_size=[[2]] * 3,
             mlp_ratio=[[1.0]] * 3))
-    with pytest.raises(KeyError, match="not in the s3 registry"):
+    with pytest.raises(ValueError, match="'s3_huge' is not a published s3 architecture; known names: .*s3_tiny"):
         resolve_subnet("s3_huge")
 
 
@@ -263,7 +263,7 @@ def test_training_samples_per_step_reproducibly_and_ties_unused_gradients():
     for _ in range(3):
         model.zero_grad()
         model(x).sum().backward()
-        seq.append(model.last_subnet)
+        seq.append(model.last_arch())
         assert all(p.grad is not None for p in model.parameters())
     assert len(set(seq)) > 1 and model.step == 3
     # the sequence is a function of (seed, step): another supernet with the same seed replays it, another seed not
@@ -273,7 +273,7 @@ def test_training_samples_per_step_reproducibly_and_ties_unused_gradients():
     assert [other.policy_subnet(k) for k in range(3)] != seq
     model.eval()
     model(x)
-    assert model.step == 3 and model.last_subnet == model.space.full()  # eval forwards do not advance the step
+    assert model.step == 3 and model.last_arch() == model.space.full()  # eval forwards do not advance the step
     # blocks beyond the sampled depth get exactly zero gradient; used ones get a real one
     cfg = seq[-1]
     for i, stage in enumerate(model.layers):

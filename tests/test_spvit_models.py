@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import timm_nas  # noqa: F401
+from timm_nas import cost
 from timm_nas.cost import count_macs, count_params, measure_macs, real_params
 from timm_nas.layers import (
     BConv,
@@ -404,3 +405,19 @@ def test_pruned_model_features_and_search_network_refusal():
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(feats(x), maps))
     with pytest.raises(RuntimeError, match=r"not supported by the SPViT search network.*extract\(\)"):
         timm.create_model("spvit_search_deit_tiny", features_only=True, device="meta")
+
+
+def test_a_fully_pruned_ffn_keeps_only_the_fc2_bias():
+    """Every FFN unit of a layer pruned: the pruned model keeps no hidden unit (timm's Mlp would silently build a
+    full-width layer for hidden_features=0), its counts equal the formulas', and it computes what the search
+    network computes with every unit's gate off (fc2's bias)."""
+    search = _search().eval()
+    arch = search.derive_arch()
+    arch = SPViTArch(arch.ops, ((),) + arch.ffn_kept[1:])
+    pruned = search.extract(arch).eval()
+    assert pruned.blocks[0].mlp.fc1.out_features == 0 and pruned.blocks[0].mlp.fc2.in_features == 0
+    params, macs = cost.model_cost(pruned)
+    assert params == real_params(pruned)
+    assert macs == measure_macs(pruned, torch.randn(1, 3, 32, 32), extra_handles=NO_NORMS)
+    x = torch.randn(2, 5, TINY["embed_dim"])
+    torch.testing.assert_close(pruned.blocks[0].mlp(x), search.blocks[0].mlp.fc2.bias.expand(2, 5, -1))

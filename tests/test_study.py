@@ -1,4 +1,5 @@
-"""The search-quality study (issue 9): data, statistics, training, and the whole pipeline in its smoke preset.
+"""The search-quality study (bench/search_quality/study.py, its modules in digits_study/): data, statistics,
+training, and the whole pipeline in its smoke preset.
 
 The smoke test checks that every step runs and that the outputs agree with each other (report vs JSON vs the
 per-architecture records vs the search logs), not what the study concludes.
@@ -7,16 +8,25 @@ from __future__ import annotations
 
 import json
 import math
+import runpy
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 pytest.importorskip("sklearn", reason="the study needs the 'study' extra (scikit-learn)")
 
-from timm_nas.study import StudyConfig, TrainBudget, derive_seed, load_digits_data, train_model  # noqa: E402
-from timm_nas.study.data import SPLITS, DigitsDataset, write_image_folder  # noqa: E402
-from timm_nas.study.stats import correlation_table, kendall_tau  # noqa: E402
-from timm_nas.study.training import seeded  # noqa: E402
+#: The study is a script of the source tree, not part of the package: import it from there.
+STUDY_DIR = Path(__file__).resolve().parents[1] / "bench" / "search_quality"
+if str(STUDY_DIR) not in sys.path:
+    sys.path.insert(0, str(STUDY_DIR))
+
+from digits_study import StudyConfig, TrainBudget, derive_seed, load_digits_data, train_model  # noqa: E402
+from digits_study.data import SPLITS, DigitsDataset, write_image_folder  # noqa: E402
+from digits_study.stats import correlation_table, kendall_tau  # noqa: E402
+from digits_study.training import seeded  # noqa: E402
 
 
 # one intra-op thread: see conftest.one_thread
@@ -138,7 +148,7 @@ def test_seeds_and_training_are_deterministic():
 def test_random_genotypes_of_similar_size(monkeypatch):
     from timm_nas.search import config_key
     from timm_nas.spaces import DartsSpace
-    from timm_nas.study import darts_study
+    from digits_study import darts_study
 
     space = DartsSpace()
     target = space.sample(0)
@@ -162,10 +172,11 @@ def _row(report: str, label: str) -> list[str]:
 
 
 def test_smoke_study_end_to_end(tmp_path):
-    """`timm-nas study --smoke`: report, JSON and plots are produced and agree with each other."""
+    """`study.py --smoke` (through `timm-nas study`): report, JSON and plots are produced and agree."""
+    from digits_study.report import PLOTS, fmt
+    from digits_study.supernet_study import best_so_far
+
     from timm_nas.cli import main
-    from timm_nas.study.report import PLOTS, fmt
-    from timm_nas.study.supernet_study import best_so_far
 
     out = tmp_path / "study"
     assert main(["study", "--smoke", "--out", str(out), "--seed", "3", "--quiet"]) == 0
@@ -232,7 +243,8 @@ def test_smoke_study_end_to_end(tmp_path):
     # the ImageFolder copy of the split, and re-rendering the report from the JSON alone
     assert len(list((out / "digits" / "test").rglob("*.png"))) == 360
     (out / "report.md").unlink()
-    assert main(["study", "--out", str(out), "--report-only", "--no-plots"]) == 0
+    study_main = runpy.run_path(str(STUDY_DIR / "study.py"))["main"]
+    assert study_main(["--out", str(out), "--report-only", "--no-plots"]) == 0
     assert (out / "report.md").read_text() == report
 
 
@@ -244,3 +256,30 @@ def test_study_command_errors(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main(["study", "--out", str(tmp_path / "file"), "--smoke"]) == 2
     assert "not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # argparse's own usage error, from the script's parser
+        main(["study", "--bogus"])
+    assert e.value.code == 2 and "--bogus" in capsys.readouterr().err
+
+
+def test_study_script_runs_from_any_cwd(tmp_path):
+    """`python bench/search_quality/study.py ...` from another folder (its help; --report-only needs no work)."""
+    r = subprocess.run([sys.executable, str(STUDY_DIR / "study.py"), "--out", "x", "--report-only"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "no results.json in x" in r.stderr, r.stderr
+
+
+def test_study_command_without_the_script(monkeypatch, capsys):
+    """An installed wheel has no bench folder: one line says where to get the script and how to run it."""
+    from timm_nas.cli import main
+    from timm_nas.commands import study
+
+    monkeypatch.setattr(study, "study_script", lambda: None)
+    assert main(["study", "--smoke"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bench/search_quality/study.py --out" in err
+
+
+def test_library_does_not_ship_the_study():
+    import timm_nas
+
+    assert not (Path(timm_nas.__file__).parent / "study").exists()

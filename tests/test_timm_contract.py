@@ -5,8 +5,9 @@ timm's test file is fetched with pip at test time (never committed) into ``.timm
 and run in a subprocess that imports ``timm_nas`` first, selecting our models with ``-k``. Tests that download
 pretrained weights are deselected.
 
-Each family's entry in ``FAMILIES`` lists its model patterns, whether they are ViT-like (timm's "non-standard"
-contract), and every test it skips with the reason.
+The models of each family come from its declaration (``timm_nas.family``); ``CONTRACT`` holds only this test's
+configuration per family: whether the models are ViT-like (timm's "non-standard" contract), whether they have
+``forward_intermediates``, and every test a model skips with the reason.
 """
 from __future__ import annotations
 
@@ -21,15 +22,16 @@ from pathlib import Path
 import pytest
 import timm
 
-import timm_nas
+import timm_nas  # noqa: F401  (registers the models)
+from timm_nas.family import families, get_family
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-#: family -> dict(patterns: timm name patterns, non_std: tested as ViT-like, feat_inter: has
-#: forward_intermediates, skips: {model pattern: {test name: reason}}).
-FAMILIES: dict[str, dict] = {
+#: family -> dict(non_std: tested as ViT-like, feat_inter: has forward_intermediates,
+#: skips: {model pattern: {test name: reason}}).
+CONTRACT: dict[str, dict] = {
     "autoformer": dict(
-        patterns=["autoformer_*", "tf_tas_*"], non_std=True, feat_inter=True,
+        non_std=True, feat_inter=True,
         skips={
             "autoformer_supernet*": {
                 "test_model_forward_intermediates": "a supernet's depth and widths follow the sampled subnet; features "
@@ -45,8 +47,7 @@ FAMILIES: dict[str, dict] = {
             },
         }),
     "darts": dict(
-        # darts_cifar / darts_imagenet / darts_search and <registry key>_cifar / _imagenet (registry/darts.json)
-        patterns=["darts_*", "*_darts_*", "*_cifar", "*_imagenet"], non_std=False, feat_inter=False,
+        non_std=False, feat_inter=False,
         skips={
             "darts_search": {
                 "test_model_forward_torchscript": "search cells index their edges with a running Python offset "
@@ -54,8 +55,8 @@ FAMILIES: dict[str, dict] = {
             },
         }),
     "spvit": dict(
-        # pruned models (spvit_deit*) are timm VisionTransformers and pass everything; the search networks skip:
-        patterns=["spvit_*"], non_std=True, feat_inter=True,
+        # pruned models (spvit_deit*) are timm VisionTransformers and pass everything; the search networks skip
+        non_std=True, feat_inter=True,
         skips={
             "spvit_search_deit*": {
                 "test_model_forward_intermediates": "the search network's blocks mix gated ops; features come from the "
@@ -75,7 +76,7 @@ FAMILIES: dict[str, dict] = {
         }),
     "s3": dict(
         # Swin-like: timm's standard contract (NHWC features, features_only, forward_intermediates) applies
-        patterns=["s3_*"], non_std=False, feat_inter=True,
+        non_std=False, feat_inter=True,
         skips={
             "s3_supernet*": {
                 "test_model_forward_torchscript": "supernet forward takes a runtime subnet config (Python data)",
@@ -114,13 +115,17 @@ def _timm_tests_dir() -> Path:
 
 
 def _family_models(family: str) -> list[str]:
-    return timm.list_models(FAMILIES[family]["patterns"], module=list(timm_nas._factory.MODEL_MODULES))
+    return get_family(family).models()
+
+
+def test_every_declared_family_has_a_contract_configuration() -> None:
+    assert sorted(CONTRACT) == sorted(families())
 
 
 def _prepare(tmp: Path, src: Path) -> Path:
     text = (src / "test_models.py").read_text()
-    non_std = [p for f in FAMILIES.values() if f["non_std"] for p in f["patterns"]]
-    feat = [fam for fam, f in FAMILIES.items() if f["feat_inter"]]
+    non_std = [m for fam, f in CONTRACT.items() if f["non_std"] for m in _family_models(fam)]
+    feat = [fam for fam, f in CONTRACT.items() if f["feat_inter"]]
     text, n1 = re.subn(r"^NON_STD_FILTERS = \[", "NON_STD_FILTERS = [" + "".join(f"{p!r}, " for p in non_std),
                        text, count=1, flags=re.M)
     text, n2 = re.subn(r"^FEAT_INTER_FILTERS = \[", "FEAT_INTER_FILTERS = [" + "".join(f"{p!r}, " for p in feat),
@@ -138,7 +143,7 @@ def _prepare(tmp: Path, src: Path) -> Path:
 
 
 @pytest.mark.contract
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", sorted(CONTRACT))
 def test_timm_model_contract(family: str, tmp_path: Path) -> None:
     models = _family_models(family)
     if not models:
@@ -147,7 +152,7 @@ def test_timm_model_contract(family: str, tmp_path: Path) -> None:
     select = "(" + " or ".join(models) + ")"
     excluded = list(_PRETRAINED_TESTS)
     skip_terms = []
-    for pattern, tests in FAMILIES[family]["skips"].items():
+    for pattern, tests in CONTRACT[family]["skips"].items():
         import fnmatch
         hit = [m for m in models if fnmatch.fnmatch(m, pattern)]
         for test in tests:

@@ -61,7 +61,7 @@ def train_sequence(model: nn.Module, steps: int) -> list:
     with torch.no_grad():
         for _ in range(steps):
             model(images(1))
-            out.append(model.last_subnet)
+            out.append(model.last_arch())
     return out
 
 
@@ -95,19 +95,19 @@ def test_sandwich_fixed_and_last_subnet_in_every_mode():
     assert train_sequence(fixed, 3) == [OUTSIDE_CHOICES] * 3 and fixed.step == 3
 
     model = train_py_model(seed=2)
-    assert model.last_subnet is None  # no forward yet
+    assert model.last_arch() is None  # no forward yet
     sampled = train_sequence(model, 1)[0]
     model.eval()
     with torch.no_grad():
         model(images(1))
-    assert model.last_subnet == space.full() and model.step == 1  # eval runs the active subnet, no step
+    assert model.last_arch() == space.full() and model.step == 1  # eval runs the active subnet, no step
     with torch.no_grad(), model.use_subnet(OUTSIDE_CHOICES):
         model(images(1))
-    assert model.last_subnet == OUTSIDE_CHOICES and model.active_subnet == space.full()
+    assert model.last_arch() == OUTSIDE_CHOICES and model.active_subnet == space.full()
     model.train()
     model.set_grad_checkpointing(True)
     model(images(2)).sum().backward()  # grad checkpointing: still one pick per forward
-    assert model.step == 2 and model.last_subnet == train_sequence(train_py_model(seed=2), 2)[1] != sampled
+    assert model.step == 2 and model.last_arch() == train_sequence(train_py_model(seed=2), 2)[1] != sampled
 
 
 class _ToySupernet(SupernetMixin, nn.Module):
@@ -288,8 +288,8 @@ SMALLEST = dict(embed_dim=32, depth=1, num_heads=[1], mlp_ratio=[1.0])
                                         r"\['embed_dim', 'depth', 'num_heads', 'mlp_ratio'\]"),
     (["--subnet", "autoformer_tinyy"], r"'autoformer_tinyy' is not in the autoformer registry"),
     (["--subnet", "missing.yaml"], r"--subnet file not found"),
-    (["--subnet", json.dumps(SMALLEST), "--model-kwargs", "seed=abc"], r"cannot be built with .*seed must be an int"),
-    (["--subnet", json.dumps(SMALLEST), "--model-kwargs", "space=tiny"], r"does not match AutoFormerSupernet.*Create "
+    (["--subnet", json.dumps(SMALLEST), "--model-args", json.dumps({"seed": "abc"})], r"cannot be built with .*seed must be an int"),
+    (["--subnet", json.dumps(SMALLEST), "--model-args", json.dumps({"space": "tiny"})], r"does not match AutoFormerSupernet.*Create "
                                                                           r"the model with the checkpoint's space"),
     (["--subnet", json.dumps(SMALLEST), "--use-ema"], r"holds no EMA weights"),
     (["--subnet", json.dumps(SMALLEST), "--results-file", "{ckpt}"], r"exists and is not a .json file; refusing to "

@@ -85,7 +85,7 @@ def _worker(out_dir: Path) -> None:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        subnets.append(model.last_subnet.to_dict())
+        subnets.append(model.last_arch().to_dict())
         losses.append(float(loss))
     result = dict(rank=rank, world=world, subnets=subnets, losses=losses, step=model.step,
                   digest=_digest(unwrap_model(ddp)))

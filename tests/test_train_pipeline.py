@@ -154,7 +154,7 @@ def train_one_epoch(parts: dict, epoch: int) -> list:
         optimizer.zero_grad()
         task.update_ema(step=num_updates)
         parts["scheduler"].step_update(num_updates=num_updates)
-        subnets.append(parts["model"].last_subnet)
+        subnets.append(parts["model"].last_arch())
     return subnets
 
 
@@ -187,7 +187,7 @@ def test_train_checkpoint_resume_and_eval_subnet(data_dir, tmp_path, capsys):
     for epoch in range(parts["num_epochs"]):
         subnets += train_one_epoch(parts, epoch)
         metrics = validate(parts["task"].get_eval_model(), parts["loader_eval"])
-        assert model.last_subnet == space.full()  # validation runs the active subnet
+        assert model.last_arch() == space.full()  # validation runs the active subnet
         ema_metrics = validate(parts["task"].get_eval_model(ema=True), parts["loader_eval"])
         parts["saver"].save_checkpoint(epoch, metric=ema_metrics["top1"])
         parts["scheduler"].step(epoch + 1, ema_metrics["top1"])
@@ -225,7 +225,7 @@ def test_train_checkpoint_resume_and_eval_subnet(data_dir, tmp_path, capsys):
             F.cross_entropy(run["task"].get_trainable_module()(x), y).backward()
             run["optimizer"].step()
             run["optimizer"].zero_grad()
-            continued.append(run["model"].last_subnet)
+            continued.append(run["model"].last_arch())
     assert continued[:2] == continued[2:] == [space.sample(generator_for(5, s)) for s in (steps, steps + 1)]
     sa, sb = parts["model"].state_dict(), resumed["model"].state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -318,7 +318,7 @@ def test_logit_distillation_from_a_teacher(data_dir):
     assert kd_grad.abs().sum() > 0  # the teacher's logits pull on the student
     result["loss"].backward()
     parts["optimizer"].step()
-    assert model.step == 1 and model.last_subnet is not None
+    assert model.step == 1 and model.last_arch() is not None
     assert not torch.equal(before["head.weight"], model.state_dict()["head.weight"])
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_before.items())  # teacher frozen
 

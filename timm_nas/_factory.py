@@ -8,7 +8,9 @@ import torch.nn as nn
 
 __all__ = ["create_model", "list_models", "MODEL_MODULES"]
 
-#: timm module names (the last component of the defining module) that hold timm-nas models.
+#: timm module names (the last component of the defining module) that hold timm-nas models. timm keys its module
+#: index by that last component only, so another package's ``darts.py`` shares a key: :func:`list_models` uses
+#: these names to narrow timm's list, then keeps the names whose entrypoint is defined in ``timm_nas``.
 MODEL_MODULES = ("autoformer", "darts", "s3", "spvit")
 
 
@@ -26,7 +28,18 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> nn
 
 
 def list_models(filter: str | list[str] = "", pretrained: bool = False) -> list[str]:
-    """The timm names of timm-nas's models (optionally filtered with timm's wildcard patterns)."""
+    """The timm names of timm-nas's models, and only those.
+
+    Args:
+        filter: timm's wildcard pattern(s), e.g. ``'autoformer*'``.
+        pretrained: only models with pretrained weights (names carry their pretrained tag, as in timm).
+    """
     from . import models  # noqa: F401
 
-    return timm.list_models(filter=filter, module=list(MODEL_MODULES), pretrained=pretrained)
+    names = timm.list_models(filter=filter, module=list(MODEL_MODULES), pretrained=pretrained)
+    return [n for n in names if _is_ours(n)]
+
+
+def _is_ours(name: str) -> bool:
+    """Whether the entrypoint of the timm model ``name`` is defined in the ``timm_nas`` package."""
+    return timm.models.model_entrypoint(name).__module__.startswith(f"{__package__}.")

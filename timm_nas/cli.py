@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "timm_nas.commands.spvit",
     "timm_nas.commands.s3",
     "timm_nas.commands.study",
+    "timm_nas.commands.latency",
 )
 
 
@@ -55,7 +56,10 @@ def _missing(parser: argparse.ArgumentParser) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "forward_unknown_args", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.unknown_args = unknown  # a command that forwards its arguments (`timm-nas study`) reads them here
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     func = getattr(args, "func", None)

@@ -1,12 +1,16 @@
-"""argparse ``type=`` converters shared by the sub-commands: a bad value is a one-line usage error."""
+"""argparse helpers shared by the sub-commands: ``type=`` converters (a bad value is a one-line usage error), the
+``--model-args`` reader, and deprecated aliases of renamed options."""
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
-__all__ = ["count", "json_object", "positive_int", "space_arg"]
+__all__ = ["count", "json_object", "positive_int", "space_arg", "model_args", "kv_pairs", "DeprecatedAlias",
+           "add_renamed", "HelpFormatter"]
 
 
 def _int_at_least(text: str, low: int, what: str) -> int:
@@ -58,3 +62,78 @@ def space_arg(text: str, what: str = "--space") -> str | dict[str, Any]:
             raise FileNotFoundError(f"{what} file not found: {Path(stripped).expanduser()}")
         return json_object(stripped, what)
     return stripped
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Help with each option's default and the description / epilog (the command's example) printed as written."""
+
+
+def model_args(value: str | dict[str, Any] | None, what: str = "--model-args") -> dict[str, Any]:
+    """The ``--model-args`` option: model arguments as a JSON object given inline or as a ``.json`` file holding one
+    (``{}`` when absent). A dict (what a deprecated ``k=v`` alias stored) passes through."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    stripped = value.strip()
+    if not stripped.startswith("{"):
+        try:
+            data = json.loads(stripped)
+        except json.JSONDecodeError:
+            pass  # not JSON: a file name
+        else:
+            raise ValueError(f"{what} must be a JSON object of model arguments (or a .json file holding one), e.g. "
+                             f"'{{\"patch_size\": 8}}'; got a JSON {type(data).__name__}: {stripped!r}")
+    return json_object(stripped, what)
+
+
+def kv_pairs(values: Sequence[str], what: str = "--model-kwargs") -> dict[str, Any]:
+    """``k=v`` words as timm's ``train.py --model-kwargs`` reads them: values literal-evaluated, else strings."""
+    out: dict[str, Any] = {}
+    for word in values:
+        if not word:
+            continue
+        key, sep, text = word.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentError(None, f"{what}: expected key=value, got {word!r}")
+        try:
+            out[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[key] = text
+    return out
+
+
+class DeprecatedAlias(argparse.Action):
+    """The old spelling of a renamed option: stores into the new option's ``dest`` and prints one deprecation line
+    to stderr. Keyword arguments: ``new`` (the new spelling), ``parse`` (optional: turns the given values into the
+    stored value, e.g. :func:`kv_pairs`)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, new: str,
+                 parse: Callable[[Any], Any] | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("help", argparse.SUPPRESS)
+        kwargs.setdefault("default", argparse.SUPPRESS)  # the new option sets the default
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+        self.parse = parse
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"{parser.prog}: warning: {option_string} is deprecated and will be removed in the next release; "
+              f"use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, self.parse(values) if self.parse is not None else values)
+
+
+def add_renamed(parser: Any, new: str, old: str, *, required: bool = False, old_kwargs: dict[str, Any] | None = None,
+                **kwargs: Any) -> argparse.Action:
+    """Add option ``new`` (``add_argument`` keyword arguments in ``kwargs``) and its deprecated spelling ``old``.
+
+    Both share one ``dest`` and exclude each other; ``required`` asks for one of them. ``old_kwargs`` (e.g.
+    ``nargs``, ``parse``) applies to the old spelling only, for an old form that reads its values differently.
+    Returns the new option's action.
+    """
+    group = parser.add_mutually_exclusive_group(required=required)
+    action = group.add_argument(new, **kwargs)
+    alias = {k: kwargs[k] for k in ("type", "nargs", "metavar", "choices") if k in kwargs}
+    alias.update(old_kwargs or {})
+    group.add_argument(old, dest=action.dest, action=DeprecatedAlias, new=new, **alias)
+    return action

@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ._argtypes import add_renamed
+
 
 def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction) -> None:
     """Add ``search darts`` and ``train-darts``."""
@@ -15,14 +17,18 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
         "darts", help="DARTS: differentiable search of a normal and a reduction cell",
         description="Run the DARTS search (quark0/darts train_search.py; defaults are the original's), log the "
                     "genotype every epoch, checkpoint and resume, and export the derived genotype network as a Hub "
-                    "folder. Runs data-parallel under torchrun (alphas stay identical on all ranks).")
+                    "folder. Runs data-parallel under torchrun (alphas stay identical on all ranks).",
+        epilog="""Example (CIFAR-10 as torchvision stores it under --data-dir; the original's settings):
+  timm-nas search darts --data-dir /path/to/cifar10 --out runs/darts""",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True, help="dataset root (an image folder, or a timm dataset root)")
     p.add_argument("--dataset", default="torch/cifar10",
                    help="timm dataset name, e.g. torch/cifar10 (default); '' for an image folder")
     p.add_argument("--train-split", default="train", help="split searched on (half trains the weights, half the "
                                                           "alphas)")
     p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
-    p.add_argument("--out", "--output", dest="output", required=True, help="run folder (search_log.jsonl, checkpoint.pth, genotype.json)")
+    add_renamed(p, "--out", "--output", required=True,
+                help="run folder (search_log.jsonl, checkpoint.pth, genotype.json)")
     p.add_argument("--order", type=int, choices=(1, 2), default=None, help="1: first order (default), 2: second")
     p.add_argument("--unrolled", action="store_true", help="same as --order 2 (the original's flag)")
     for flag, kind, what in (
@@ -62,7 +68,8 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     t.add_argument("--train-split", default="train")
     t.add_argument("--val-split", default="validation")
     t.add_argument("--download", action="store_true")
-    t.add_argument("--out", "--output", dest="output", required=True, help="run folder (last.pth.tar, model_best.pth.tar, history.jsonl)")
+    add_renamed(t, "--out", "--output", required=True,
+                help="run folder (last.pth.tar, model_best.pth.tar, history.jsonl)")
     for flag, kind in (("--epochs", int), ("--batch-size", int), ("--lr", float), ("--weight-decay", float),
                        ("--C", int), ("--layers", int), ("--auxiliary-weight", float), ("--drop-path", float),
                        ("--cutout", int), ("--ema-decay", float), ("--img-size", int), ("--seed", int),
@@ -109,10 +116,10 @@ def _run_search(args: argparse.Namespace) -> int:
     export = None
     if not args.no_export:
         num_classes = args.export_num_classes or dataset_num_classes(dataset)
-        export = dict(folder=Path(args.output) / "export", model_name=args.export_model,
+        export = dict(folder=Path(args.out) / "export", model_name=args.export_model,
                       model_kwargs={"num_classes": num_classes}, overwrite=args.overwrite, push_to=args.push_to_hub,
                       private=args.private)
-    result = search(dataset, args.output, cfg, resume=not args.no_resume, device=device,
+    result = search(dataset, args.out, cfg, resume=not args.no_resume, device=device,
                     progress=not args.no_progress, export=export)
     print(json.dumps({"genotype": result.genotype.to_dict(), "genotype_text": result.genotype.to_text(),
                       "valid_acc": result.history[-1]["valid_acc"] if result.history else None,
@@ -163,8 +170,8 @@ def _run_train(args: argparse.Namespace) -> int:
                                            std=IMAGENET_DEFAULT_STD)
         val.transform = create_transform(cfg.img_size, is_training=False, crop_pct=0.875, interpolation="bilinear",
                                          mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
-    result = train_genotype_network(train, val, args.output, cfg, device=_device(args.device),
+    result = train_genotype_network(train, val, args.out, cfg, device=_device(args.device),
                                     resume=not args.no_resume, progress=not args.no_progress)
     print(json.dumps({"best_top1": result["best_top1"], "epochs": len(result["history"]),
-                      "checkpoint": str(Path(args.output) / "model_best.pth.tar")}, indent=1))
+                      "checkpoint": str(Path(args.out) / "model_best.pth.tar")}, indent=1))
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._argtypes import json_object
+from ._argtypes import json_object, model_args
 
 __all__ = ["register"]
 
@@ -20,11 +20,11 @@ def _export(args: argparse.Namespace) -> int:
     from .._checkpoint import load_checkpoint_file, unwrap_state_dict
     from .._factory import create_model
 
-    model_args = json_object(args.model_args, "--model-args")
+    margs = model_args(args.model_args)
     card = json_object(args.card, "--card")
     if args.pretrained and args.checkpoint:
         raise ValueError("give either --pretrained or --checkpoint, not both")
-    model = create_model(args.model, pretrained=args.pretrained, **model_args)
+    model = create_model(args.model, pretrained=args.pretrained, **margs)
     if args.checkpoint:
         state = unwrap_state_dict(load_checkpoint_file(args.checkpoint))
         diff = hub.state_dict_mismatch(model.state_dict(), state)
@@ -51,16 +51,17 @@ def _convert(args: argparse.Namespace) -> int:
     from .. import hub
 
     card = json_object(args.card, "--card")
-    model_args = json_object(args.model_args, "--model-args")
+    margs = model_args(args.model_args)
     folder = hub.convert_checkpoint(args.family, args.checkpoint, args.out, model_name=args.model,
-                                    model_args=model_args, overwrite=args.overwrite, card=card or None)
+                                    model_args=margs, overwrite=args.overwrite, card=card or None)
     print(folder)
     return 0
 
 
 def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction) -> None:
     """Add ``export``, ``push`` and ``convert`` to the top-level sub-commands."""
-    from ..hub import CARD_KEYS, FAMILIES
+    from ..family import families
+    from ..hub import CARD_KEYS
 
     card_help = (f"model-card information as a JSON object or a .json file, keys {list(CARD_KEYS)} "
                  "(e.g. provenance, metrics with their dataset)")
@@ -90,7 +91,7 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     p = sub.add_parser("convert", help="turn an authors' released checkpoint into a Hub-ready folder",
                        description="Read the checkpoint with weights_only=True, map it with the family's "
                                    "checkpoint_filter_fn, load it strictly and export it.")
-    p.add_argument("family", choices=sorted(FAMILIES), help="model family")
+    p.add_argument("family", choices=sorted(families()), help="model family")
     p.add_argument("--checkpoint", required=True, help="the authors' .pth (or .safetensors) file")
     p.add_argument("--out", required=True, help="destination folder")
     p.add_argument("--model", help="timm model to load into (default: the family's model whose weight shapes fit)")

@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._argtypes import count, positive_int, space_arg
+from ._argtypes import HelpFormatter, count, positive_int, space_arg
 
 __all__ = ["register", "run_s3_space"]
 
@@ -39,7 +39,10 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
         description="S3 (Chen et al., NeurIPS 2021): estimate the E-T error of an S3 space with its supernet's "
                     "inherited weights, fit E-T error against every stage x dimension choice and shift the choices "
                     "against the slope; repeat. Optionally run AutoFormer's evolutionary search in the final space.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        epilog="""Example (a supernet trained with timm's train.py; two updates of the tiny preset):
+  timm-nas search s3-space --space tiny --checkpoint supernet.pth --data-dir /path/to/imagenet \\
+      --subset-per-class 10 --iterations 2 --num-samples 100 --params-max 30 --out runs/s3-space""",
+        formatter_class=HelpFormatter)
     m = p.add_argument_group("supernet")
     m.add_argument("--space", default="tiny", help="initial space: a preset (tiny, small, base), a JSON object or a "
                                                   ".json file")
@@ -83,6 +86,10 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     c.add_argument("--params-max", type=float, default=None, help="maximum parameters, millions")
     c.add_argument("--macs-min", type=float, default=None, help="minimum MACs of one image, G")
     c.add_argument("--macs-max", type=float, default=None, help="maximum MACs of one image, G")
+    c.add_argument("--latency-min", type=float, default=None, help="minimum predicted latency, ms (--latency-table)")
+    c.add_argument("--latency-max", type=float, default=None, help="maximum predicted latency, ms (--latency-table)")
+    c.add_argument("--latency-table", default=None,
+                   help="latency table of this device (timm-nas latency build); it must cover the evolved spaces")
 
     s = p.add_argument_group("architecture search in the final space (timm_nas.search.EvolutionSearch)")
     s.add_argument("--search-generations", type=count, default=0, help="generations (0: no search)")
@@ -124,7 +131,8 @@ def run_s3_space(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"checkpoint file not found: {args.checkpoint}")
     cost_kwargs = dict(num_classes=args.num_classes, img_size=args.img_size, patch_size=args.patch_size)
     constraints = Constraints(_scale(args.params_min, 1e6), _scale(args.params_max, 1e6), _scale(args.macs_min, 1e9),
-                              _scale(args.macs_max, 1e9), cost_kwargs=cost_kwargs)
+                              _scale(args.macs_max, 1e9), cost_kwargs=cost_kwargs, latency_min=args.latency_min,
+                              latency_max=args.latency_max, latency_table=args.latency_table)
     settings = SpaceEvolution(num_samples=args.num_samples, top_k=args.top_k, tau=args.tau, max_steps=args.max_steps,
                               block_value=args.block_value, dims=tuple(args.dims), constraints=constraints,
                               seed=args.seed)
@@ -139,6 +147,7 @@ def run_s3_space(args: argparse.Namespace) -> int:
         return model.to(device)
 
     probe = make_supernet(space).eval()  # checks the space at this input size before any data is read
+    constraints.check_latency_table(probe)
     train_loader = _train_loader(probe, data_dir, args, device) if (args.train_steps or args.finetune_steps) else None
     eval_loader, _ = _eval_loader(probe, data_dir, args, device)
 
@@ -214,5 +223,5 @@ def _search_final(result: Any, make_supernet: Any, loader: Any, constraints: Any
         "method": "S3 space evolution + AutoFormer evolutionary search", "supernet": "s3_supernet",
         "space": result.space.to_dict(), "seed": args.seed,
         "constraints": {k: v for k, v in constraints.to_dict().items() if k != "cost_kwargs"},
-        "weights": {"space_evolution": str(out)}})
+        "weights": {"space_evolution": str(out)}, **constraints.latency_record(best.config)})
     print(f"exported the best subnet to {folder}")

@@ -3,7 +3,8 @@
 Examples::
 
     timm-nas search tf-tas --space tiny --out runs/tf-tas-tiny                     # TF-TAS: 8000 x DSS, 3M-23M
-    timm-nas search evolution --space tiny --pretrained --data-dir /data/imagenet --out runs/evo-tiny
+    timm-nas search evolution --space tiny --checkpoint supernet-tiny.pth --data-dir /path/to/imagenet \
+        --params-min 5 --params-max 6 --out runs/evo-tiny
     timm-nas search random --space small --proxy synflow --candidates 500 --out runs/random-small
     torchrun --nproc-per-node 2 -m timm_nas search tf-tas --space tiny --out runs/tf-tas-tiny
 
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._argtypes import json_object, positive_int, space_arg
+from ._argtypes import model_args, positive_int, space_arg
 
 __all__ = ["register", "run_cli_search", "search_from_args", "summary_table", "export_best"]
 
@@ -36,10 +37,16 @@ _STRATEGIES = {
 
 
 _EXAMPLES = {
-    "tf-tas": "example: timm-nas search tf-tas --space tiny --out runs/tf-tas-tiny",
-    "evolution": "example: timm-nas search evolution --space tiny --pretrained --data-dir /data/imagenet "
-                 "--params-min 5 --params-max 6 --out runs/evo-tiny",
-    "random": "example: timm-nas search random --space small --proxy synflow --candidates 500 --out runs/rnd-small",
+    "tf-tas": """Example (a randomly initialised supernet, no data; about a minute on a CPU):
+  timm-nas search tf-tas --space tiny --candidates 50 --out runs/tftas""",
+    "evolution": """Examples:
+  # fitness = top-1 with inherited weights of a supernet you trained (timm's train.py) or converted
+  timm-nas search evolution --space tiny --checkpoint supernet-tiny.pth --data-dir /path/to/imagenet \\
+      --params-min 5 --params-max 6 --out runs/evo-tiny
+  # fitness = a training-free proxy (no data)
+  timm-nas search evolution --space tiny --proxy dss --generations 3 --out runs/evo-dss""",
+    "random": """Example (scored by a training-free proxy, no data):
+  timm-nas search random --space small --proxy synflow --candidates 50 --out runs/rnd-small""",
 }
 
 
@@ -88,6 +95,9 @@ def _add_common(p: argparse.ArgumentParser, strategy: str) -> None:
                    help="maximum parameters, millions" + (f" (default {hi:g}, TF-TAS)" if hi is not None else ""))
     c.add_argument("--macs-min", type=float, default=None, help="minimum MACs of one image, G")
     c.add_argument("--macs-max", type=float, default=None, help="maximum MACs of one image, G")
+    c.add_argument("--latency-min", type=float, default=None, help="minimum predicted latency, ms (--latency-table)")
+    c.add_argument("--latency-max", type=float, default=None, help="maximum predicted latency, ms (--latency-table)")
+    c.add_argument("--latency-table", default=None, help="latency table of this device (timm-nas latency build)")
 
     r = p.add_argument_group("run")
     if strategy != "evolution":
@@ -100,7 +110,7 @@ def _add_common(p: argparse.ArgumentParser, strategy: str) -> None:
     r.add_argument("--top", type=positive_int, default=10, help="rows of the summary table (default 10)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--no-export", action="store_true", help="do not export the best subnet")
-    r.add_argument("--push-to-hub", metavar="REPO", default=None, help="push the exported subnet to this Hub repo")
+    r.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="push the exported subnet to this Hub repo")
     r.add_argument("--private", action="store_true", help="create the Hub repo private")
 
 
@@ -124,7 +134,9 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
         if name == "evolution":
             _add_evolution(p)
         p.set_defaults(func=run_cli_search, search_strategy=name)
-    p = search.add_parser("proxies", help="list the training-free proxies")
+    p = search.add_parser("proxies", help="list the training-free proxies",
+                          description="List the training-free proxies that --proxy accepts, with their sources.",
+                          epilog="Example:\n  timm-nas search proxies", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=_list_proxies)
 
 
@@ -169,7 +181,8 @@ def _constraints(args: argparse.Namespace, cost_kwargs: dict[str, Any] | None = 
     from ..search import Constraints
 
     return Constraints(_scale(args.params_min, 1e6), _scale(args.params_max, 1e6), _scale(args.macs_min, 1e9),
-                       _scale(args.macs_max, 1e9), cost_kwargs=cost_kwargs or {})
+                       _scale(args.macs_max, 1e9), cost_kwargs=cost_kwargs or {}, latency_min=args.latency_min,
+                       latency_max=args.latency_max, latency_table=args.latency_table)
 
 
 def _build_supernet(args: argparse.Namespace, device: Any) -> Any:
@@ -188,7 +201,7 @@ def _build_supernet(args: argparse.Namespace, device: Any) -> Any:
         kwargs["img_size"] = args.img_size
     if args.num_classes is not None:
         kwargs["num_classes"] = args.num_classes
-    extra = json_object(args.model_args, "--model-args")
+    extra = model_args(args.model_args)
     twice = sorted(set(extra) & (set(kwargs) | {"pretrained"}))
     if twice:
         raise ValueError(f"--model-args sets {twice}: use the options --space / --img-size / --num-classes / "
@@ -332,6 +345,7 @@ def search_from_args(args: argparse.Namespace) -> tuple[Any, Any, Path | None]:
     device = _device(args, dist)
     supernet = _build_supernet(args, device)
     constraints = _constraints(args, cost_kwargs(supernet))
+    constraints.check_latency_table(supernet)
     constraints.check_space(supernet.space)
 
     data_dir = getattr(args, "data_dir", None)
@@ -370,6 +384,10 @@ def search_from_args(args: argparse.Namespace) -> tuple[Any, Any, Path | None]:
     print(summary_table(result, args.top))
     print(f"best: candidate {best.index}, score {_fmt_score(best.score)}, {best.params / 1e6:.2f}M params, "
           f"{best.macs / 1e9:.3f}G MACs")
+    latency = constraints.latency_record(best.config)
+    if latency:
+        print(f"predicted latency of the best: {latency['latency_ms']:.2f} ms on {latency['latency_device']}")
+        _add_to_json(out / "best.json", latency)
     print(f"wrote {out / 'candidates.jsonl'}, {out / 'best.json'}, {out / 'pareto.json'}"
           + (f", {out / 'pareto.png'}" if (out / 'pareto.png').is_file() else ""))
     folder = None
@@ -378,7 +396,7 @@ def search_from_args(args: argparse.Namespace) -> tuple[Any, Any, Path | None]:
             "method": _METHOD_NAMES[args.search_strategy], "supernet": args.model,
             "space": args.space if not args.space.strip().startswith("{") else space.to_dict(),
             "constraints": {k: v for k, v in constraints.to_dict().items() if k != "cost_kwargs"},
-            "seed": args.seed, "scorer": scorer.describe(), "weights": _weights_arg(args)})
+            "seed": args.seed, "scorer": scorer.describe(), "weights": _weights_arg(args), **latency})
         print(f"exported the best subnet to {folder}")
         if args.push_to_hub:
             from .. import hub
@@ -391,6 +409,16 @@ def search_from_args(args: argparse.Namespace) -> tuple[Any, Any, Path | None]:
     return result, supernet, folder
 
 
+def _add_to_json(path: Path, fields: dict[str, Any]) -> None:
+    """Add ``fields`` to the JSON object in ``path`` (the predicted latency of ``best.json``)."""
+    import json
+
+    from .._io import atomic_write_text
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    atomic_write_text(path, json.dumps({**data, **fields}, indent=1) + "\n")
+
+
 _METHOD_NAMES = {"tf-tas": "TF-TAS zero-shot search", "evolution": "AutoFormer evolutionary search",
                  "random": "random search"}
 
@@ -399,8 +427,8 @@ def supernet_args(supernet: Any) -> dict[str, Any]:
     """The supernet's constructor arguments that shape scores and subnets (space, image and patch size, classes,
     ...), JSON-native: a resumed search must be the same search."""
     args: dict[str, Any] = {"space": supernet.space.to_dict()}
-    subnet_args = getattr(supernet, "subnet_model_args", None)
-    if callable(subnet_args):  # AutoFormer: every argument its static subnets are built with
+    subnet_args = getattr(supernet, "static_model_args", None)
+    if callable(subnet_args):  # every argument its static subnets are built with
         args.update((k, v) for k, v in subnet_args().items() if k != "subnet")
         return args
     size = getattr(getattr(supernet, "patch_embed", None), "img_size", None)

@@ -7,21 +7,27 @@ import json
 import sys
 from pathlib import Path
 
+from ._argtypes import add_renamed, model_args
+
 def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction) -> None:
     """Add ``search spvit`` and ``spvit-arch``."""
     p = search.add_parser(
         "spvit", help="SPViT: prune a pretrained DeiT's attention into convolutions against a FLOPs target",
         description="Train SPViT gates on a pretrained DeiT (the original's search recipe), derive the pruned "
-                    "architecture and export the pruned model as a Hub folder. Defaults are the original's.")
+                    "architecture and export the pruned model as a Hub folder. Defaults are the original's.",
+        epilog="""Example (DeiT-S weights from a local file, so nothing is downloaded):
+  timm-nas search spvit --data-dir /path/to/imagenet --model spvit_search_deit_small \\
+      --pretrained-file /path/to/deit_small_patch16_224.pth --out runs/spvit-small""",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True, help="dataset root (an ImageNet-style folder, or a timm dataset root)")
     p.add_argument("--dataset", default="", help="timm dataset name (default: image folder)")
     p.add_argument("--train-split", default="train")
     p.add_argument("--val-split", default="validation", help="evaluation split ('' to skip evaluation)")
-    p.add_argument("--out", "--output", dest="output", required=True, help="run folder (checkpoints, log, arch.json, export/)")
+    add_renamed(p, "--out", "--output", required=True, help="run folder (checkpoints, log, arch.json, export/)")
     p.add_argument("--model", default="spvit_search_deit_small",
                    help="spvit_search_deit_tiny / _small / _base (released search settings) or spvit_search_deit")
-    p.add_argument("--model-kwargs", default=None, type=_json_dict,
-                   help='further model arguments as a JSON object, e.g. \'{"embed_dim": 48, "depth": 2}\'')
+    add_renamed(p, "--model-args", "--model-kwargs", default=None,
+                help='further model arguments as a JSON object or .json file, e.g. \'{"embed_dim": 48, "depth": 2}\'')
     p.add_argument("--no-pretrained", action="store_true", help="start from random weights (for testing)")
     p.add_argument("--pretrained-file", default=None, help="local DeiT checkpoint to start from")
     p.add_argument("--target-flops", type=float, default=None, help="FLOPs target in GFLOPs (default: the model's)")
@@ -46,7 +52,8 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     p.add_argument("--no-export", action="store_true", help="do not export the pruned model")
     p.add_argument("--export-skip-mode", choices=("zero", "original"), default="zero",
                    help="skip layers of the exported model: 'zero' reproduces the search network (default)")
-    p.add_argument("--push-to", default=None, help="Hub repo id to push the export to")
+    add_renamed(p, "--push-to-hub", "--push-to", default=None, metavar="REPO_ID",
+                help="push the export to this Hub repo")
     p.add_argument("--private", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace a previous export folder")
     p.add_argument("--no-progress", action="store_true")
@@ -64,16 +71,6 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     a.set_defaults(func=_run_arch)
 
 
-def _json_dict(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object of model arguments")
-    return value
-
-
 def _run_search(args: argparse.Namespace) -> int:
     import os
 
@@ -88,8 +85,9 @@ def _run_search(args: argparse.Namespace) -> int:
         "stop_epoch", "input_size", "mixup", "cutmix", "drop_path", "seed", "workers") if getattr(args, k) is not None}
     overrides["pretrained"] = not args.no_pretrained
     overrides["repeated_aug"] = not args.no_repeated_aug
-    if args.model_kwargs:
-        overrides["model_kwargs"] = args.model_kwargs
+    extra = model_args(args.model_args)
+    if extra:
+        overrides["model_kwargs"] = extra
     overrides["pretrained_file"] = args.pretrained_file
     cfg = SPViTSearchConfig(**overrides)
     if not Path(args.data_dir).exists():
@@ -105,11 +103,11 @@ def _run_search(args: argparse.Namespace) -> int:
     if args.val_split:
         val = create_dataset(args.dataset, root=args.data_dir, split=args.val_split, is_training=False)
         val.transform = search_transforms(cfg, is_training=False)
-    export = None if args.no_export else dict(folder=Path(args.output) / "export", skip_mode=args.export_skip_mode,
-                                               overwrite=args.overwrite, push_to=args.push_to, private=args.private)
-    result = search(train, args.output, cfg, val_dataset=val, resume=not args.no_resume, device=device,
+    export = None if args.no_export else dict(folder=Path(args.out) / "export", skip_mode=args.export_skip_mode,
+                                               overwrite=args.overwrite, push_to=args.push_to_hub, private=args.private)
+    result = search(train, args.out, cfg, val_dataset=val, resume=not args.no_resume, device=device,
                     progress=not args.no_progress, export=export, max_steps_per_epoch=args.max_steps_per_epoch)
-    summary = {"arch_file": str(Path(args.output) / "arch.json"), "ops": list(result.arch.ops),
+    summary = {"arch_file": str(Path(args.out) / "arch.json"), "ops": list(result.arch.ops),
                "ffn_hidden": list(result.arch.ffn_hidden),
                "gflops": result.history[-1]["gflops"] if result.history else None,
                "export": str(result.export_path) if result.export_path else None}

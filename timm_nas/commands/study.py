@@ -1,89 +1,44 @@
-"""`timm-nas study`: the search-quality study on scikit-learn's digits (issue 9)."""
+"""`timm-nas study`: run the search-quality study, a script of the source tree (``bench/search_quality/study.py``).
+
+The study is research code, not library code: it is not in the wheel. From a source checkout (an editable
+install) this command runs the script with the arguments given; from an installed wheel it says where to get it.
+"""
 from __future__ import annotations
 
 import argparse
-import json
+import runpy
 import sys
-import time
 from pathlib import Path
 
-__all__ = ["register"]
+__all__ = ["register", "study_script"]
 
-#: Default output folders of the full study and of ``--smoke`` (ignored by git, like the other run folders).
-DEFAULT_OUT = "runs/study"
-DEFAULT_SMOKE_OUT = "runs/study-smoke"
+#: The script's path relative to the repository root (the folder holding the ``timm_nas`` package).
+SCRIPT = Path("bench") / "search_quality" / "study.py"
+
+HOW_TO_GET = (f"the study is not part of the installed package: get {SCRIPT.parent.as_posix()}/ from the timm-nas "
+              f"source distribution (pip download --no-deps --no-binary :all: timm-nas) or a git checkout, then run "
+              f"`pip install 'timm-nas[study]' && python {SCRIPT.as_posix()} --out runs/study`")
+
+
+def study_script() -> Path | None:
+    """The study script next to the ``timm_nas`` package (a source checkout), or None (an installed wheel)."""
+    path = Path(__file__).resolve().parents[2] / SCRIPT
+    return path if path.is_file() else None
 
 
 def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction) -> None:
-    """Add ``timm-nas study``."""
+    """Add ``timm-nas study``; its arguments (``--out``, ``--smoke``, ``--seed``, ``--help``, ...) go to the script."""
     p = sub.add_parser(
-        "study", help="reproducible search-quality study on scikit-learn's digits (report, JSON, plots)",
-        description="Train architectures from scratch on scikit-learn's bundled digits and measure: how well "
-                    "training-free proxies rank them, evolution vs random search on a supernet, and DARTS vs random "
-                    "cells. Writes report.md, results.json and PNG plots to --out. The full preset is sized for "
-                    "well under an hour on 2 CPU cores; --smoke runs every step tiny (well under a minute).")
-    p.add_argument("--out", default=None, help=f"output folder (default: {DEFAULT_OUT}, with --smoke "
-                                               f"{DEFAULT_SMOKE_OUT}); a previous study's files there are replaced")
-    p.add_argument("--smoke", action="store_true", help="tiny preset that checks the pipeline end to end (CI)")
-    p.add_argument("--seed", type=int, default=0, help="study seed; every other seed derives from it (default 0)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads (default 1: the study's models are tiny, and on a 2-core machine "
-                        "shared with other jobs two threads ran up to 10x slower; 0: torch's default)")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
-    p.add_argument("--report-only", action="store_true",
-                   help="re-render report.md and the plots from --out/results.json without running anything")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.set_defaults(func=_run)
+        "study", add_help=False,
+        help="reproducible search-quality study on scikit-learn's digits (runs bench/search_quality/study.py "
+             "of a source checkout; `timm-nas study --help` for its options)")
+    p.set_defaults(func=_run, forward_unknown_args=True)
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..study import RESULTS_FILE, run_study, write_report
-
-    out = Path(args.out if args.out is not None else DEFAULT_SMOKE_OUT if args.smoke else DEFAULT_OUT)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
-    if args.report_only:
-        path = out / RESULTS_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"no {RESULTS_FILE} in {out}; run `timm-nas study --out {out}` first")
-        report = write_report(json.loads(path.read_text(encoding="utf-8")), out, plots=not args.no_plots)
-        print(f"wrote {report}")
-        return 0
-    if args.threads < 0:
-        raise ValueError(f"--threads must be 0 (torch's default) or positive, got {args.threads}")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    start = time.perf_counter()
-
-    def log(line: str) -> None:
-        if not args.quiet:
-            print(f"[{time.perf_counter() - start:7.1f}s] {line}", file=sys.stderr, flush=True)
-
-    try:
-        results = run_study(out, smoke=args.smoke, seed=args.seed, log=log, plots=not args.no_plots)
-    except ImportError as e:
-        if "timm-nas[study]" not in str(e):
-            raise
-        from ..cli import UsageError
-
-        raise UsageError(str(e)) from e  # the study extra is missing: one line, not a traceback
-    _summary(results)
-    return 0
-
-
-def _summary(results: dict) -> None:
-    """A few headline lines on stdout."""
-    from ..study.report import fmt
-
-    p, s, d = results["proxy_study"], results["supernet_study"], results["darts_study"]
-    print(f"study ({results['preset']}, seed {results['seed']}): {results['timing']['total']['wall_s']:.0f}s wall")
-    print("  Kendall tau with test accuracy: " + ", ".join(f"{r['name']} {fmt(r['tau'], 2)}"
-                                                          for r in p["correlations"]))
-    for name, st in s["per_strategy"].items():
-        print(f"  {name}: best inherited val {fmt(st['best_val_inherited']['mean'], 2)}%, pick retrained test "
-              f"{fmt(st['test_retrained']['mean'], 2)}%")
-    sm = d["summary"]
-    print(f"  DARTS genotype test {fmt(sm['derived_test_acc'], 2)}% vs random "
-          f"{fmt(sm['random_test_acc']['mean'], 2)}% (rank {sm['derived_rank']} of {sm['of']})")
+    script = study_script()
+    if script is None:
+        print(f"timm-nas study: {HOW_TO_GET}", file=sys.stderr)
+        return 2
+    study = runpy.run_path(str(script), run_name="timm_nas_study_script")
+    return int(study["main"](list(args.unknown_args), prog="timm-nas study"))

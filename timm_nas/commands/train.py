@@ -19,6 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ._argtypes import add_renamed, kv_pairs, model_args
+
 __all__ = ["register"]
 
 
@@ -68,7 +70,7 @@ def _eval_subnet(args: argparse.Namespace) -> int:
                                   "(give a new .json path)")
 
     ckpt = read_train_checkpoint(args.checkpoint, use_ema=args.use_ema)
-    overrides: dict[str, Any] = dict(args.model_kwargs)
+    overrides: dict[str, Any] = model_args(args.model_args)
     if args.num_classes is not None:
         overrides["num_classes"] = args.num_classes
     model, ckpt = create_model_from_checkpoint(ckpt, model=args.model, model_kwargs=overrides)
@@ -101,8 +103,6 @@ def _eval_subnet(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction) -> None:
     """Add ``run-script``, ``validate`` and ``eval-subnet`` to the top-level sub-commands."""
-    from timm.utils import ParseKwargs
-
     p = sub.add_parser(
         "run-script", help="run one of timm's scripts (validate.py, inference.py, benchmark.py, train.py) with "
                            "timm-nas models registered",
@@ -124,7 +124,7 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
 
     p = sub.add_parser(
         "eval-subnet", help="evaluate subnets with a supernet checkpoint's inherited weights on an image folder",
-        description="Rebuild the supernet a checkpoint belongs to (train.py records the model and --model-kwargs), "
+        description="Rebuild the supernet a checkpoint belongs to (train.py records the model and its --model-kwargs), "
                     "check that each subnet fits its weights, and report top-1 / top-5 / loss on an image folder "
                     "through timm's eval transforms. One JSON line per subnet on stdout.")
     p.add_argument("--checkpoint", required=True,
@@ -138,9 +138,10 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     p.add_argument("--dataset", default="", help="timm dataset name (default: an image folder)")
     p.add_argument("--class-map", default="", help="class-map file, as in timm's scripts")
     p.add_argument("--model", help="timm model name (default: the one the checkpoint records)")
-    p.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs,
-                   help="create_model arguments overriding the recorded ones, as in train.py (k=v, values "
-                        "literal-evaluated), e.g. space=tiny img_size=224")
+    add_renamed(p, "--model-args", "--model-kwargs", default=None, old_kwargs=dict(nargs="*", parse=kv_pairs),
+                help="create_model arguments overriding the recorded ones, as a JSON object or .json file, e.g. "
+                     "'{\"space\": \"tiny\", \"img_size\": 224}' (the deprecated --model-kwargs took train.py's k=v "
+                     "words)")
     p.add_argument("--num-classes", type=int, help="classifier size (default: recorded)")
     p.add_argument("--img-size", type=int, help="input image size (default: recorded, else the model's)")
     p.add_argument("--crop-pct", type=float, help="center-crop fraction (default: the model's)")

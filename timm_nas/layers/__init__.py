@@ -1,4 +1,4 @@
-"""layers (see DESIGN.md)."""
+"""Layers shared by several families (a family's own blocks live in its model file, as in timm)."""
 from .darts_ops import (
     DilConv,
     FactorizedReduce,

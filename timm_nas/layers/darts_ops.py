@@ -1,4 +1,5 @@
-"""DARTS candidate operations, the mixed operation of the search cell, and their analytic costs.
+"""DARTS candidate operations and the mixed operation of the search cell (their analytic costs:
+:mod:`timm_nas.cost.darts`).
 
 Exact re-implementation of quark0/darts ``cnn/operations.py`` (commit ``f276dd346a09ae3160f8e3aca5c7b193fda1da37``)
 and of ``MixedOp`` in ``cnn/model_search.py``. Every operation maps ``C -> C`` channels with stride 1 or 2; the
@@ -20,8 +21,6 @@ __all__ = [
     "MixedOp",
     "create_darts_op",
     "darts_drop_path",
-    "op_params",
-    "op_macs",
     "DARTS_OP_NAMES",
 ]
 
@@ -207,46 +206,3 @@ class MixedOp(nn.Module):
         if out is None:  # only 'none' on this edge: the original's w * 0
             out = weights[self.none_index] * self.ops[self.none_index](x)
         return out
-
-
-# ---------------------------------------------------------------------------------------------- analytic cost
-def _out(size: int, stride: int) -> int:
-    # Every DARTS operation pads to "same" size: output = ceil(size / stride).
-    return -(-size // stride)
-
-
-def op_params(name: str, C: int, stride: int, affine: bool = True) -> int:
-    """Parameters of operation ``name`` with ``C`` channels (BatchNorm affine weights counted when ``affine``)."""
-    bn = 2 * C if affine else 0
-    if name in ("none", "avg_pool_3x3", "max_pool_3x3"):
-        return 0
-    if name == "skip_connect":
-        return 0 if stride == 1 else 2 * C * (C // 2) + bn
-    if name.startswith("sep_conv_"):
-        k = int(name[-1])
-        return 2 * (k * k * C + C * C + bn)
-    if name.startswith("dil_conv_"):
-        k = int(name[-1])
-        return k * k * C + C * C + bn
-    if name == "conv_7x1_1x7":
-        return 2 * 7 * C * C + bn
-    raise ValueError(f"unknown DARTS operation {name!r}; allowed values: {list(_OPS)}")
-
-
-def op_macs(name: str, C: int, stride: int, height: int, width: int) -> int:
-    """Multiply-accumulates of convolutions in operation ``name`` on a ``C x height x width`` input (pooling,
-    BatchNorm, ReLU and additions are not counted)."""
-    ho, wo = _out(height, stride), _out(width, stride)
-    if name in ("none", "avg_pool_3x3", "max_pool_3x3"):
-        return 0
-    if name == "skip_connect":
-        return 0 if stride == 1 else 2 * (C // 2) * C * ho * wo
-    if name.startswith("sep_conv_"):
-        k = int(name[-1])
-        return 2 * (k * k * C + C * C) * ho * wo
-    if name.startswith("dil_conv_"):
-        k = int(name[-1])
-        return (k * k * C + C * C) * ho * wo
-    if name == "conv_7x1_1x7":
-        return 7 * C * C * height * wo + 7 * C * C * ho * wo
-    raise ValueError(f"unknown DARTS operation {name!r}; allowed values: {list(_OPS)}")

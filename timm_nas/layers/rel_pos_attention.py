@@ -154,8 +154,11 @@ def _rel_pos_attention_fused(
     k_ext, v_ext = torch.cat([k, onehot], dim=-1), torch.cat([v, onehot], dim=-1)  # (B, h, N, d + X)
     # the class-token key's relative terms (row 0 of both tables, from every query) folded into its key and value
     rows, first = tables_k.shape[0] // 2, index.new_zeros(1)
-    k_ext = k_ext.index_add_(2, first, F.pad(tables_k[0] + tables_k[rows], (0, X)).expand(B, H, 1, D + X))
-    v_ext = v_ext.index_add_(2, first, F.pad(tables_v[0] + tables_v[rows], (0, X)).expand(B, H, 1, D + X))
+    # (tables cast to the activations' dtype: under autocast q, k, v are bf16 / fp16 while the tables stay fp32)
+    cls_k = F.pad(tables_k[0] + tables_k[rows], (0, X)).to(k_ext.dtype).expand(B, H, 1, D + X)
+    cls_v = F.pad(tables_v[0] + tables_v[rows], (0, X)).to(v_ext.dtype).expand(B, H, 1, D + X)
+    k_ext = k_ext.index_add_(2, first, cls_k)
+    v_ext = v_ext.index_add_(2, first, cls_v)
     out = F.scaled_dot_product_attention(
         torch.cat([q, slot_logits], dim=-1),  # (B, h, N, d + X)
         k_ext,

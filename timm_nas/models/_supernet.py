@@ -5,7 +5,7 @@ holds the part that does not depend on the family (AutoFormer, S3, ...):
 
 * the **active subnet** (what eval-mode forwards run; by default the supernet's full weight shape, so the supernet
   is an ordinary model), :meth:`SupernetMixin.use_subnet` to swap it temporarily, and
-  :attr:`SupernetMixin.last_subnet` (what the most recent forward ran, in any mode);
+  :meth:`SupernetMixin.last_arch` (what the most recent forward ran, in any mode);
 * the **sampling policy** of training-mode forwards (``'uniform'``, ``'sandwich'`` or ``'fixed'``), drawn from
   :func:`timm_nas.spaces.base.generator_for` ``(seed, step)``, where ``step`` counts training-mode forwards and
   lives in a persistent buffer: a resumed run continues the sequence, DistributedDataParallel broadcasts the
@@ -29,6 +29,7 @@ generator is explicit and seeded from ``(seed, step)``.)
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -36,7 +37,7 @@ import torch.nn as nn
 
 from ..spaces.base import generator_for
 
-__all__ = ["SupernetMixin", "SupernetStateDictError", "SAMPLING_POLICIES", "UNUSED_GRAD_MODES"]
+__all__ = ["StepCounterMixin", "SupernetMixin", "SupernetStateDictError", "SAMPLING_POLICIES", "UNUSED_GRAD_MODES"]
 
 #: Training-mode sampling policies: a uniform sample of the space per forward; the sandwich rule (largest,
 #: smallest, uniform sample in turn); or always the active subnet.
@@ -70,7 +71,50 @@ class _ZeroGradTie(torch.autograd.Function):
         return (grad, *(torch.zeros(s, dtype=d, device=dev) for s, d, dev in ctx.specs))
 
 
-class SupernetMixin:
+class StepCounterMixin:
+    """A persistent counter of training-mode forwards, for every model that draws per-step randomness (supernets'
+    subnet sampling, SPViT's gate noise) from a generator seeded by ``(seed, step)``.
+
+    The count lives in a persistent long buffer (a resumed run continues the sequence; DistributedDataParallel
+    broadcasts buffers from rank 0, so every rank draws alike without communication) with a Python mirror, so a
+    training forward needs no host-device sync to read it; the mirror is re-read after ``load_state_dict`` and on
+    first use (after DDP's initial broadcast). Call :meth:`init_step_counter` in ``__init__``.
+    """
+
+    _step_buffer_name: str
+    _step_mirror: int | None
+
+    def init_step_counter(self, buffer: str, device: torch.device | str | None = None) -> None:
+        """Register the persistent step buffer ``buffer`` (its name is part of the checkpoint layout)."""
+        self._step_buffer_name = buffer
+        self._step_mirror = None
+        self.register_buffer(buffer, torch.zeros((), dtype=torch.long, device=device), persistent=True)  # type: ignore[attr-defined]
+        self.register_load_state_dict_post_hook(_forget_step_mirror)  # type: ignore[attr-defined]
+
+    @property
+    def step(self) -> int:
+        """Number of training-mode forwards so far (the persistent step buffer)."""
+        if self._step_mirror is None:
+            buf = getattr(self, self._step_buffer_name)
+            self._step_mirror = 0 if buf.is_meta else int(buf)
+        return self._step_mirror
+
+    def set_step(self, step: int) -> None:
+        """Set the training-forward counter (e.g. to replay a run from a given step)."""
+        with torch.no_grad():
+            getattr(self, self._step_buffer_name).fill_(int(step))
+        self._step_mirror = int(step)
+
+    def advance_step(self) -> int:
+        """Return the current step and count one more training forward (in place: no host-device sync)."""
+        step = self.step
+        self._step_mirror = step + 1
+        with torch.no_grad():
+            getattr(self, self._step_buffer_name).add_(1)
+        return step
+
+
+class SupernetMixin(StepCounterMixin):
     """Active subnet, sampling policy, step buffer and zero-gradient tie for an ``nn.Module`` supernet.
 
     A family's supernet class derives from ``(SupernetMixin, nn.Module)`` and
@@ -125,11 +169,7 @@ class SupernetMixin:
         self.unused_grad = unused_grad
         self._active = space.full() if subnet is None else self.check_subnet(subnet)
         self._last_subnet = None
-        # Python mirror of the step buffer, so training forwards need no device sync to read it; re-read from
-        # the buffer after load_state_dict (resume) and on first use (after DDP's initial broadcast).
-        self._step_mirror: int | None = None
-        self.register_buffer(STEP_BUFFER, torch.zeros((), dtype=torch.long, device=device), persistent=True)
-        self.register_load_state_dict_post_hook(_forget_step_mirror)
+        self.init_step_counter(STEP_BUFFER, device=device)
         self.register_load_state_dict_pre_hook(_refuse_foreign_state_dict)
 
     # ------------------------------------------------------------------------------------------ the subnet
@@ -168,9 +208,16 @@ class SupernetMixin:
         finally:
             self._active = previous
 
+    def last_arch(self) -> Any:
+        """The subnet the most recent forward ran (``None`` before the first forward): in training mode the
+        sampled one. The same method as the SPViT search network's."""
+        return self._last_subnet
+
     @property
     def last_subnet(self) -> Any:
-        """The subnet the most recent forward ran (``None`` before the first forward)."""
+        """Deprecated spelling of :meth:`last_arch`."""
+        warnings.warn("supernet.last_subnet is deprecated; call supernet.last_arch() (one name across families)",
+                      DeprecationWarning, stacklevel=2)
         return self._last_subnet
 
     def check_subnet(self, cfg: Any) -> Any:
@@ -179,7 +226,7 @@ class SupernetMixin:
         Raises:
             ValueError: naming the field that exceeds the weights.
         """
-        cfg = self._space.config_cls.from_dict(cfg)
+        cfg = self._space.config_cls.resolve(cfg)
         if not self._space.fits(cfg):
             check = getattr(self._space, "check_fits", None)
             if check is not None:
@@ -188,24 +235,6 @@ class SupernetMixin:
         return cfg
 
     # ------------------------------------------------------------------------------------------- sampling
-    @property
-    def step(self) -> int:
-        """Number of training-mode forwards so far (the persistent ``subnet_step`` buffer)."""
-        return self._read_step()
-
-    def set_step(self, step: int) -> None:
-        """Set the training-mode forward counter (e.g. to replay a run from a given step)."""
-        buf = getattr(self, STEP_BUFFER)
-        with torch.no_grad():
-            buf.fill_(int(step))
-        self._step_mirror = int(step)
-
-    def _read_step(self) -> int:
-        if self._step_mirror is None:
-            buf = getattr(self, STEP_BUFFER)
-            self._step_mirror = 0 if buf.is_meta else int(buf)
-        return self._step_mirror
-
     def policy_subnet(self, step: int) -> Any:
         """The subnet the sampling policy picks for training-mode forward number ``step`` (pure function)."""
         if self.sampling == "fixed":
@@ -219,17 +248,13 @@ class SupernetMixin:
         return self._space.sample(generator_for(self.seed, step))
 
     def select_subnet(self) -> Any:
-        """Pick the subnet of the forward pass about to run and record it as :attr:`last_subnet`.
+        """Pick the subnet of the forward pass about to run and record it (:meth:`last_arch`).
 
         Eval mode: the active subnet. Training mode: the sampling policy's pick for the current step, then the
         step advances (eval forwards do not advance it).
         """
         if self.training:  # type: ignore[attr-defined]
-            step = self._read_step()
-            cfg = self.policy_subnet(step)
-            self._step_mirror = step + 1
-            with torch.no_grad():
-                getattr(self, STEP_BUFFER).add_(1)  # in place: no host-device sync
+            cfg = self.policy_subnet(self.advance_step())
         else:
             cfg = self._active
         self._last_subnet = cfg
@@ -286,7 +311,8 @@ def _refuse_foreign_state_dict(
     raise SupernetStateDictError(
         f"this checkpoint does not fit {type(module).__name__}: shape mismatches {mismatched[:5]}{more}. It was "
         "saved by a supernet with other weight shapes: another search space, image size, patch size, in_chans or "
-        f"num_classes. This model's space is {space_desc}. Create the model with the checkpoint's arguments (with "
+        f"num_classes. This model's space is {space_desc}. Create the model with the checkpoint's arguments: "
+        "timm.create_model(name, space=..., img_size=..., num_classes=...) with the values it was saved with (in "
         "timm's train.py / validate.py: the same --model, --model-kwargs, --num-classes and --img-size; a train.py "
         "checkpoint records them under 'args').")
 

@@ -2,7 +2,7 @@
 
 timm's ``VisionTransformer`` implements these methods itself; our ViTs are separate ``nn.Module`` classes (elastic
 layers, gates), so they share this one implementation instead. A class using the mixin provides ``blocks``,
-``head``, ``embed_dim``, ``num_classes``, ``global_pool``, ``grad_checkpointing`` and ``_new_head``.
+``head``, ``embed_dim``, ``num_classes``, ``global_pool``, ``grad_checkpointing``, ``cost_args`` and ``_new_head``.
 """
 from __future__ import annotations
 
@@ -54,11 +54,15 @@ class ViTApiMixin:
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """Replace the classifier (``num_classes=0``: none) and optionally the pooling (``None`` keeps it); a new
-        pooling is recorded in the model's ``model_args`` so an export rebuilds it."""
+        pooling is recorded in the model's ``model_args`` so an export rebuilds it; ``cost_args`` follows
+        (``global_pool`` where the family's cost formulas take it)."""
         dd = get_device_dtype(self)  # type: ignore[arg-type]
         if global_pool is not None:
             self.global_pool = check_global_pool(global_pool)
             update_model_args(self, global_pool=global_pool)  # type: ignore[arg-type]
+            if "global_pool" in self.cost_args:  # type: ignore[attr-defined]
+                self.cost_args["global_pool"] = global_pool  # type: ignore[attr-defined]
         self.num_classes = num_classes
+        self.cost_args["num_classes"] = num_classes  # type: ignore[attr-defined]
         self.head = self._new_head(num_classes, **dd) if num_classes > 0 else nn.Identity()
         self.head.train(self.training)

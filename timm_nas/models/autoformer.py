@@ -26,6 +26,7 @@ rules (``timm_nas.layers.slice_linear`` / ``slice_interleaved_qkv`` and leading 
 """
 import logging
 import re
+import warnings
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -40,6 +41,7 @@ from timm.models._input import update_model_args
 from timm.models._manipulate import adapt_input_conv, checkpoint, checkpoint_seq
 
 from .._checkpoint import load_checkpoint_file, unwrap_state_dict
+from ..family import Family, register_family
 from ..layers import (
     MAX_RELATIVE_POSITION,
     ElasticLayerNorm,
@@ -97,6 +99,14 @@ def _init_weights(module: nn.Module) -> None:
 
 def _json_size(size: Tuple[int, int]) -> Union[int, List[int]]:
     return size[0] if size[0] == size[1] else [size[0], size[1]]
+
+
+def _cost_args(patch_embed: nn.Module, in_chans: int, num_classes: int, global_pool: str, qkv_bias: bool,
+               head_dim: int, max_relative_position: int) -> Dict[str, Any]:
+    """``cost_args`` of a static AutoFormer model: the keywords of :mod:`timm_nas.cost.autoformer`, JSON-native."""
+    return dict(img_size=_json_size(patch_embed.img_size), patch_size=patch_embed.patch_size[0], in_chans=in_chans,
+                num_classes=num_classes, global_pool=global_pool, qkv_bias=qkv_bias, head_dim=head_dim,
+                max_relative_position=max_relative_position)
 
 
 # ------------------------------------------------------------------------------------------------------- blocks
@@ -257,6 +267,9 @@ class AutoFormerSupernet(SupernetMixin, ViTApiMixin, nn.Module):
         self.grad_checkpointing = False
 
         self.patch_embed = ElasticPatchEmbed(img_size, patch_size, in_chans, E, **dd)
+        # The cost formulas' shape arguments: those of the static subnets (timm_nas.cost.model_cost).
+        self.cost_args = _cost_args(self.patch_embed, in_chans, num_classes, self.global_pool, qkv_bias,
+                                    space.head_dim, max_relative_position)
         grid = self.patch_embed.grid_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, E, **dd))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + NUM_PREFIX_TOKENS, E, **dd))
@@ -325,7 +338,14 @@ class AutoFormerSupernet(SupernetMixin, ViTApiMixin, nn.Module):
             raise
 
     def subnet_model_args(self, cfg: Optional[SubnetLike] = None) -> Dict[str, Any]:
-        """JSON-native constructor arguments of the static ``autoformer_subnet`` model of ``cfg``."""
+        """Deprecated spelling of :meth:`static_model_args`."""
+        warnings.warn("AutoFormerSupernet.subnet_model_args() is deprecated; use static_model_args() (one name "
+                      "across families)", DeprecationWarning, stacklevel=2)
+        return self.static_model_args(cfg)
+
+    def static_model_args(self, cfg: Optional[SubnetLike] = None) -> Dict[str, Any]:
+        """JSON-native constructor arguments of the static ``autoformer_subnet`` model of ``cfg`` (default: the
+        active subnet)."""
         cfg = self.check_subnet(self.active_subnet if cfg is None else cfg)
         return dict(
             subnet=cfg.to_dict(),
@@ -355,7 +375,7 @@ class AutoFormerSupernet(SupernetMixin, ViTApiMixin, nn.Module):
         from timm import create_model
 
         cfg = self.check_subnet(self.active_subnet if cfg is None else cfg)
-        args = dict(self.subnet_model_args(cfg), **kwargs)
+        args = dict(self.static_model_args(cfg), **kwargs)
         ref = self.cls_token
         model = create_model("autoformer_subnet", device="meta", dtype=ref.dtype, **args)
         state = {k: v.clone(memory_format=torch.contiguous_format) for k, v in self.subnet_state_dict(cfg).items()}
@@ -440,7 +460,7 @@ class AutoFormer(ViTApiMixin, nn.Module):
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
-        cfg = AutoFormerSubnet.from_dict(subnet)
+        cfg = AutoFormerSubnet.resolve(subnet)
         E = cfg.embed_dim
         self.subnet = cfg
         self.num_classes = num_classes
@@ -454,6 +474,9 @@ class AutoFormer(ViTApiMixin, nn.Module):
         self.grad_checkpointing = False
 
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, E, **dd)
+        # The cost formulas' shape arguments (timm_nas.cost.model_cost).
+        self.cost_args = _cost_args(self.patch_embed, in_chans, num_classes, self.global_pool, qkv_bias, head_dim,
+                                    max_relative_position)
         grid = self.patch_embed.grid_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, E, **dd))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + NUM_PREFIX_TOKENS, E, **dd))
@@ -692,7 +715,8 @@ def slice_subnet_state_dict(
 
 
 # ----------------------------------------------------------------------------------------- checkpoint filter
-#: Original key (microsoft/Cream Vision_TransformerSuper, reference section 1.8) -> ours, model level.
+#: Original key (microsoft/Cream AutoFormer ``model/supernet_transformer.py``, ``Vision_TransformerSuper``) -> ours,
+#: model level.
 _ORIGINAL_GLOBAL = {
     "cls_token": "cls_token",
     "pos_embed": "pos_embed",
@@ -874,17 +898,26 @@ def _cfg(url: str = "", **kwargs: Any) -> Dict[str, Any]:
 
 
 _AUTOFORMER = dict(paper_ids="arXiv:2107.00651", origin_url="https://github.com/microsoft/Cream/tree/main/AutoFormer")
-_TF_TAS = dict(paper_ids="arXiv:2203.12217", origin_url="https://github.com/decemberzhou/TF_TAS")
+# decemberzhou/TF_TAS has no licence file: no licence is claimed for its architectures
+_TF_TAS = dict(paper_ids="arXiv:2203.12217", origin_url="https://github.com/decemberzhou/TF_TAS", license=None)
+
+
+def _released(name: str, file: str) -> Dict[str, Dict[str, Any]]:
+    """The release file's tags: ``ms_in1k`` (timm's source-prefixed convention, the default) and ``in1k`` (the
+    earlier name, kept so that code calling it keeps loading)."""
+    return {f"{name}.{tag}": _cfg(_RELEASE + file, **_AUTOFORMER) for tag in ("ms_in1k", "in1k")}
+
 
 default_cfgs = generate_default_cfgs({
     "autoformer_supernet": _cfg(**_AUTOFORMER),
-    "autoformer_supernet_tiny.in1k": _cfg(_RELEASE + "supernet-tiny.pth", **_AUTOFORMER),
-    "autoformer_supernet_small.in1k": _cfg(_RELEASE + "supernet-small.pth", **_AUTOFORMER),
-    "autoformer_supernet_base.in1k": _cfg(_RELEASE + "supernet-base.pth", **_AUTOFORMER),
+    **_released("autoformer_supernet_tiny", "supernet-tiny.pth"),
+    **_released("autoformer_supernet_small", "supernet-small.pth"),
+    **_released("autoformer_supernet_base", "supernet-base.pth"),
     "autoformer_subnet": _cfg(**_AUTOFORMER),
-    "autoformer_tiny.in1k": _cfg(_RELEASE + "supernet-tiny.pth", **_AUTOFORMER),
-    "autoformer_small.in1k": _cfg(_RELEASE + "supernet-small.pth", **_AUTOFORMER),
-    "autoformer_base.in1k": _cfg(_RELEASE + "supernet-base.pth", **_AUTOFORMER),
+    # the published subnets are sliced from the released supernets (inherited weights, no retraining)
+    **_released("autoformer_tiny", "supernet-tiny.pth"),
+    **_released("autoformer_small", "supernet-small.pth"),
+    **_released("autoformer_base", "supernet-base.pth"),
     "tf_tas_tiny": _cfg(**_TF_TAS),
     "tf_tas_small": _cfg(**_TF_TAS),
     "tf_tas_base": _cfg(**_TF_TAS),
@@ -995,3 +1028,21 @@ def tf_tas_small(pretrained: bool = False, **kwargs: Any) -> AutoFormer:
 def tf_tas_base(pretrained: bool = False, **kwargs: Any) -> AutoFormer:
     """TF-TAS-B (56.5M params), searched training-free in AutoFormer's base space; no released weights."""
     return _create_autoformer("tf_tas_base", pretrained, **dict(_registry_args("tf_tas_base"), **kwargs))
+
+
+# ------------------------------------------------------------------------------------------ family declaration
+FAMILY = register_family(Family(
+    name="autoformer",
+    config=AutoFormerSubnet,
+    space=AutoFormerSpace,
+    static_cls=AutoFormer,
+    static_entrypoint="autoformer_subnet",
+    weight_sharing_cls=AutoFormerSupernet,
+    weight_sharing_entrypoint="autoformer_supernet",
+    weight_sharing_arg="space",
+    checkpoint_filter=checkpoint_filter_fn,
+    example_args=dict(space=dict(embed_dim=[32, 48], depth=[1, 2], num_heads=[1, 2], mlp_ratio=[1.0, 2.0],
+                                 head_dim=16), img_size=32, patch_size=8, num_classes=10),
+    convert_models=("autoformer_supernet_tiny", "autoformer_supernet_small", "autoformer_supernet_base"),
+    datasets=("imagenet-1k",),
+))

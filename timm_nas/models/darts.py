@@ -17,7 +17,8 @@ checkpoints.
 """
 
 import re
-from typing import Any, Callable, Iterator, Mapping, Sequence
+import warnings
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -28,16 +29,9 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._input import update_model_args
 from timm.models._manipulate import checkpoint
 
-from ..cost import register_cost
-from ..layers.darts_ops import (
-    FactorizedReduce,
-    MixedOp,
-    ReLUConvBN,
-    create_darts_op,
-    darts_drop_path,
-    op_macs,
-    op_params,
-)
+from ..cost.darts import _STEM_TYPES, AUX_HIDDEN, AUX_WIDTH, RECIPES, STEM_MULTIPLIER, _cell_plan
+from ..family import Family, register_family
+from ..layers.darts_ops import FactorizedReduce, MixedOp, ReLUConvBN, create_darts_op, darts_drop_path
 from ..registry import load_registry
 from ..spaces.darts import PRIMITIVES, DartsSpace, Genotype
 
@@ -48,8 +42,6 @@ __all__ = [
     "DartsNet",
     "DartsSearchNet",
     "checkpoint_filter_fn",
-    "darts_params",
-    "darts_macs",
     "CIFAR_MEAN",
     "CIFAR_STD",
 ]
@@ -58,38 +50,8 @@ __all__ = [
 CIFAR_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR_STD = (0.24703233, 0.24348505, 0.26158768)
 
-#: Stem width = ``STEM_MULTIPLIER * C`` in NetworkCIFAR and the search network (cnn/model.py ``stem_multiplier = 3``).
-STEM_MULTIPLIER = 3
-#: Channels of the auxiliary heads' hidden convolutions (cnn/model.py ``AuxiliaryHeadCIFAR`` / ``ImageNet``).
-AUX_HIDDEN = 128
-AUX_WIDTH = 768
 #: Scale of the architecture weights' initialisation, ``1e-3 * randn`` (cnn/model_search.py ``_initialize_alphas``).
 ALPHA_INIT_SCALE = 1e-3
-#: The original evaluation networks: cnn/train.py (CIFAR-10: C=36, 20 cells, 32x32) and cnn/train_imagenet.py
-#: (ImageNet: C=48, 14 cells, 224x224). Defaults of the entrypoints and of the analytic cost model.
-RECIPES: dict[str, dict[str, int]] = {
-    "cifar": dict(C=36, layers=20, num_classes=10, img_size=32),
-    "imagenet": dict(C=48, layers=14, num_classes=1000, img_size=224),
-}
-
-_STEM_TYPES = ("cifar", "imagenet")
-
-
-def _cell_plan(C: int, layers: int, C_stem: int, reduction_prev: bool,
-               multiplier: Callable[[bool], int]) -> Iterator[tuple[int, int, int, bool, bool]]:
-    """The original's channel plan: ``(C_prev_prev, C_prev, C_curr, reduction, reduction_prev)`` per cell.
-
-    Reduction cells sit at ``layers // 3`` and ``2 * layers // 3`` and double ``C_curr``; a cell's output has
-    ``multiplier(reduction) * C_curr`` channels.
-    """
-    C_prev_prev, C_prev, C_curr = C_stem, C_stem, C
-    for i in range(layers):
-        reduction = i in (layers // 3, 2 * layers // 3)
-        if reduction:
-            C_curr *= 2
-        yield C_prev_prev, C_prev, C_curr, reduction, reduction_prev
-        reduction_prev = reduction
-        C_prev_prev, C_prev = C_prev, multiplier(reduction) * C_curr
 
 
 def _stage_ends(layers: int) -> list[int]:
@@ -238,6 +200,7 @@ class _DartsTimmApi:
     def _reset_pool_classifier(self, num_classes: int, global_pool: str | None) -> None:
         dd = get_device_dtype(self)  # type: ignore[arg-type]
         self.num_classes = num_classes
+        self.cost_args["num_classes"] = num_classes
         global_pool = self.global_pool.pool_type if global_pool is None else _check_global_pool(global_pool)
         self.global_pool, self.classifier = create_classifier(
             self.num_features, num_classes, pool_type=global_pool, **dd)
@@ -291,6 +254,10 @@ class DartsNet(_DartsTimmApi, nn.Module):
         self.genotype = Genotype.resolve(genotype)
         self.C = C
         self.stem_type = stem_type
+        # The cost formulas' shape arguments (timm_nas.cost.model_cost); the network takes any input size, the cost
+        # is counted at the recipe's (32 for CIFAR, 224 for ImageNet: the default_cfgs' input_size).
+        self.cost_args = dict(stem_type=stem_type, C=C, layers=layers, num_classes=num_classes, auxiliary=auxiliary,
+                              in_chans=in_chans, img_size=RECIPES[stem_type]["img_size"])
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
@@ -414,7 +381,7 @@ class DartsSearchNet(_DartsTimmApi, nn.Module):
     The architecture weights are parameters named ``alphas_normal`` and ``alphas_reduce``, each
     ``(num_edges, len(primitives))`` with rows in edge order (node-major, input-minor) and columns in primitive order,
     shared by all normal / all reduction cells. :meth:`arch_parameters` and :meth:`weight_parameters` split them from
-    the network weights; :meth:`genotype` derives the discrete architecture.
+    the network weights; :meth:`derive_arch` derives the discrete architecture.
 
     Training this model with timm's train.py optimises weights and alphas jointly on the same data, which is NOT
     the DARTS algorithm (a bilevel problem: weights on the training split, alphas on a held-out split); use
@@ -455,6 +422,11 @@ class DartsSearchNet(_DartsTimmApi, nn.Module):
         if C < 2 or layers < 1 or stem_multiplier < 1:
             raise ValueError(f"C must be at least 2, layers and stem_multiplier at least 1; got C={C}, "
                              f"layers={layers}, stem_multiplier={stem_multiplier}")
+        # The cost formulas' shape arguments: those of the evaluation network extract() builds (darts_cifar at the
+        # paper's C=36, 20 cells, 32x32), not of this network (timm_nas.cost.model_cost).
+        recipe = RECIPES["cifar"]
+        self.cost_args = dict(stem_type="cifar", C=recipe["C"], layers=recipe["layers"], num_classes=num_classes,
+                              auxiliary=False, in_chans=in_chans, img_size=recipe["img_size"])
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
@@ -498,10 +470,39 @@ class DartsSearchNet(_DartsTimmApi, nn.Module):
         return [(n, p) for n, p in self.named_parameters() if n not in ("alphas_normal", "alphas_reduce")]
 
     @torch.no_grad()
-    def genotype(self) -> Genotype:
+    def derive_arch(self) -> Genotype:
         """The genotype the original derives from the current alphas (softmax over all primitives, including
-        ``none``; see :meth:`timm_nas.spaces.darts.DartsSpace.derive`)."""
+        ``none``; see :meth:`timm_nas.spaces.darts.DartsSpace.derive`). The same method as the SPViT search
+        network's."""
         return self.space.derive(F.softmax(self.alphas_normal, dim=-1), F.softmax(self.alphas_reduce, dim=-1))
+
+    def genotype(self) -> Genotype:
+        """Deprecated spelling of :meth:`derive_arch`."""
+        warnings.warn("DartsSearchNet.genotype() is deprecated; use derive_arch() (one name across families)",
+                      DeprecationWarning, stacklevel=2)
+        return self.derive_arch()
+
+    def static_model_args(self, genotype: Genotype | Mapping[str, Any] | str | None = None) -> dict[str, Any]:
+        """JSON-native ``darts_cifar`` arguments of the evaluation network of ``genotype`` (default:
+        :meth:`derive_arch`), at ``darts_cifar``'s default width and depth (C=36, 20 cells: the paper's
+        evaluation network, not the search network's 16 / 8)."""
+        g = self.derive_arch() if genotype is None else Genotype.resolve(genotype)
+        return dict(genotype=g.to_dict(), num_classes=self.num_classes, in_chans=self.in_chans)
+
+    def extract(self, genotype: Genotype | Mapping[str, Any] | str | None = None, **kwargs: Any) -> "DartsNet":
+        """A new ``darts_cifar`` evaluation network of ``genotype`` (default: :meth:`derive_arch`).
+
+        Its weights are freshly initialised: DARTS trains the derived network from scratch (Liu et al. 2019,
+        "DARTS: Differentiable Architecture Search", section 3.3); nothing is inherited from the search network,
+        whose cells have another shape.
+
+        Args:
+            genotype: the architecture (a ``Genotype``, its dict, a registry name or the original text).
+            **kwargs: other ``darts_cifar`` arguments (e.g. ``C``, ``layers``, ``auxiliary``).
+        """
+        import timm
+
+        return timm.create_model("darts_cifar", **dict(self.static_model_args(genotype), **kwargs))
 
     # --------------------------------------------------------------------------------------- timm API
     @torch.jit.ignore
@@ -528,109 +529,6 @@ class DartsSearchNet(_DartsTimmApi, nn.Module):
             else:
                 s0, s1 = s1, cell(s0, s1, weights)
         return s1
-
-
-# ------------------------------------------------------------------------------------------ analytic cost
-def _bn_params(C: int) -> int:
-    return 2 * C
-
-
-def _recipe(stem_type: str) -> dict[str, int]:
-    if stem_type not in _STEM_TYPES:
-        raise ValueError(f"stem_type={stem_type!r} is not allowed; allowed values: {list(_STEM_TYPES)}")
-    return RECIPES[stem_type]
-
-
-def darts_params(cfg: Genotype | Mapping[str, Any] | str, *, stem_type: str = "cifar", C: int | None = None,
-                 layers: int | None = None, num_classes: int | None = None, auxiliary: bool = False,
-                 in_chans: int = 3) -> int:
-    """Analytic parameter count of the genotype network of ``cfg`` (a genotype): ``stem_type='cifar'``
-    (``darts_cifar``) or ``'imagenet'`` (``darts_imagenet``); keyword names are the model's arguments.
-
-    Defaults are the original recipes: CIFAR C=36, 20 layers, 10 classes; ImageNet C=48, 14 layers, 1000 classes.
-    """
-    recipe, imagenet = _recipe(stem_type), stem_type == "imagenet"
-    C = recipe["C"] if C is None else C
-    layers = recipe["layers"] if layers is None else layers
-    num_classes = recipe["num_classes"] if num_classes is None else num_classes
-    genotype = Genotype.resolve(cfg)
-    if imagenet:
-        total = 9 * in_chans * (C // 2) + _bn_params(C // 2) + 9 * (C // 2) * C + _bn_params(C) + 9 * C * C + _bn_params(C)
-        C_stem = C
-    else:
-        C_stem = STEM_MULTIPLIER * C
-        total = 9 * in_chans * C_stem + _bn_params(C_stem)
-    C_aux = C_last = 0
-    for i, (C_pp, C_p, C_curr, red, red_prev) in enumerate(
-            _cell_plan(C, layers, C_stem, imagenet, lambda r: len(genotype.cell(r)[1]))):
-        pairs, concat = genotype.cell(red)
-        total += C_pp * C_curr + _bn_params(C_curr)  # preprocess0 (FactorizedReduce or 1x1 ReLUConvBN: same count)
-        total += C_p * C_curr + _bn_params(C_curr)
-        total += sum(op_params(op, C_curr, 2 if red and idx < 2 else 1) for op, idx in pairs)
-        C_last = len(concat) * C_curr
-        if i == 2 * layers // 3:
-            C_aux = C_last
-    total += C_last * num_classes + num_classes if num_classes > 0 else 0
-    if auxiliary:
-        total += C_aux * AUX_HIDDEN + _bn_params(AUX_HIDDEN) + AUX_HIDDEN * AUX_WIDTH * 4
-        total += 0 if imagenet else _bn_params(AUX_WIDTH)
-        total += AUX_WIDTH * num_classes + num_classes if num_classes > 0 else 0
-    return total
-
-
-def darts_macs(cfg: Genotype | Mapping[str, Any] | str, *, stem_type: str = "cifar", C: int | None = None,
-               layers: int | None = None, num_classes: int | None = None,
-               img_size: int | tuple[int, int] | None = None, in_chans: int = 3) -> int:
-    """Analytic multiply-accumulates of one image through the genotype network of ``cfg`` in eval mode
-    (``stem_type`` as in :func:`darts_params`; default image size 32 for CIFAR, 224 for ImageNet).
-
-    Convention (that of :mod:`timm_nas.cost`): convolutions and the classifier only; BatchNorm, ReLU, pooling and
-    additions are not counted. For DARTS_V2 ImageNet (C=48, 14 layers) at 224x224 this is 529,911,552 (529.9M); the
-    paper's 574M is not reproducible (see the registry entry).
-    """
-    recipe, imagenet = _recipe(stem_type), stem_type == "imagenet"
-    C = recipe["C"] if C is None else C
-    layers = recipe["layers"] if layers is None else layers
-    num_classes = recipe["num_classes"] if num_classes is None else num_classes
-    img_size = recipe["img_size"] if img_size is None else img_size
-    H, W = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    genotype = Genotype.resolve(cfg)
-    half = lambda n: -(-n // 2)  # noqa: E731  (stride-2, "same" padding: ceil(n / 2))
-    if imagenet:
-        h, w = half(H), half(W)
-        total = 9 * in_chans * (C // 2) * h * w
-        h, w = half(h), half(w)
-        total += 9 * (C // 2) * C * h * w
-        size0 = (h, w)
-        h, w = half(h), half(w)
-        total += 9 * C * C * h * w
-        size1 = (h, w)
-        C_stem = C
-    else:
-        C_stem = STEM_MULTIPLIER * C
-        total = 9 * in_chans * C_stem * H * W
-        size0 = size1 = (H, W)
-    C_last = 0
-    for C_pp, C_p, C_curr, red, red_prev in _cell_plan(C, layers, C_stem, imagenet,
-                                                       lambda r: len(genotype.cell(r)[1])):
-        pairs, concat = genotype.cell(red)
-        h1, w1 = size1
-        if red_prev:
-            total += 2 * (C_curr // 2) * C_pp * half(size0[0]) * half(size0[1])
-        else:
-            total += C_pp * C_curr * size0[0] * size0[1]
-        total += C_p * C_curr * h1 * w1
-        out = (half(h1), half(w1)) if red else (h1, w1)
-        for op, idx in pairs:
-            stride = 2 if red and idx < 2 else 1
-            hi, wi = (h1, w1) if idx < 2 else out
-            total += op_macs(op, C_curr, stride, hi, wi)
-        C_last = len(concat) * C_curr
-        size0, size1 = size1, out
-    return total + C_last * num_classes
-
-
-register_cost(Genotype, darts_params, darts_macs)
 
 
 # --------------------------------------------------------------------------------- checkpoint conversion
@@ -795,3 +693,20 @@ for _key in REGISTRY_KEYS:
     for _kind in ("cifar", "imagenet"):
         globals()[f"{_key}_{_kind}"] = register_model(_registry_entrypoint(_key, _kind))
 del _key, _kind
+
+
+# ------------------------------------------------------------------------------------------ family declaration
+FAMILY = register_family(Family(
+    name="darts",
+    config=Genotype,
+    space=DartsSpace,
+    static_cls=DartsNet,
+    static_entrypoint="darts_cifar",
+    weight_sharing_cls=DartsSearchNet,
+    weight_sharing_entrypoint="darts_search",
+    weight_sharing_arg=None,
+    checkpoint_filter=checkpoint_filter_fn,
+    inherits_weights=False,  # the derived network is trained from scratch (Liu et al. 2019, section 3.3)
+    other_static_entrypoints=("darts_imagenet",),
+    example_args=dict(C=4, layers=3, num_classes=10),
+))

@@ -33,19 +33,19 @@ from timm.models._manipulate import checkpoint, checkpoint_seq, named_apply
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
 from timm.models.vision_transformer import get_init_weights_vit
 
-from .._checkpoint import unwrap_state_dict
-from ..cost import register_cost
+from .._checkpoint import load_checkpoint_file, unwrap_state_dict
+from ..cost.s3 import _square_grid, _stage_grids
+from ..family import Family, register_family
 from ..layers.s3_elastic import S3ElasticBlock, S3ElasticPatchEmbed, S3ElasticPatchMerging
 from ..layers.s3_slicing import slice_block, slice_downsample, slice_head, slice_norm, slice_patch_embed
 from ..layers.s3_window import check_window, window_and_shift
-from ..registry import get_entry
 from ..spaces.s3 import S3Space, S3Subnet, effective_window
 from ._supernet import STEP_BUFFER, SupernetMixin
 
 __all__ = ["S3Transformer", "S3Supernet", "slice_s3_state_dict", "checkpoint_filter_fn", "to_timm_layout",
-           "resolve_subnet", "s3_params", "s3_macs"]
+           "resolve_subnet"]
 
-#: The registry entry ``s3_subnet`` builds when no subnet is given (S3-T, as DESIGN.md asks).
+#: The registry entry ``s3_subnet`` builds when no subnet is given: S3-T, the smallest published architecture.
 DEFAULT_SUBNET = "s3_tiny"
 
 #: Eval crop of the original pipeline: resize to ``int(256 / 224 * size)`` then centre-crop ``size``
@@ -54,40 +54,10 @@ EVAL_CROP_PCT = 224 / 256
 
 
 def resolve_subnet(subnet: Union[str, Mapping[str, Any], S3Subnet, None]) -> S3Subnet:
-    """Accept a registry name (``'s3_tiny'``, ``'S3-S'``, ``'swin_s3_base_224'``), a config dict (ours or the
-    original's ``EMBED_DIM``/``DEPTHS``/... form) or an :class:`S3Subnet`; ``None`` gives S3-T."""
-    if subnet is None:
-        subnet = DEFAULT_SUBNET
-    if isinstance(subnet, S3Subnet):
-        return subnet
-    if isinstance(subnet, str):
-        return S3Subnet.from_dict(get_entry("s3", subnet)["model_args"]["subnet"])
-    if isinstance(subnet, Mapping):
-        if "EMBED_DIM" in subnet:
-            return S3Subnet.from_original(subnet)
-        return S3Subnet.from_dict(subnet)
-    raise TypeError(f"subnet must be a registry name, a dict or an S3Subnet, got {type(subnet).__name__}")
-
-
-def _square_grid(img_size: Union[int, Sequence[int]], patch_size: Union[int, Sequence[int]]) -> int:
-    img, patch = to_2tuple(img_size), to_2tuple(patch_size)
-    if img[0] != img[1] or patch[0] != patch[1]:
-        raise ValueError(f"S3 models need a square input and patch (the original's window rule uses one grid side), "
-                         f"got img_size={img_size}, patch_size={patch_size}")
-    if img[0] % patch[0]:
-        raise ValueError(f"img_size={img[0]} is not a multiple of patch_size={patch[0]}")
-    return img[0] // patch[0]
-
-
-def _stage_grids(grid: int, num_stages: int) -> list[int]:
-    """Token grid side of each stage; patch merging between stages needs an even grid (no padding)."""
-    grids = [grid]
-    for i in range(1, num_stages):
-        if grids[-1] % 2:
-            raise ValueError(f"the {grids[-1]}x{grids[-1]} grid of stage {i - 1} is odd and cannot be merged; use an "
-                             f"img_size / patch_size whose grid ({grid}) stays even for {num_stages - 1} merges")
-        grids.append(grids[-1] // 2)
-    return grids
+    """:meth:`S3Subnet.resolve` (a registry name such as ``'s3_tiny'``, ``'S3-S'`` or ``'swin_s3_base_224'``, a
+    config dict, ours or the original's ``EMBED_DIM``/``DEPTHS``/... form, or an :class:`S3Subnet`); ``None``
+    gives S3-T."""
+    return S3Subnet.resolve(DEFAULT_SUBNET if subnet is None else subnet)
 
 
 def _check_fmt(output_fmt: str) -> None:
@@ -98,6 +68,14 @@ def _check_fmt(output_fmt: str) -> None:
 def _check_subnet_windows(cfg: S3Subnet, grids: Sequence[int]) -> None:
     for i, j in cfg.blocks():
         check_window(grids[i], cfg.window_size[i][j], f"window_size[{i}][{j}]")
+
+
+def _cost_args(img_size: Union[int, Sequence[int]], patch_size: int, in_chans: int, num_classes: int,
+               qkv_bias: bool) -> Dict[str, Any]:
+    """``cost_args`` of a static S3 model: the keywords of :mod:`timm_nas.cost.s3`, JSON-native (the input is
+    square)."""
+    return dict(num_classes=num_classes, img_size=int(to_2tuple(img_size)[0]), patch_size=int(patch_size),
+                in_chans=in_chans, qkv_bias=qkv_bias)
 
 
 # ------------------------------------------------------------------------------------------------------ blocks
@@ -224,6 +202,7 @@ class _S3Common:
     def _reset_head(self, num_classes: int, global_pool: Optional[str], in_features: int) -> None:
         dd = get_device_dtype(self)
         self.num_classes = num_classes
+        self.cost_args["num_classes"] = num_classes  # type: ignore[attr-defined]
         self.head.reset(num_classes, pool_type=global_pool, in_features=in_features, **dd)
         if global_pool is not None:
             self.global_pool = global_pool
@@ -273,6 +252,7 @@ class S3Transformer(_S3Common, nn.Module):
         grids = _stage_grids(grid, cfg.num_stages)
         _check_subnet_windows(cfg, grids)
         self.subnet = cfg
+        self.cost_args = _cost_args(img_size, patch_size, in_chans, num_classes, qkv_bias)  # timm_nas.cost
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.global_pool = global_pool
@@ -367,6 +347,10 @@ class S3Transformer(_S3Common, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def load_pretrained(self, checkpoint_path: str) -> None:
+        """Load an authors' release file (timm's ``custom_load`` hook): see :func:`load_original_checkpoint`."""
+        load_original_checkpoint(self, checkpoint_path)
+
 
 class S3Supernet(SupernetMixin, _S3Common, nn.Module):
     """Weight-sharing S3 supernet: the largest weights of a space, running any subnet that fits them.
@@ -429,6 +413,8 @@ class S3Supernet(SupernetMixin, _S3Common, nn.Module):
         self._build_args = dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans, qkv_bias=qkv_bias,
                                 drop_rate=drop_rate, proj_drop_rate=proj_drop_rate, attn_drop_rate=attn_drop_rate,
                                 drop_path_rate=drop_path_rate)
+        # The cost formulas' shape arguments: those of the static subnets (timm_nas.cost.model_cost).
+        self.cost_args = _cost_args(img_size, patch_size, in_chans, num_classes, qkv_bias)
         full = space.full()
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -498,6 +484,14 @@ class S3Supernet(SupernetMixin, _S3Common, nn.Module):
         cfg = self.check_subnet(self._active if cfg is None else cfg)
         return slice_s3_state_dict({k: v.detach() for k, v in self.state_dict().items()}, cfg, self._grid)
 
+    def static_model_args(self, cfg: Any = None) -> Dict[str, Any]:
+        """JSON-native constructor arguments of the static ``s3_subnet`` model of ``cfg`` (default: the active
+        subnet; a config, its dict or a registry name that fits the weights)."""
+        cfg = self.check_subnet(self._active if cfg is None else cfg)
+        args = dict(subnet=cfg.to_dict(), num_classes=self.num_classes, global_pool=self.global_pool,
+                    **self._build_args)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
+
     def extract(self, cfg: Any = None, **kwargs: Any) -> S3Transformer:
         """A static ``s3_subnet`` model of ``cfg`` (default: the active subnet) with the supernet's weights copied
         in (loaded strictly), its constructor arguments recorded for ``config.json``.
@@ -509,9 +503,7 @@ class S3Supernet(SupernetMixin, _S3Common, nn.Module):
         import timm
         from timm.models._input import update_model_args
 
-        cfg = self.check_subnet(self._active if cfg is None else cfg)
-        args = dict(dict(subnet=cfg.to_dict(), num_classes=self.num_classes, global_pool=self.global_pool,
-                         **self._build_args), **kwargs)
+        args = dict(self.static_model_args(cfg), **kwargs)
         args = {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
         dd = get_device_dtype(self)
         model = timm.create_model("s3_subnet", **args, **dd)
@@ -702,45 +694,19 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module) -> Dic
     raise TypeError(f"checkpoint_filter_fn converts checkpoints for S3 models, not {type(model).__name__}")
 
 
-# ------------------------------------------------------------------------------------------------- cost
-def s3_params(cfg: S3Subnet, num_classes: int = 1000, img_size: int = 224, patch_size: int = 4,
-              in_chans: int = 3, qkv_bias: bool = True) -> int:
-    """Exact parameter count of ``s3_subnet`` (= the original ``SSSTransformer``; buffers excluded)."""
-    cfg = S3Subnet.from_dict(cfg)
-    grids = _stage_grids(_square_grid(img_size, patch_size), cfg.num_stages)
-    e0 = cfg.embed_dim[0]
-    total = in_chans * patch_size * patch_size * e0 + e0 + 2 * e0  # conv + its bias + LayerNorm
-    for i, j in cfg.blocks():
-        e, hid = cfg.embed_dim[i], cfg.mlp_hidden(i, j)
-        w = effective_window(grids[i], cfg.window_size[i][j])
-        total += 2 * e + 3 * e * e + (3 * e if qkv_bias else 0) + (2 * w - 1) ** 2 * cfg.num_heads[i][j]
-        total += e * e + e + 2 * e + e * hid + hid + hid * e + e
-    for i in range(1, cfg.num_stages):
-        total += 2 * 4 * cfg.embed_dim[i - 1] + 4 * cfg.embed_dim[i - 1] * cfg.embed_dim[i]
-    total += 2 * cfg.embed_dim[-1]
-    if num_classes:
-        total += cfg.embed_dim[-1] * num_classes + num_classes
-    return total
+def load_original_checkpoint(model: nn.Module, checkpoint_path: str) -> None:
+    """Load an authors' ``.pth`` (or any file :func:`checkpoint_filter_fn` accepts) into ``model``, strictly.
 
-
-def s3_macs(cfg: S3Subnet, num_classes: int = 1000, img_size: int = 224, patch_size: int = 4,
-            in_chans: int = 3) -> int:
-    """Multiply-accumulates of one image: patch conv, qkv / proj / MLP / merging / head linears and the two
-    attention products (``N * w^2 * e`` each per block); norms, softmax and additions are not counted."""
-    cfg = S3Subnet.from_dict(cfg)
-    grids = _stage_grids(_square_grid(img_size, patch_size), cfg.num_stages)
-    e0 = cfg.embed_dim[0]
-    total = grids[0] ** 2 * e0 * in_chans * patch_size * patch_size
-    for i, j in cfg.blocks():
-        n, e, hid = grids[i] ** 2, cfg.embed_dim[i], cfg.mlp_hidden(i, j)
-        w = effective_window(grids[i], cfg.window_size[i][j])
-        total += n * (3 * e * e + e * e + 2 * e * hid) + 2 * n * w * w * e
-    for i in range(1, cfg.num_stages):
-        total += grids[i] ** 2 * 4 * cfg.embed_dim[i - 1] * cfg.embed_dim[i]
-    return total + cfg.embed_dim[-1] * num_classes
-
-
-register_cost(S3Subnet, s3_params, s3_macs)
+    The file is read with ``weights_only=True`` (:func:`timm_nas._checkpoint.load_checkpoint_file`: the release
+    files carry training state beside the weights). A classifier of a different size keeps the model's own
+    initialisation.
+    """
+    sd = checkpoint_filter_fn(load_checkpoint_file(checkpoint_path), model)
+    own = model.state_dict()
+    for key in ("head.fc.weight", "head.fc.bias"):
+        if key in sd and key in own and sd[key].shape != own[key].shape:
+            sd[key] = own[key]
+    model.load_state_dict(sd, strict=True)
 
 
 # ------------------------------------------------------------------------------------------------- cfgs
@@ -749,12 +715,32 @@ def _cfg(url: str = "", **kwargs: Any) -> Dict[str, Any]:
         "url": url, "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
         "crop_pct": EVAL_CROP_PCT, "interpolation": "bicubic", "fixed_input_size": True,
         "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "patch_embed.proj", "classifier": "head.fc", "license": "mit", **kwargs,
+        "first_conv": "patch_embed.proj", "classifier": "head.fc", "license": "mit",
+        "paper_ids": "arXiv:2111.14725", "origin_url": "https://github.com/microsoft/Cream/tree/main/AutoFormerV2",
+        **kwargs,
+    }
+
+
+#: The authors' released S3-T/S/B (microsoft/Cream AutoFormerV2/README.md, "Model Zoo"; registry/s3.json).
+_RELEASE = "https://github.com/silent-chen/AutoFormerV2-model-zoo/releases/download/v1.0.0/"
+
+
+def _released(size: str, file: str) -> Dict[str, Dict[str, Any]]:
+    """The two sources of one released model: timm's Hub copy (default tag) and the authors' file."""
+    return {
+        # timm's swin_s3_<size>_224 weights: same keys and shapes as ours, loaded through checkpoint_filter_fn
+        f"s3_{size}.ms_in1k": _cfg(hf_hub_id=f"timm/swin_s3_{size}_224.ms_in1k"),
+        # the authors' file in the original SSSTransformer layout, read by S3Transformer.load_pretrained
+        f"s3_{size}.ms_in1k_orig": _cfg(_RELEASE + file, custom_load=True),
     }
 
 
 default_cfgs = generate_default_cfgs({
     "s3_subnet": _cfg(),
+    **_released("tiny", "S3-T.pth"),
+    **_released("small", "S3-S.pth"),
+    **_released("base", "S3-B.pth"),
+    # no supernet weights were released (see the s3_supernet_* docstrings)
     "s3_supernet": _cfg(),
     "s3_supernet_tiny": _cfg(),
     "s3_supernet_small": _cfg(),
@@ -792,6 +778,28 @@ def s3_subnet(pretrained: bool = False, **kwargs: Any) -> S3Transformer:
 
 
 @register_model
+def s3_tiny(pretrained: bool = False, **kwargs: Any) -> S3Transformer:
+    """S3-T (28.3M params, 82.1 top-1), = timm's ``swin_s3_tiny_224``; weights: timm's Hub copy (``.ms_in1k``) or
+    the authors' release file (``.ms_in1k_orig``)."""
+    model_args = dict(subnet="s3_tiny")
+    return _create_s3("s3_tiny", S3Transformer, pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def s3_small(pretrained: bool = False, **kwargs: Any) -> S3Transformer:
+    """S3-S (49.7M params, 83.7 top-1), = timm's ``swin_s3_small_224``; weights as :func:`s3_tiny`."""
+    model_args = dict(subnet="s3_small")
+    return _create_s3("s3_small", S3Transformer, pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def s3_base(pretrained: bool = False, **kwargs: Any) -> S3Transformer:
+    """S3-B (71.1M params, 84.0 top-1), = timm's ``swin_s3_base_224``; weights as :func:`s3_tiny`."""
+    model_args = dict(subnet="s3_base")
+    return _create_s3("s3_base", S3Transformer, pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
 def s3_supernet(pretrained: bool = False, **kwargs: Any) -> S3Supernet:
     """An S3 supernet of ``space=`` (preset name or space dict; default ``'tiny'``)."""
     model_args: Dict[str, Any] = dict()
@@ -800,20 +808,49 @@ def s3_supernet(pretrained: bool = False, **kwargs: Any) -> S3Supernet:
 
 @register_model
 def s3_supernet_tiny(pretrained: bool = False, **kwargs: Any) -> S3Supernet:
-    """S3 supernet of the ``'tiny'`` preset (around S3-T)."""
+    """S3 supernet of the ``'tiny'`` preset (around S3-T). No supernet weights were released: initialise it by
+    training, or load a checkpoint of this supernet (ours, or any S3 state dict at least as large in every
+    dimension; a smaller one such as S3-T's does not fill it), with ``pretrained_cfg_overlay=dict(file=...)``."""
     model_args = dict(space="tiny")
     return _create_s3("s3_supernet_tiny", S3Supernet, pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def s3_supernet_small(pretrained: bool = False, **kwargs: Any) -> S3Supernet:
-    """S3 supernet of the ``'small'`` preset (around S3-S)."""
+    """S3 supernet of the ``'small'`` preset (around S3-S). No supernet weights were released: initialise it by
+    training, or load a checkpoint of this supernet (ours, or any S3 state dict at least as large in every
+    dimension; a smaller one such as S3-S's does not fill it), with ``pretrained_cfg_overlay=dict(file=...)``."""
     model_args = dict(space="small")
     return _create_s3("s3_supernet_small", S3Supernet, pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def s3_supernet_base(pretrained: bool = False, **kwargs: Any) -> S3Supernet:
-    """S3 supernet of the ``'base'`` preset (around S3-B)."""
+    """S3 supernet of the ``'base'`` preset (around S3-B). No supernet weights were released: initialise it by
+    training, or load a checkpoint of this supernet (ours, or any S3 state dict at least as large in every
+    dimension; a smaller one such as S3-B's does not fill it), with ``pretrained_cfg_overlay=dict(file=...)``."""
     model_args = dict(space="base")
     return _create_s3("s3_supernet_base", S3Supernet, pretrained, **dict(model_args, **kwargs))
+
+
+# ------------------------------------------------------------------------------------------ family declaration
+FAMILY = register_family(Family(
+    name="s3",
+    config=S3Subnet,
+    space=S3Space,
+    static_cls=S3Transformer,
+    static_entrypoint="s3_subnet",
+    weight_sharing_cls=S3Supernet,
+    weight_sharing_entrypoint="s3_supernet",
+    weight_sharing_arg="space",
+    checkpoint_filter=checkpoint_filter_fn,
+    example_args=dict(space=dict(embed_dim=[[16], [16, 32], [16, 32], [16, 32]], depth=[[1], [1], [1, 2], [1]],
+                                 head_dim=16,
+                                 window_size=[[2, 4], [2, 4], [2], [1]], mlp_ratio=[1.0, 2.0]),
+                      img_size=64, num_classes=10),
+    # the released supernets, then the released searched (static) S3-T/S/B
+    convert_models=("s3_supernet_tiny", "s3_supernet_small", "s3_supernet_base",
+                    ("s3_subnet", {"subnet": "s3_tiny"}), ("s3_subnet", {"subnet": "s3_small"}),
+                    ("s3_subnet", {"subnet": "s3_base"})),
+    datasets=("imagenet-1k",),
+))

@@ -45,6 +45,7 @@ optimised layout.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import OrderedDict
 from functools import partial
 from typing import Any, Callable, Literal, Mapping, Optional, Sequence
@@ -57,7 +58,8 @@ from timm.layers import Attention, DropPath, LayerNorm, Mlp, PatchEmbed, get_act
 from timm.models import VisionTransformer, build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._manipulate import adapt_input_conv, checkpoint
 
-from ..cost import register_cost
+from ..cost.spvit import _kernel_size
+from ..family import Family, register_family
 from ..layers.spvit_attention import SPVIT_ALPHA, KERNEL_POSITIONS, BConv, SkipAttention, UnifiedAttention, \
     bconv_weights
 from ..layers.spvit_gates import GATE_TEMPERATURE, deterministic_ste, eval_gate, logistic_noise, \
@@ -65,6 +67,7 @@ from ..layers.spvit_gates import GATE_TEMPERATURE, deterministic_ste, eval_gate,
 from ..layers.spvit_mlp import UnifiedMlp
 from ..spaces.base import generator_for
 from ..spaces.spvit import SPVIT_OPS, SPViTArch, op_from_indicators
+from ._supernet import StepCounterMixin
 from ._vit_api import ViTApiMixin, check_global_pool
 
 __all__ = [
@@ -77,8 +80,6 @@ __all__ = [
     "derive_arch_from_state_dict",
     "search_to_finetune_state_dict",
     "to_param_opt_layout",
-    "spvit_params",
-    "spvit_macs",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -113,8 +114,13 @@ _BN_FIELDS = ("weight", "bias", "running_mean", "running_var", "num_batches_trac
 _GATE_STEP = "gate_step"
 
 
-def _kernel_size(op: str) -> int:
-    return 3 if op == "bconv3x3" else 1
+def _input_cost_args(patch_embed: nn.Module) -> dict[str, Any]:
+    """The input part of ``cost_args`` (:mod:`timm_nas.cost.spvit`'s keywords), JSON-native: a side for a square,
+    else ``[H, W]``."""
+    def side(size: Sequence[int]) -> int | list[int]:
+        return int(size[0]) if size[0] == size[1] else [int(size[0]), int(size[1])]
+
+    return dict(img_size=side(patch_embed.img_size), patch_size=side(patch_embed.patch_size))
 
 
 # ------------------------------------------------------------------------------------------------------ blocks
@@ -154,6 +160,19 @@ class SPViTSearchBlock(nn.Module):
         return x + self.drop_path2(self.mlp(self.norm2(x), ffn_mask))
 
 
+def _pruned_mlp(dim: int, hidden: int, act_layer: type[nn.Module], drop: float, **dd: Any) -> Mlp:
+    """timm's ``Mlp`` with ``hidden`` units, including none: a fully pruned FFN keeps only ``fc2``'s bias (what the
+    search network computes when every unit's gate is off), where ``Mlp(hidden_features=0)`` would silently
+    build a full-width layer."""
+    mlp = Mlp(dim, hidden_features=max(hidden, 1), act_layer=act_layer, drop=drop, **dd)
+    if hidden == 0:
+        with warnings.catch_warnings():  # "initializing zero-element tensors is a no-op"
+            warnings.simplefilter("ignore", UserWarning)
+            mlp.fc1 = nn.Linear(dim, 0, **dd)
+            mlp.fc2 = nn.Linear(0, dim, **dd)
+    return mlp
+
+
 class SPViTBlock(nn.Module):
     """A pruned block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``; ``attn`` is timm ``Attention``
     (``'msa'``), :class:`BConv` (``'bconv1x1'`` / ``'bconv3x3'``) or :class:`SkipAttention` (``'skip'``,
@@ -190,7 +209,7 @@ class SPViTBlock(nn.Module):
             raise ValueError(f"op={op!r} is not allowed; allowed values: {list(SPVIT_OPS)}")
         self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.norm2 = norm_layer(dim, **dd)
-        self.mlp = Mlp(dim, hidden_features=ffn_hidden, act_layer=act_layer, drop=proj_drop, **dd)
+        self.mlp = _pruned_mlp(dim, ffn_hidden, act_layer, proj_drop, **dd)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
@@ -218,7 +237,7 @@ class SPViTFFNBlock(nn.Module):
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.norm2 = norm_layer(dim, **dd)
-        self.mlp = Mlp(dim, hidden_features=ffn_hidden, act_layer=act_layer, drop=proj_drop, **dd)
+        self.mlp = _pruned_mlp(dim, ffn_hidden, act_layer, proj_drop, **dd)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
@@ -256,7 +275,7 @@ def _pruned_block(
 
 
 # -------------------------------------------------------------------------------------------- search model
-class SPViTSearchDeiT(ViTApiMixin, nn.Module):
+class SPViTSearchDeiT(StepCounterMixin, ViTApiMixin, nn.Module):
     """The SPViT search network on a DeiT (one gate set per layer; see the module docstring).
 
     Training-mode forwards sample every gate (a straight-through relaxed Bernoulli); the noise comes from
@@ -343,6 +362,10 @@ class SPViTSearchDeiT(ViTApiMixin, nn.Module):
 
         self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
                                       embed_dim=embed_dim, **dd)
+        # The cost formulas' shape arguments: those of the pruned models extract() builds (skip_mode 'zero')
+        # (timm_nas.cost.model_cost).
+        self.cost_args = dict(embed_dim=embed_dim, num_heads=num_heads, **_input_cost_args(self.patch_embed),
+                              in_chans=in_chans, num_classes=num_classes, skip_mode="zero", qkv_bias=qkv_bias)
         grid = self.patch_embed.grid_size
         num_patches = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim, **dd))
@@ -357,9 +380,7 @@ class SPViTSearchDeiT(ViTApiMixin, nn.Module):
         self.norm = norm_layer(embed_dim, **dd)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
-        self.register_buffer(_GATE_STEP, torch.zeros((), dtype=torch.long, device=device), persistent=True)
-        self._step_mirror: int | None = None
-        self.register_load_state_dict_post_hook(_forget_step_mirror)
+        self.init_step_counter(_GATE_STEP, device=device)
         self.last_gates: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.init_weights()
 
@@ -382,25 +403,16 @@ class SPViTSearchDeiT(ViTApiMixin, nn.Module):
         optimiser, ``add_weight_decay_2ops``)."""
         return [p for n, p in self.named_parameters() if "thresholds" in n]
 
-    def weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        """Every other parameter, with its name (``head_probs`` included, as in the original)."""
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every other parameter (``head_probs`` included, as in the original); with names:
+        :meth:`named_weight_parameters`."""
+        return [p for _, p in self.named_weight_parameters()]
+
+    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """``(name, parameter)`` of every parameter :meth:`weight_parameters` returns."""
         return [(n, p) for n, p in self.named_parameters() if "thresholds" not in n]
 
     # --------------------------------------------------------------------------------------------- gates
-    @property
-    def step(self) -> int:
-        """Number of training-mode forwards so far (the persistent ``gate_step`` buffer)."""
-        if self._step_mirror is None:
-            buf = getattr(self, _GATE_STEP)
-            self._step_mirror = 0 if buf.is_meta else int(buf)
-        return self._step_mirror
-
-    def set_step(self, step: int) -> None:
-        """Set the training-forward counter (to replay a run from a given step)."""
-        with torch.no_grad():
-            getattr(self, _GATE_STEP).fill_(int(step))
-        self._step_mirror = int(step)
-
     def gate_probs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer, the keep probabilities ``(attention (3,), FFN (hidden,))``."""
         return [(b.attn.kernel_probs(), b.mlp.ffn_probs()) for b in self.blocks]
@@ -426,11 +438,7 @@ class SPViTSearchDeiT(ViTApiMixin, nn.Module):
                 raise ValueError("gate noise only applies in training mode; call model.train() first")
             return [(ordered_op_gates(eval_gate(pa)), eval_gate(pf)) for pa, pf in self.gate_probs()]
         if noise is None:
-            step = self.step
-            noise = self.draw_gate_noise(generator_for(self.gate_seed, step))
-            self._step_mirror = step + 1
-            with torch.no_grad():
-                getattr(self, _GATE_STEP).add_(1)
+            noise = self.draw_gate_noise(generator_for(self.gate_seed, self.advance_step()))
         if len(noise) != len(self.blocks):
             raise ValueError(f"gate noise has {len(noise)} layers but the model has {len(self.blocks)} blocks")
         return [(ordered_op_gates(straight_through_bernoulli(pa, na, GATE_TEMPERATURE)),
@@ -552,8 +560,15 @@ class SPViTSearchDeiT(ViTApiMixin, nn.Module):
     # -------------------------------------------------------------------------------------------- extract
     def pruned_model_args(self, arch: SPViTArch | Mapping[str, Any] | None = None,
                           skip_mode: str = "zero") -> dict[str, Any]:
+        """Deprecated spelling of :meth:`static_model_args`."""
+        warnings.warn("SPViTSearchDeiT.pruned_model_args() is deprecated; use static_model_args() (one name across "
+                      "families)", DeprecationWarning, stacklevel=2)
+        return self.static_model_args(arch, skip_mode)
+
+    def static_model_args(self, arch: SPViTArch | Mapping[str, Any] | None = None,
+                          skip_mode: str = "zero") -> dict[str, Any]:
         """JSON-native ``spvit_deit`` arguments of the pruned model of ``arch`` (default: :meth:`derive_arch`)."""
-        arch = self.derive_arch() if arch is None else SPViTArch.from_dict(arch)
+        arch = self.derive_arch() if arch is None else SPViTArch.resolve(arch)
         img_size = self._init_args["img_size"]
         patch_size = self._init_args["patch_size"]
         return dict(
@@ -578,18 +593,13 @@ class SPViTSearchDeiT(ViTApiMixin, nn.Module):
         """
         from timm.models._input import update_model_args
 
-        args = self.pruned_model_args(arch, skip_mode)
+        args = self.static_model_args(arch, skip_mode)
         ref = self.cls_token
         model = _create_spvit_deit("spvit_deit", pretrained=False, device=ref.device, dtype=ref.dtype, **args)
         update_model_args(model, **args)
         model.load_state_dict(checkpoint_filter_fn(self.state_dict(), model), strict=True)
         model.train(self.training)
         return model
-
-
-def _forget_step_mirror(module: nn.Module, incompatible_keys: Any) -> None:
-    """After ``load_state_dict`` (a resume) re-read the step from the loaded buffer."""
-    module._step_mirror = None  # type: ignore[attr-defined]
 
 
 # -------------------------------------------------------------------------------------------- pruned model
@@ -636,7 +646,7 @@ class SPViTDeiT(VisionTransformer):
         if skip_mode not in SKIP_MODES:
             raise ValueError(f"skip_mode={skip_mode!r} is not allowed; allowed values: {list(SKIP_MODES)}")
         hidden = int(embed_dim * mlp_ratio)
-        arch = SPViTArch.full(depth, hidden) if arch is None else SPViTArch.from_dict(arch)
+        arch = SPViTArch.full(depth, hidden) if arch is None else SPViTArch.resolve(arch)
         arch.check_fits(depth, hidden)
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
@@ -654,6 +664,9 @@ class SPViTDeiT(VisionTransformer):
         self.skip_mode = skip_mode
         self.num_heads = num_heads
         self.mlp_ratio = mlp_ratio
+        # The cost formulas' shape arguments (timm_nas.cost.model_cost).
+        self.cost_args = dict(embed_dim=embed_dim, num_heads=num_heads, **_input_cost_args(self.patch_embed),
+                              in_chans=in_chans, num_classes=num_classes, skip_mode=skip_mode, qkv_bias=qkv_bias)
         self._sync_grid()
 
     def _sync_grid(self) -> None:
@@ -670,6 +683,12 @@ class SPViTDeiT(VisionTransformer):
                              "kernels see; only img_size can change")
         super().set_input_size(img_size=img_size, patch_size=patch_size)
         self._sync_grid()
+        self.cost_args.update(_input_cost_args(self.patch_embed))
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """timm's head reset; ``cost_args`` follows."""
+        super().reset_classifier(num_classes, global_pool)
+        self.cost_args["num_classes"] = num_classes
 
     def load_pretrained(self, checkpoint_path: str, prefix: str = "") -> None:
         """Load an original SPViT checkpoint file (``.pth`` read with ``weights_only=True`` and an allow-list, or
@@ -874,9 +893,12 @@ def _ffn(t: _Taker, p: str, kept: tuple[int, ...]) -> dict[str, torch.Tensor]:
     return {p + "mlp.fc1.weight": w1, p + "mlp.fc1.bias": b1, p + "mlp.fc2.weight": w2, p + "mlp.fc2.bias": b2}
 
 
-def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SPViTDeiT, alpha: float = SPVIT_ALPHA
-                         ) -> dict[str, torch.Tensor]:
-    """Convert a checkpoint to :class:`SPViTDeiT`'s layout for ``model``'s arch (see the key map above).
+def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SPViTDeiT | SPViTSearchDeiT,
+                         alpha: float = SPVIT_ALPHA) -> dict[str, torch.Tensor]:
+    """Convert a checkpoint to ``model``'s layout: the family's one filter, dispatching on the target model.
+
+    For an :class:`SPViTSearchDeiT` it is :func:`search_checkpoint_filter_fn` (timm / facebook DeiT weights or our
+    search layout). For a pruned :class:`SPViTDeiT`, the conversion to its arch (see the key map above):
 
     Accepts, layer by layer: our layout; the authors' fine-tune layout (kernels materialised here); their
     optimised layout; an original search checkpoint (FFNs sliced with the arch's ``ffn_kept``); timm / facebook
@@ -891,6 +913,8 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SPViTDeiT, alpha:
     Raises:
         ValueError: naming the keys no layer could use.
     """
+    if isinstance(model, SPViTSearchDeiT):
+        return search_checkpoint_filter_fn(state_dict, model)
     t = _Taker(_unwrap(state_dict))
     arch: SPViTArch = model.arch
     dim, num_heads = model.embed_dim, model.num_heads
@@ -977,69 +1001,6 @@ def search_checkpoint_filter_fn(state_dict: Mapping[str, Any], model: SPViTSearc
     return out
 
 
-# ---------------------------------------------------------------------------------------------------- cost
-def _cost_shape(embed_dim: int | None, num_heads: int | None, img_size: int | Sequence[int],
-                patch_size: int | Sequence[int]) -> tuple[int, int, int, int, int]:
-    if embed_dim is None or num_heads is None:
-        raise TypeError("SPViT costs need the model's embed_dim and num_heads (an SPViTArch does not hold them), "
-                        "e.g. count_params(arch, embed_dim=384, num_heads=6)")
-    (ih, iw), (ph, pw) = to_2tuple(img_size), to_2tuple(patch_size)
-    return embed_dim, embed_dim // num_heads, (ih // ph) * (iw // pw), ph, pw
-
-
-def spvit_params(cfg: SPViTArch, *, embed_dim: int | None = None, num_heads: int | None = None,
-                 img_size: int | Sequence[int] = 224, patch_size: int | Sequence[int] = 16, in_chans: int = 3,
-                 num_classes: int = 1000, skip_mode: str = "original", qkv_bias: bool = True) -> int:
-    """Parameters of the pruned model :class:`SPViTDeiT` of ``cfg`` (materialised kernels, kept FFN units).
-
-    Args:
-        cfg: the architecture.
-        embed_dim: token width (required).
-        num_heads: heads (required; the conv bottleneck is ``embed_dim // num_heads`` wide).
-        img_size, patch_size, in_chans, num_classes, skip_mode, qkv_bias: as the model's.
-    """
-    D, d, n, ph, pw = _cost_shape(embed_dim, num_heads, img_size, patch_size)
-    total = D * in_chans * ph * pw + D + D + (n + 1) * D + 2 * D  # patch embed, cls, pos, final norm
-    total += (D * num_classes + num_classes) if num_classes > 0 else 0
-    for op, h in zip(cfg.ops, cfg.ffn_hidden):
-        norm1 = 0 if (op == "skip" and skip_mode == "zero") else 2 * D
-        total += norm1 + 2 * D + (D * h + h) + (h * D + D)
-        if op == "msa":
-            total += 3 * D * D + (3 * D if qkv_bias else 0) + D * D + D
-        elif op in ("bconv1x1", "bconv3x3"):
-            k = _kernel_size(op)
-            total += d * D * k * k + d + 2 * d + D * d + D
-    return total
-
-
-def spvit_macs(cfg: SPViTArch, *, embed_dim: int | None = None, num_heads: int | None = None,
-               img_size: int | Sequence[int] = 224, patch_size: int | Sequence[int] = 16, in_chans: int = 3,
-               num_classes: int = 1000) -> int:
-    """Multiply-accumulates of one image through :class:`SPViTDeiT` of ``cfg``, in the project's convention
-    (:mod:`timm_nas.cost`: convolutions, linear layers and attention products; no norms, activations or
-    additions); it equals :func:`timm_nas.cost.measure_macs` on the pruned model. Unlike the original's FLOPs
-    table (:meth:`SPViTSearchDeiT.flops_table`) it counts the FFN and the qkv projection on the class token
-    too, and no norms.
-
-    Args:
-        cfg: the architecture.
-        embed_dim, num_heads, img_size, patch_size, in_chans, num_classes: as :func:`spvit_params`.
-    """
-    D, d, n, ph, pw = _cost_shape(embed_dim, num_heads, img_size, patch_size)
-    total = n * D * in_chans * ph * pw + D * max(num_classes, 0)
-    for op, h in zip(cfg.ops, cfg.ffn_hidden):
-        total += 2 * (n + 1) * D * h
-        if op == "msa":
-            total += 4 * (n + 1) * D * D + 2 * (n + 1) * (n + 1) * D
-        elif op in ("bconv1x1", "bconv3x3"):
-            k = _kernel_size(op)
-            total += n * (k * k * D * d + d * D)
-    return total
-
-
-register_cost(SPViTArch, spvit_params, spvit_macs)
-
-
 # ------------------------------------------------------------------------------------------------- configs
 def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
     # Evaluation transform of the original (DeiT's datasets.build_transform): resize 256 bicubic, centre crop 224.
@@ -1053,28 +1014,39 @@ def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
 
 
 _RELEASE = "https://github.com/ziplab/SPViT/releases/download/1.0/"
-_PAPER = "https://arxiv.org/abs/2111.11802"
+_SPVIT = dict(paper_ids="arXiv:2111.11802", origin_url="https://github.com/ziplab/SPViT")
+# DeiT (facebookresearch/deit, Apache-2.0): the unpruned networks the searches start from
+_DEIT = dict(paper_ids="arXiv:2012.12877", origin_url="https://github.com/facebookresearch/deit")
+
+
+def _deit_init(size: str, file: str) -> dict[str, dict[str, Any]]:
+    """The search network's initialisation: timm's DeiT weights, NOT an SPViT model. The honest tag
+    ``fb_in1k_deit_init`` is the default; ``fb_in1k`` is the earlier name, kept so code calling it keeps loading."""
+    cfg = _cfg(hf_hub_id=f"timm/deit_{size}_patch16_224.fb_in1k", url="https://dl.fbaipublicfiles.com/deit/" + file,
+               **_DEIT)
+    return {f"spvit_search_deit_{size}.{tag}": dict(cfg) for tag in ("fb_in1k_deit_init", "fb_in1k")}
+
+
+def _release_cfgs(name: str, file: str) -> dict[str, dict[str, Any]]:
+    """The authors' fine-tuned release files (original layout, read by SPViTDeiT.load_pretrained): the
+    source-prefixed tags ``ziplab_in1k`` / ``ziplab_dist_in1k`` (defaults first) and the earlier ``in1k`` /
+    ``dist_in1k``, kept so code calling them keeps loading. ``dist``: hard distillation from RegNetY-160."""
+    out = {}
+    for tag, suffix in (("ziplab_in1k", ""), ("ziplab_dist_in1k", "_dist"), ("in1k", ""), ("dist_in1k", "_dist")):
+        out[f"{name}.{tag}"] = _cfg(url=_RELEASE + file + suffix + ".pth", custom_load=True, **_SPVIT)
+    return out
+
 
 default_cfgs = generate_default_cfgs({
     # search networks start from timm's DeiT weights (converted by search_checkpoint_filter_fn)
-    "spvit_search_deit.untrained": _cfg(),
-    "spvit_search_deit_tiny.fb_in1k": _cfg(hf_hub_id="timm/deit_tiny_patch16_224.fb_in1k",
-                                           url="https://dl.fbaipublicfiles.com/deit/deit_tiny_patch16_224-a1311bcf.pth"),
-    "spvit_search_deit_small.fb_in1k": _cfg(hf_hub_id="timm/deit_small_patch16_224.fb_in1k",
-                                            url="https://dl.fbaipublicfiles.com/deit/deit_small_patch16_224-cd65a155.pth"),
-    "spvit_search_deit_base.fb_in1k": _cfg(hf_hub_id="timm/deit_base_patch16_224.fb_in1k",
-                                           url="https://dl.fbaipublicfiles.com/deit/deit_base_patch16_224-b5f2ef4d.pth"),
-    # pruned models: the authors' fine-tuned release files (original layout, read by SPViTDeiT.load_pretrained)
-    "spvit_deit.untrained": _cfg(),
-    "spvit_deit_tiny.in1k": _cfg(url=_RELEASE + "spvit_deit_ti_l200_t10.pth", custom_load=True, paper_ids=_PAPER),
-    "spvit_deit_tiny.dist_in1k": _cfg(url=_RELEASE + "spvit_deit_ti_l200_t10_dist.pth", custom_load=True,
-                                      paper_ids=_PAPER),
-    "spvit_deit_small.in1k": _cfg(url=_RELEASE + "spvit_deit_sm_l30_t32.pth", custom_load=True, paper_ids=_PAPER),
-    "spvit_deit_small.dist_in1k": _cfg(url=_RELEASE + "spvit_deit_sm_l30_t32_dist.pth", custom_load=True,
-                                       paper_ids=_PAPER),
-    "spvit_deit_base.in1k": _cfg(url=_RELEASE + "spvit_deit_bs_l008_t60.pth", custom_load=True, paper_ids=_PAPER),
-    "spvit_deit_base.dist_in1k": _cfg(url=_RELEASE + "spvit_deit_bs_l008_t60_dist.pth", custom_load=True,
-                                      paper_ids=_PAPER),
+    "spvit_search_deit.untrained": _cfg(**_SPVIT),
+    **_deit_init("tiny", "deit_tiny_patch16_224-a1311bcf.pth"),
+    **_deit_init("small", "deit_small_patch16_224-cd65a155.pth"),
+    **_deit_init("base", "deit_base_patch16_224-b5f2ef4d.pth"),
+    "spvit_deit.untrained": _cfg(**_SPVIT),
+    **_release_cfgs("spvit_deit_tiny", "spvit_deit_ti_l200_t10"),
+    **_release_cfgs("spvit_deit_small", "spvit_deit_sm_l30_t32"),
+    **_release_cfgs("spvit_deit_base", "spvit_deit_bs_l008_t60"),
 })
 
 
@@ -1097,7 +1069,7 @@ def _create_spvit_deit(variant: str, pretrained: bool = False, record: Sequence[
                                  feature_cfg=dict(out_indices=out_indices, feature_cls="getter"), **kwargs)
     recorded = {k: kwargs[k] for k in record if k in kwargs}
     if "arch" in recorded:
-        recorded["arch"] = SPViTArch.from_dict(recorded["arch"]).to_dict()
+        recorded["arch"] = SPViTArch.resolve(recorded["arch"]).to_dict()
     if recorded and isinstance(model, SPViTDeiT):  # not on a features_only wrapper
         update_model_args(model, **recorded)
     return model
@@ -1144,8 +1116,10 @@ def spvit_search_deit_base(pretrained: bool = False, **kwargs: Any) -> SPViTSear
 
 @register_model
 def spvit_deit(pretrained: bool = False, **kwargs: Any) -> SPViTDeiT:
-    """A pruned SPViT DeiT of any ``arch`` (an :class:`SPViTArch` dict); default: the released SPViT-DeiT-Ti."""
-    model_args = _released("spvit_deit_tiny")
+    """A pruned SPViT DeiT of any ``arch`` (an :class:`SPViTArch`, its dict, the original's format, or a registry
+    name such as ``'spvit_deit_small'``, which also brings that release's shape); default: SPViT-DeiT-Ti."""
+    arch = kwargs.get("arch")
+    model_args = _released(arch if isinstance(arch, str) and not arch.lstrip().startswith("{") else "spvit_deit_tiny")
     return _create_spvit_deit("spvit_deit", pretrained=pretrained, record=list(model_args),
                               **dict(model_args, **kwargs))
 
@@ -1172,3 +1146,20 @@ def spvit_deit_base(pretrained: bool = False, **kwargs: Any) -> SPViTDeiT:
     model_args = _released("spvit_deit_base")
     return _create_spvit_deit("spvit_deit_base", pretrained=pretrained, record=_SHAPE_ARGS,
                               **dict(model_args, **kwargs))
+
+
+# ------------------------------------------------------------------------------------------ family declaration
+FAMILY = register_family(Family(
+    name="spvit",
+    config=SPViTArch,
+    space=None,  # the search is over the search network's gates, not a space of configs
+    static_cls=SPViTDeiT,
+    static_entrypoint="spvit_deit",
+    weight_sharing_cls=SPViTSearchDeiT,
+    weight_sharing_entrypoint="spvit_search_deit",
+    weight_sharing_arg=None,
+    checkpoint_filter=checkpoint_filter_fn,
+    example_args=dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=10),
+    convert_models=("spvit_deit_tiny", "spvit_deit_small", "spvit_deit_base"),
+    datasets=("imagenet-1k",),
+))

@@ -25,7 +25,6 @@ are clones here, so the model is unchanged either way). Higher is better for eve
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any, Mapping
 
 import torch
@@ -35,7 +34,7 @@ from torch.func import functional_call
 
 from ._registry import cloned_buffers, input_size_of, register_proxy, scoring_mode
 
-__all__ = ["weight_names", "cost_kwargs", "analytic_cost", "ACTIVATIONS", "JACOV_K"]
+__all__ = ["weight_names", "cost_kwargs", "ACTIVATIONS", "JACOV_K"]
 
 #: Activation modules whose inputs give the NASWOT binary codes (NASLib hooks ``nn.ReLU``; ViTs use GELU).
 ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish,
@@ -146,72 +145,27 @@ def nwot(model: nn.Module, inputs: torch.Tensor, targets: Any, *, config: Any = 
 
 
 def cost_kwargs(model: nn.Module) -> dict[str, Any]:
-    """Keyword arguments of the analytic cost model that describe ``model`` (JSON-native).
+    """Keyword arguments of the analytic cost model that describe ``model``: a copy of the shape arguments it
+    recorded at construction, ``model.cost_args`` (for a supernet, those of its static subnets).
 
-    A supernet with ``subnet_model_args()`` (AutoFormer) gives its static subnets' constructor arguments (image
-    and patch size, classes, head dim, ...); otherwise classes, image size, patch size and input channels are read
-    from the model. :func:`analytic_cost` passes each cost function only the keywords it accepts.
+    Raises:
+        TypeError: if the model records none (it is not a timm-nas model with an analytic cost model).
     """
-    args = getattr(model, "subnet_model_args", None)
-    if callable(args):
-        kw = {k: v for k, v in args().items() if k != "subnet"}
-    else:
-        kw = {}
-        if getattr(model, "num_classes", None) is not None:
-            kw["num_classes"] = int(model.num_classes)
-        c, h, w = input_size_of(model)
-        kw["img_size"] = h if h == w else [h, w]
-        kw["in_chans"] = c
-        patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
-        if patch is not None:
-            kw["patch_size"] = int(patch[0]) if isinstance(patch, (tuple, list)) else int(patch)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}
-
-
-def analytic_cost(config: Any, kwargs: dict[str, Any], which: str = "both") -> tuple[int | None, int | None]:
-    """``(params, macs)`` of ``config`` from the analytic cost model, each function given the ``kwargs`` it
-    accepts (``which``: ``'params'``, ``'macs'`` or ``'both'``)."""
-    from ..cost import analytic_fns
-
-    params_fn, macs_fn = analytic_fns(config)
-    out: list[int | None] = []
-    for name, fn in (("params", params_fn), ("macs", macs_fn)):
-        if which not in (name, "both"):
-            out.append(None)
-            continue
-        out.append(int(fn(config, **_accepted(fn, kwargs))))
-    return out[0], out[1]
-
-
-_ACCEPTED: dict[Any, tuple[set[str] | None]] = {}
-
-
-def _accepted(fn: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    names = _ACCEPTED.get(fn)
-    if names is None:
-        params = inspect.signature(fn).parameters.values()
-        names = (None if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-                 else {p.name for p in params},)
-        _ACCEPTED[fn] = names
-    return dict(kwargs) if names[0] is None else {k: v for k, v in kwargs.items() if k in names[0]}
-
-
-def _as_config(model: nn.Module, config: Any) -> Any:
-    """A config given as its dict form becomes the supernet space's config type (as the other proxies accept)."""
-    space = getattr(model, "space", None)
-    if isinstance(config, Mapping) and space is not None and hasattr(space, "config_cls"):
-        return space.config_cls.from_dict(config)
-    return config
+    args = getattr(model, "cost_args", None)
+    if not isinstance(args, Mapping):
+        raise TypeError(f"{type(model).__name__} records no cost_args; the analytic cost model covers the timm-nas "
+                        "models (AutoFormer, S3, DARTS, SPViT)")
+    return dict(args)
 
 
 @register_proxy("params", uses_data=False, default_batch_size=1,
                 description="parameter count (analytic for a config, else the model's own)")
 def params(model: nn.Module, inputs: Any, targets: Any, *, config: Any = None, **_: Any) -> float:
-    """Number of parameters of ``config`` (analytic cost model) or of ``model``."""
-    from ..cost import real_params
+    """Number of parameters of ``config`` (analytic cost model, :func:`timm_nas.cost.model_cost`) or of ``model``."""
+    from ..cost import model_cost, real_params
 
     if config is not None:
-        return float(analytic_cost(_as_config(model, config), cost_kwargs(model), "params")[0])
+        return float(model_cost(model, config)[0])
     return float(real_params(model))
 
 
@@ -219,11 +173,12 @@ def params(model: nn.Module, inputs: Any, targets: Any, *, config: Any = None, *
                 description="multiply-accumulates of one image (analytic for a config, else measured)")
 def macs(model: nn.Module, inputs: Any, targets: Any, *, config: Any = None, input_size: Any = None,
          **_: Any) -> float:
-    """MACs of ``config`` (analytic cost model) or measured on ``model`` with fvcore (eval mode)."""
-    from ..cost import measure_macs
+    """MACs of ``config`` (analytic cost model, :func:`timm_nas.cost.model_cost`) or measured on ``model`` with
+    fvcore (eval mode)."""
+    from ..cost import measure_macs, model_cost
 
     if config is not None:
-        return float(analytic_cost(_as_config(model, config), cost_kwargs(model), "macs")[1])
+        return float(model_cost(model, config)[1])
     x = torch.zeros((1, *input_size_of(model, input_size)), device=next(model.parameters()).device)
     with scoring_mode(model, False):
         return float(measure_macs(model, x))

@@ -516,7 +516,7 @@ def search(
         _broadcast_state_buffers(model)
         valid_loss, valid_acc = _evaluate(model, dataset, valid_idx, cfg, device, rank, world)
         stats = _sum_over_ranks(stats)
-        genotype = model.genotype()
+        genotype = model.derive_arch()
         record = {
             "epoch": epoch, "lr": lr,
             "train_loss": float(stats[0] / stats[2]), "train_acc": float(stats[1] / stats[2]),
@@ -535,7 +535,7 @@ def search(
                               "arch_optimizer": arch_optimizer.state_dict(), "epoch": epoch,
                               "config": cfg.to_dict()})
 
-    genotype = model.genotype()
+    genotype = model.derive_arch()
     result = DartsSearchResult(genotype, history, out)
     if rank == 0:
         (out / "genotype.json").write_text(json.dumps(genotype.to_dict(), indent=1) + "\n")

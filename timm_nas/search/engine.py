@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from .constraints import Cost
 from .distributed import Dist
-from .log import SearchFolder, config_key
+from .log import OVERWRITE_HINT, SearchFolder, config_key
 
 __all__ = ["Proposal", "Candidate", "Evaluator", "SearchResult", "Strategy", "Scorer", "run_search", "rank_key"]
 
@@ -173,7 +173,7 @@ class Evaluator:
             self._flush(pending)  # keep index order: what comes before this logged candidate goes first
             if int(rec["index"]) != len(self.candidates):
                 raise ValueError(f"the candidate log does not match this search: {p.config} is logged as candidate "
-                                 f"{rec['index']} but comes {len(self.candidates)}th now; pass --overwrite to start "
+                                 f"{rec['index']} but comes {len(self.candidates)}th now; {OVERWRITE_HINT} to start "
                                  "afresh")
             self._emit(Candidate.from_record(rec, self.config_cls), reused=True)
         self._flush(pending)

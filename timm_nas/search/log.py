@@ -19,18 +19,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
+
+from .._io import atomic_write_text
 
 __all__ = ["SearchFolder", "config_key", "atomic_write_text", "RUN_FILE", "LOG_FILE", "OUTPUTS"]
 
 RUN_FILE = "run.json"
 LOG_FILE = "candidates.jsonl"
-#: Every file or folder a search writes (``--overwrite`` removes exactly these).
+#: Every file or folder a search writes (``overwrite=True`` removes exactly these).
 OUTPUTS = (RUN_FILE, LOG_FILE, "best.json", "pareto.json", "pareto.png", "export")
 #: Format version of run.json / candidates.jsonl.
 FORMAT = 1
+#: How to discard a previous search, in the library's words and the CLI's (its errors reach both).
+OVERWRITE_HINT = "pass overwrite=True (--overwrite)"
 
 
 def config_key(config: Any) -> str:
@@ -38,18 +41,6 @@ def config_key(config: Any) -> str:
     d = config.to_dict() if hasattr(config, "to_dict") else config
     return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file through a temporary file and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _normalise(data: Any) -> Any:
@@ -104,17 +95,19 @@ class SearchFolder:
         if not run.is_file():
             if any(self.path.iterdir()):
                 raise ValueError(f"output folder {self.path} is not empty and holds no search ({RUN_FILE}); "
-                                 "choose another --out, or pass --overwrite to replace the search outputs there")
+                                 f"choose another output folder, or {OVERWRITE_HINT} to replace the search outputs "
+                                 "there")
             return {}
         try:
             previous = json.loads(run.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read {run}: {e}; pass --overwrite to start the search afresh") from e
+            raise ValueError(f"cannot read {run}: {e}; {OVERWRITE_HINT} to start the search afresh") from e
         old_args = previous.get("arguments", {}) if isinstance(previous, dict) else {}
         if old_args != self.arguments:
             diff = "; ".join(_diff(old_args, self.arguments)[:6])
             raise ValueError(f"resume folder {self.path} was made with different arguments ({diff}); use another "
-                             "--out, rerun with the same arguments to resume, or pass --overwrite to start afresh")
+                             f"output folder, rerun with the same arguments to resume, or {OVERWRITE_HINT} to start "
+                             "afresh")
         return self._read_log()
 
     def _read_log(self) -> dict[str, dict[str, Any]]:
@@ -133,7 +126,7 @@ class SearchFolder:
                 rec = json.loads(line)
                 records[config_key(rec["config"])] = rec
             except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}:{n} is not a candidate record ({e}); pass --overwrite to start afresh") from e
+                raise ValueError(f"{path}:{n} is not a candidate record ({e}); {OVERWRITE_HINT} to start afresh") from e
         return records
 
     # ------------------------------------------------------------------------------------------- writing

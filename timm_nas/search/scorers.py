@@ -130,8 +130,8 @@ def _targets(dataset: Any) -> list[int]:
     targets = getattr(dataset, "targets", None)
     if targets is not None:
         return [int(t) for t in targets]
-    raise ValueError("--subset-per-class needs a folder dataset whose labels are known without reading the images "
-                     "(an ImageFolder-style tree of class folders)")
+    raise ValueError("subset_per_class (--subset-per-class) needs a folder dataset whose labels are known without "
+                     "reading the images (an ImageFolder-style tree of class folders)")
 
 
 def class_subset(targets: list[int], per_class: int, seed: int) -> list[int]:
@@ -179,7 +179,7 @@ def build_eval_loader(model: nn.Module, data_dir: str | os.PathLike, *, dataset:
         raise ValueError(f"no images found under {root} (split {split!r})")
     if subset_per_class is not None:
         if subset_per_class < 1:
-            raise ValueError(f"--subset-per-class must be at least 1, got {subset_per_class}")
+            raise ValueError(f"subset_per_class (--subset-per-class) must be at least 1, got {subset_per_class}")
         ds = _ClassSubset(ds, class_subset(_targets(ds), subset_per_class, seed))
     cfg = resolve_data_config(model=model)
     cfg["input_size"] = input_size_of(model)

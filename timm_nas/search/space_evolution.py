@@ -1,9 +1,9 @@
 """S3's search of the search space: the E-T error of a space and the evolution of its choices.
 
 Chen et al., "Searching the Search Space of Vision Transformer", NeurIPS 2021 (arXiv:2111.14725), Section 3. The
-authors released no code for it (microsoft/Cream issue #128); this module follows the paper's procedure as
-summarised in ``shared/reference/s3_autoformerv2.md`` (section 6) and turns every detail the text leaves open into
-a documented parameter of :class:`SpaceEvolution`:
+authors released no code for it (https://github.com/microsoft/Cream/issues/128); this module follows the paper's
+procedure as the paper describes it and turns every detail the text leaves open into a documented parameter of
+:class:`SpaceEvolution`:
 
 **E-T error** of a space A under a resource constraint ``g(a) <= c``: ``Q_e(A)``, the mean top-1 error (inherited
 supernet weights, no retraining) of ``N`` random architectures that meet the constraint, ``Q_t(A)``, the mean error
@@ -596,15 +596,15 @@ def plot_space_evolution(records: Sequence[Mapping[str, Any]], path: str | os.Pa
     Returns ``None`` (with a warning) when matplotlib is not installed.
     """
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError:
         _logger.warning("matplotlib is not installed: no %s (pip install 'timm-nas[plots]')", path)
         return None
     steps = [r["step"] for r in records]
-    fig, axes = plt.subplots(1, 1 + len(DIMENSIONS), figsize=(4 * (1 + len(DIMENSIONS)), 3.2))
+    fig = Figure(figsize=(4 * (1 + len(DIMENSIONS)), 3.2))
+    FigureCanvasAgg(fig)  # an Agg canvas for this figure only: no pyplot, no global backend change
+    axes = fig.subplots(1, 1 + len(DIMENSIONS))
     ax = axes[0]
     for key, label in (("q", "E-T error Q"), ("q_e", "Q_e (mean)"), ("q_t", "Q_t (top-k)")):
         ax.plot(steps, [r["et_error"][key] for r in records], marker="o", label=label)
@@ -624,5 +624,4 @@ def plot_space_evolution(records: Sequence[Mapping[str, Any]], path: str | os.Pa
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

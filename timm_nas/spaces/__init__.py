@@ -2,5 +2,6 @@
 from .base import ArchConfig, Space, as_generator, generator_for
 from .autoformer import AutoFormerSpace, AutoFormerSubnet
 from .darts import DartsSpace, Genotype
+from .nb201 import NB201Cell, NB201Space
 from .spvit import SPViTArch
 from .s3 import S3Space, S3Subnet

@@ -50,6 +50,7 @@ class AutoFormerSubnet(ArchConfig):
     """
 
     family: ClassVar[str] = "autoformer"
+    registry_arg: ClassVar[str] = "subnet"
 
     embed_dim: int
     depth: int
@@ -127,6 +128,10 @@ class AutoFormerSubnet(ArchConfig):
             return tuple(v) if isinstance(v, (list, tuple)) else (v,) * depth
 
         return cls(embed_dim=embed, depth=depth, num_heads=per_layer(heads_key), mlp_ratio=per_layer(mlp_key))
+
+    @classmethod
+    def from_original_dict(cls, data: Mapping[str, Any]) -> "AutoFormerSubnet":
+        return cls.from_original(data)
 
     def to_original(self) -> dict[str, Any]:
         """The original code's sampled-config dict (``layer_num``, per-layer ``embed_dim``, ...)."""

@@ -132,6 +132,9 @@ class ArchConfig:
     """
 
     family: ClassVar[str] = ""
+    #: The key under which a registry entry's ``model_args`` holds this config (``'subnet'``, ``'genotype'``,
+    #: ``'arch'``): also the name of the architecture argument of the family's generic static model.
+    registry_arg: ClassVar[str] = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The config as JSON-native data (lists, numbers, strings)."""
@@ -160,6 +163,65 @@ class ArchConfig:
     @classmethod
     def from_json(cls: type[C], text: str) -> C:
         return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_original_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+        """Read the original project's dict format (families that have one override this)."""
+        raise ValueError(f"{cls.__name__} has no original dict format")
+
+    @classmethod
+    def resolve(cls: type[C], value: Any) -> C:
+        """Every form an architecture argument accepts, in one place for every family.
+
+        Accepts an instance; a registry name or alias of the family (``'autoformer_tiny'``, ``'DARTS_V2'``); the
+        config's dict form; the original project's dict format (:meth:`from_original_dict`); or either dict as
+        JSON text.
+
+        Raises:
+            ValueError: naming the registry's keys or the allowed dict keys when ``value`` is none of these.
+            TypeError: for a value of another type.
+        """
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                try:
+                    data = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{cls.__name__} JSON text does not parse: {e}") from None
+                return cls.resolve(data)
+            return cls.from_registry(text)
+        if isinstance(value, Mapping):
+            names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+            if set(value) <= names:
+                return cls.from_dict(value)
+            try:
+                return cls.from_original_dict(value)
+            except (ValueError, TypeError) as original_error:
+                try:
+                    return cls.from_dict(value)  # its error names the unknown and the allowed keys
+                except ValueError as e:
+                    raise ValueError(f"{e} (nor is it the original's format: {original_error})") from None
+        raise TypeError(f"a {cls.__name__} must be given as a registry name, a dict or a {cls.__name__}, "
+                        f"got {type(value).__name__}")
+
+    @classmethod
+    def from_registry(cls: type[C], name: str) -> C:
+        """The config of a published architecture (``registry/<family>.json``), by key or alias."""
+        from ..registry import get_entry, load_registry
+
+        try:
+            entry = get_entry(cls.family, name)
+        except KeyError:
+            known = sorted(k for k, e in load_registry(cls.family).items()
+                           if cls.registry_arg in e.get("model_args", {}))
+            raise ValueError(f"{name!r} is not a published {cls.family} architecture; known names: {known}; or "
+                             f"pass a {cls.__name__} object or its dict form") from None
+        args = entry.get("model_args", {})
+        if cls.registry_arg not in args:
+            raise ValueError(f"registry entry {name!r} of {cls.family} has no {cls.registry_arg!r} architecture")
+        return cls.from_dict(args[cls.registry_arg])
 
 
 S = TypeVar("S", bound="PresetSpace")
@@ -208,7 +270,11 @@ class Space(Protocol, Generic[C]):
 
     def sample(self, generator: torch.Generator | int | None = None) -> C: ...
 
-    def mutate(self, cfg: C, generator: torch.Generator | int | None = None, **probs: float) -> C: ...
+    def mutate(self, cfg: C, generator: torch.Generator | int | None = None, *, m_prob: float = ...,
+               s_prob: float = ...) -> C:
+        """A mutated copy of ``cfg``: ``m_prob`` is the probability of redrawing each per-layer / per-edge choice,
+        ``s_prob`` that of redrawing a structural choice (depth, width, a cell's input edges)."""
+        ...
 
     def crossover(self, a: C, b: C, generator: torch.Generator | int | None = None) -> C: ...
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import warnings
 from typing import Any, ClassVar, Mapping
 
 import torch
@@ -115,6 +116,7 @@ class Genotype(ArchConfig):
     """
 
     family: ClassVar[str] = "darts"
+    registry_arg: ClassVar[str] = "genotype"
 
     normal: tuple[tuple[str, int], ...]
     normal_concat: tuple[int, ...]
@@ -154,6 +156,10 @@ class Genotype(ArchConfig):
         """
         return cls.from_dict(parse_genotype_text(text))
 
+    def to_original(self) -> str:
+        """The original's format: its ``Genotype(normal=[...], ...)`` text (:meth:`to_text`)."""
+        return self.to_text()
+
     def to_text(self) -> str:
         """The original's ``str(Genotype(...))`` text (a contiguous concat is written as ``range(a, b)``, as the
         original's derivation produces it)."""
@@ -173,33 +179,19 @@ class Genotype(ArchConfig):
     @classmethod
     def resolve(cls, genotype: "Genotype | Mapping[str, Any] | str") -> "Genotype":
         """Accept a ``Genotype``, its dict form, a registry name or alias (``'darts_v2'``, ``'DARTS_V2'``), the
-        original ``Genotype(...)`` text, or the dict form as JSON text."""
-        if isinstance(genotype, cls):
-            return genotype
-        if isinstance(genotype, Mapping):
-            return cls.from_dict(genotype)
-        if isinstance(genotype, str):
-            text = genotype.strip()
-            if text.startswith("{"):
-                try:
-                    data = json.loads(text)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"genotype JSON text does not parse: {e}") from e
-                return cls.from_dict(data)
-            if "(" in text:
-                return cls.from_text(text)
-            from ..registry import get_entry
+        original ``Genotype(...)`` text, or the dict form as JSON text (:meth:`ArchConfig.resolve` plus the
+        original's text)."""
+        if isinstance(genotype, str) and "(" in genotype and not genotype.lstrip().startswith("{"):
+            return cls.from_text(genotype.strip())
+        try:
+            return super().resolve(genotype)
+        except TypeError:
+            raise TypeError(f"genotype must be a Genotype, a dict, a registry name or genotype text, "
+                            f"not {type(genotype).__name__}") from None
 
-            try:
-                entry = get_entry("darts", text)
-            except KeyError as e:
-                raise ValueError(
-                    f"{e.args[0]}. Pass a registry name, a genotype dict {{'normal': [[op, input], ...], "
-                    "'normal_concat': [...], 'reduce': [...], 'reduce_concat': [...]}, or the original "
-                    "'Genotype(normal=[...], ...)' text") from None
-            return cls.from_dict(entry["model_args"]["genotype"])
-        raise TypeError(f"genotype must be a Genotype, a dict, a registry name or genotype text, "
-                        f"not {type(genotype).__name__}")
+    @classmethod
+    def from_original_dict(cls, data: Mapping[str, Any]) -> "Genotype":
+        raise ValueError("the original's genotype format is its 'Genotype(normal=[...], ...)' text, not a dict")
 
 
 # ------------------------------------------------------------------------------------------ text parser
@@ -360,7 +352,7 @@ def parse_genotype_text(text: str) -> dict[str, Any]:
 #: Parameters of one operation with C channels at stride 2 (quark0/darts cnn/operations.py), used only to
 #: order the primitives from cheapest to most expensive for ``largest()`` / ``smallest()``.
 def _op_cost_key(name: str, C: int = 16) -> tuple[int, int]:
-    from ..layers.darts_ops import op_params
+    from ..cost.darts import op_params
 
     return op_params(name, C, stride=2, affine=True), op_params(name, C, stride=1, affine=True)
 
@@ -540,9 +532,21 @@ class DartsSpace(ArchConfig):
         return Genotype(normal, self.concat, reduce, self.concat)
 
     def mutate(self, cfg: Genotype | Mapping[str, Any], generator: torch.Generator | int | None = None, *,
-               op_prob: float = 0.1, edge_prob: float = 0.1) -> Genotype:
-        """Redraw each pair's operation with probability ``op_prob`` (always to a different operation) and each
-        pair's input with probability ``edge_prob`` (to an input its node does not use yet)."""
+               m_prob: float = 0.1, s_prob: float = 0.1, op_prob: float | None = None,
+               edge_prob: float | None = None) -> Genotype:
+        """Redraw each pair's operation with probability ``m_prob`` (always to a different operation) and each
+        pair's input edge, the cell's structure, with probability ``s_prob`` (to an input its node does not use
+        yet). The names are those of every space's ``mutate`` (per-choice and structural probabilities).
+
+        ``op_prob`` / ``edge_prob`` are the former names of ``m_prob`` / ``s_prob`` (deprecated).
+        """
+        if op_prob is not None or edge_prob is not None:
+            warnings.warn("DartsSpace.mutate(op_prob=, edge_prob=) are deprecated; use m_prob= (operations) and "
+                          "s_prob= (input edges), the names every space's mutate takes", DeprecationWarning,
+                          stacklevel=2)
+            m_prob = m_prob if op_prob is None else op_prob
+            s_prob = s_prob if edge_prob is None else edge_prob
+        op_prob, edge_prob = m_prob, s_prob
         g = as_generator(generator)
         cfg = self.validate(cfg)
         cells = []

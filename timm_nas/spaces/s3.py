@@ -85,6 +85,7 @@ class S3Subnet(ArchConfig):
     """
 
     family: ClassVar[str] = "s3"
+    registry_arg: ClassVar[str] = "subnet"
 
     embed_dim: tuple[int, ...]
     depth: tuple[int, ...]
@@ -181,6 +182,10 @@ class S3Subnet(ArchConfig):
 
         return cls(embed_dim=tuple(d["EMBED_DIM"]), depth=depth, num_heads=per_block("NUM_HEADS"),
                    window_size=per_block("WINDOW_SIZE"), mlp_ratio=per_block("MLP_RATIO"))
+
+    @classmethod
+    def from_original_dict(cls, data: Mapping[str, Any]) -> "S3Subnet":
+        return cls.from_original(data)
 
     def to_original(self) -> dict[str, Any]:
         """The original's YAML dict (``EMBED_DIM``, ``DEPTHS``, nested ``NUM_HEADS``, ``MLP_RATIO``,

@@ -94,6 +94,7 @@ class SPViTArch(ArchConfig):
     """
 
     family: ClassVar[str] = "spvit"
+    registry_arg: ClassVar[str] = "arch"
 
     ops: tuple[str, ...]
     ffn_kept: tuple[tuple[int, ...], ...]
@@ -205,6 +206,24 @@ class SPViTArch(ArchConfig):
         if len(kept) != len(ops):
             raise ValueError(f"{len(ops)} layers of indicators but {len(kept)} FFN masks; they must match")
         return cls(ops, tuple(kept))
+
+    def to_original(self, hidden: int | Sequence[int] | None = None) -> dict[str, Any]:
+        """The original's data as one dict: the fine-tune config's ``assigned_indicators`` and, under
+        ``ffn_masks``, one 0/1 mask per layer over the hidden units (``hidden`` wide; default: up to the last kept
+        unit, enough to read the architecture back)."""
+        widths = [max(k, default=-1) + 1 for k in self.ffn_kept] if hidden is None else list(self._widths(hidden))
+        masks = [[1.0 if j in set(k) else 0.0 for j in range(w)] for k, w in zip(self.ffn_kept, widths)]
+        return {"assigned_indicators": self.indicators(), "ffn_masks": masks}
+
+    @classmethod
+    def from_original_dict(cls, data: Mapping[str, Any]) -> "SPViTArch":
+        """The original's fine-tune config dict (``assigned_indicators``, or ``EXTRA.assigned_indicators`` for Swin)
+        with the per-layer FFN masks beside it under ``ffn_masks`` (the ``ffn_indicators/*.pth`` masks as lists)."""
+        if "ffn_masks" not in data:
+            raise ValueError("an original SPViT architecture needs 'assigned_indicators' and 'ffn_masks' (one 0/1 "
+                             f"mask over the unpruned hidden units per layer), got keys {sorted(data)}")
+        config = {k: v for k, v in data.items() if k != "ffn_masks"}
+        return cls.from_original(read_original_indicators(config), data["ffn_masks"])
 
     @classmethod
     def from_original_files(cls, config: str | os.PathLike | Mapping[str, Any],

@@ -81,8 +81,8 @@ def read_train_checkpoint(path: str | os.PathLike, use_ema: bool = False) -> Tra
     if use_ema:
         if not (isinstance(raw, Mapping) and any(isinstance(raw.get(k), Mapping) for k in ("state_dict_ema",
                                                                                               "model_ema"))):
-            raise ValueError(f"{path} holds no EMA weights ('state_dict_ema' / 'model_ema'); drop --use-ema or train "
-                             "with --model-ema")
+            raise ValueError(f"{path} holds no EMA weights ('state_dict_ema' / 'model_ema'); pass use_ema=False "
+                             "(drop --use-ema), or train with train.py's --model-ema")
         state = unwrap_state_dict(raw, keys=("state_dict_ema", "model_ema"))
     else:
         state = unwrap_state_dict(raw, keys=("state_dict", "model"))
@@ -140,7 +140,8 @@ def create_model_from_checkpoint(
     name = model or ckpt.model
     if not name:
         raise ValueError(f"{ckpt.path} does not record which model it belongs to (no train.py 'args'): pass the "
-                         "model name and its --model-kwargs (e.g. --model autoformer_supernet_tiny)")
+                         "model name and its arguments, model= and model_kwargs= (--model, --model-kwargs; e.g. "
+                         "model='autoformer_supernet_tiny')")
     kwargs = dict(ckpt.create_kwargs, **(model_kwargs or {}))
     try:
         net = create_model(name, pretrained=False, **kwargs)

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from ..search.darts import DartsSearchConfig, search
-from ..spaces import DartsSpace, Genotype
+from timm_nas.search.darts import DartsSearchConfig, search
+from timm_nas.spaces import DartsSpace, Genotype
 from ._common import Log, StudyTensors, default_log, mean_over_seeds
 from .config import StudyConfig
 from .data import NUM_CLASSES
@@ -49,7 +49,7 @@ class TensorImageDataset(torch.utils.data.Dataset):
 
 
 def _params(genotype: Genotype, C: int, layers: int) -> int:
-    from ..cost import count_params
+    from timm_nas.cost import count_params
 
     return count_params(genotype, stem_type="cifar", C=C, layers=layers, num_classes=NUM_CLASSES)
 
@@ -67,7 +67,7 @@ def random_genotypes_like(target: Genotype, space: DartsSpace, count: int, *, C:
     Returns:
         The genotypes and the largest relative size difference among them (the tolerance actually used).
     """
-    from ..search import config_key
+    from timm_nas.search import config_key
 
     if count < 1:
         return [], 0.0

@@ -17,8 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..search import AccuracyScorer, Constraints, Dist, EvolutionSearch, RandomSearch, config_key, run_search
-from ..spaces import AutoFormerSpace, AutoFormerSubnet
+from timm_nas.search import AccuracyScorer, Constraints, Dist, EvolutionSearch, RandomSearch, config_key, run_search
+from timm_nas.spaces import AutoFormerSpace, AutoFormerSubnet
 from ._common import Log, StudyTensors, build_supernet, default_log, train_subnet
 from .config import StudyConfig
 from .stats import summary

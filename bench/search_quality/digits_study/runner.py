@@ -1,8 +1,8 @@
 """Run the whole study and write ``results.json``, ``report.md`` and the plots.
 
-One call, :func:`run_study` (CLI: ``timm-nas study``), regenerates everything from the seed: the data split is
-fixed, every random draw comes from a generator or a seed derived from the study seed, and model initialisation
-runs under a forked, seeded RNG.
+One call, :func:`run_study` (CLI: ``bench/search_quality/study.py``), regenerates everything from the seed: the
+data split is fixed, every random draw comes from a generator or a seed derived from the study seed, and model
+initialisation runs under a forked, seeded RNG.
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def _version(module: str) -> str:
 
 def environment() -> dict[str, Any]:
     """Machine, load and library versions (JSON-native), recorded in the report."""
-    from ..version import __version__
+    from timm_nas.version import __version__
 
     try:
         usable = len(os.sched_getaffinity(0))
@@ -148,7 +148,8 @@ def run_study(out: str | os.PathLike, *, smoke: bool = False, seed: int = 0, con
         "preset": cfg.preset,
         "seed": seed,
         "started_utc": started,
-        "command": f"timm-nas study --out {out}{' --smoke' if cfg.preset == 'smoke' else ''} --seed {seed}",
+        "command": f"python bench/search_quality/study.py --out {out}"
+                   f"{' --smoke' if cfg.preset == 'smoke' else ''} --seed {seed}",
         "environment": env,
         "config": cfg.to_dict(),
         "data": data.describe(),

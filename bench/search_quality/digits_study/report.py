@@ -1,7 +1,7 @@
 """The study's Markdown report and PNG plots, rendered from ``results.json`` alone.
 
 :func:`write_report` needs nothing but the results dict, so a report can be re-rendered from a saved
-``results.json`` (``timm-nas study --report-only --out DIR``) without rerunning anything.
+``results.json`` (``study.py --report-only --out DIR``) without rerunning anything.
 
 Plots (matplotlib's object API, no pyplot state and no display needed):
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..search import Constraints, ProxyScorer
-from ..search.random_search import draw_random
-from ..spaces import AutoFormerSpace, AutoFormerSubnet
+from timm_nas.search import Constraints, ProxyScorer
+from timm_nas.search.random_search import draw_random
+from timm_nas.spaces import AutoFormerSpace, AutoFormerSubnet
 from ._common import Log, StudyTensors, build_supernet, default_log, train_subnet
 from .config import StudyConfig
 from .stats import correlation_table, pooled_seed_std, summary
@@ -96,7 +96,7 @@ def run_proxy_study(cfg: StudyConfig, tensors: StudyTensors, seed: int, *, log: 
     Returns:
         JSON-native results: ``subnets`` (config, cost, proxy values and times, training results), ``noise``
         (:func:`seed_noise`) and ``timing``. Correlations are added by the caller
-        (:func:`timm_nas.study.runner.correlations`), which can include rankings from other parts (the supernet's
+        (:func:`digits_study.runner.correlations`), which can include rankings from other parts (the supernet's
         inherited accuracy).
     """
     pc = cfg.proxy

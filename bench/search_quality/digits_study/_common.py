@@ -14,7 +14,7 @@ from .training import TrainBudget, derive_seed, seeded, train_model
 
 __all__ = ["Log", "StudyTensors", "build_supernet", "build_subnet", "train_subnet", "mean_over_seeds"]
 
-_logger = logging.getLogger("timm_nas.study")
+_logger = logging.getLogger("digits_study")
 
 #: Progress callback: one human-readable line per call.
 Log = Callable[[str], None]

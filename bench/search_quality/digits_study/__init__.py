@@ -8,9 +8,10 @@ Three questions, each answered by training architectures from scratch on the sam
    architectures than random search with the same number of evaluations?
 3. :mod:`.darts_study`: does a short first-order DARTS search beat random cells of the same size?
 
-One call regenerates everything (``timm-nas study --out DIR``; ``--smoke`` for the tiny CI preset)::
+One call regenerates everything (``python bench/search_quality/study.py --out DIR``; ``--smoke`` for the tiny CI
+preset), or from Python with ``bench/search_quality`` on ``sys.path``::
 
-    from timm_nas.study import run_study
+    from digits_study import run_study
     results = run_study('runs/study', seed=0)      # results.json, report.md, *.png in runs/study
 
 Needs the ``study`` extra (scikit-learn, matplotlib). :mod:`.data` exposes the digits as a timm-compatible

@@ -1,0 +1,550 @@
+"""Latency on the user's own device: a per-family lookup table measured once, and a predictor fast enough for a
+search.
+
+A subnet's latency is predicted as the sum of the measured latencies of the parts its cost decomposes into, with an
+affine calibration fitted on a few subnets measured end to end (the parts run back to back in the real model, so
+the sum misses the glue between them: module calls, reshapes, cache effects):
+
+* **AutoFormer**: every block of a subnet has the subnet's embed dim, so one entry per ``(embed_dim, heads, MLP
+  hidden width)`` block on the ``(B, N + 1, E)`` tokens, plus one per embed dim for everything outside the blocks
+  (patch embedding, class token, position embedding, final norm, pooling, head).
+* **S3**: one entry per stage and ``(embed_dim, heads, effective window, shift, MLP hidden width)`` block on the
+  stage's ``(B, H, W, E)`` grid, one per ``(stage, in width, out width)`` patch merging, the patch embedding per
+  first-stage width and the final norm + head per last-stage width.
+
+The idea of predicting a network's latency from a table of per-layer latencies measured on the target device is
+ProxylessNAS's (Cai et al., ICLR 2019, arXiv:1812.00332, Sec. 3.3) and FBNet's (Wu et al., CVPR 2019,
+arXiv:1812.03443, Sec. 3.2); ``timm-nas latency check`` measures how well it predicts real extracted subnets.
+
+A :class:`LatencyTable` records the setting it was measured in (device and its name, torch and timm-nas versions,
+threads, dtype, batch and input size, the model and its shape arguments) and refuses another one
+(:meth:`LatencyTable.check`, one ``ValueError`` naming the field). :func:`predict_latency` takes a table or its path.
+Building and measuring (:func:`build_table`, :func:`measure_subnets`) need the family's models, which are created by
+name through timm when called (this package never imports the model modules).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from .._io import atomic_write_text
+from ..spaces.autoformer import AutoFormerSubnet
+from ..spaces.s3 import S3Subnet
+from .s3 import _square_grid, _stage_grids
+
+__all__ = ["LatencyTable", "predict_latency", "build_table", "measure_subnets", "time_callable", "device_name",
+           "supernet_setting", "LATENCY_FAMILIES"]
+
+#: Version of the table file format.
+TABLE_FORMAT = 1
+
+#: Setting fields that must match for a table to be used (in the order an error reports them).
+SETTING_FIELDS = ("family", "model_args", "device", "device_name", "dtype", "batch_size", "img_size", "threads",
+                  "torch", "timm_nas")
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+# --------------------------------------------------------------------------------------------------- setting
+def device_name(device: str | torch.device) -> str:
+    """What the table is measured on: the CPU model name (``/proc/cpuinfo``, else ``platform.processor()``) or the
+    CUDA device name."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as f:
+                for line in f:
+                    if line.startswith("model name"):
+                        return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+        return platform.processor() or platform.machine() or "unknown cpu"
+    return device.type
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def model_shape_args(supernet: nn.Module) -> dict[str, Any]:
+    """The shape arguments of a supernet's subnets (its static models' constructor arguments but the subnet), which
+    decide what each table entry measures. The space is left out: an entry holds whatever the space needs of it,
+    and a missing one is reported when predicted."""
+    args = dict(supernet.static_model_args(supernet.space.smallest()))
+    args.pop("subnet", None)
+    return _jsonable(args)
+
+
+def supernet_setting(supernet: nn.Module, *, model: str, create_args: Mapping[str, Any], device: str | torch.device,
+                     batch_size: int, threads: int, dtype: str = "float32") -> dict[str, Any]:
+    """The setting a table measured for ``supernet`` records (:data:`SETTING_FIELDS` plus what rebuilds the model)."""
+    from ..family import family_of
+    from ..version import __version__
+
+    family = family_of(supernet)
+    if family is None or family.name not in LATENCY_FAMILIES:
+        raise ValueError(f"no latency decomposition for {type(supernet).__name__}; latency tables cover the "
+                         f"supernets of {sorted(LATENCY_FAMILIES)}")
+    shape = model_shape_args(supernet)
+    device = torch.device(device)
+    return {
+        "family": family.name, "model": model, "create_args": _jsonable(dict(create_args)),
+        "space": _jsonable(supernet.space.to_dict()), "model_args": shape,
+        "device": device.type, "device_name": device_name(device), "dtype": dtype, "batch_size": int(batch_size),
+        "img_size": shape.get("img_size"), "threads": int(threads), "torch": torch.__version__.split("+")[0],
+        "timm_nas": __version__,
+    }
+
+
+# ----------------------------------------------------------------------------------------------- decompositions
+def _autoformer_parts(cfg: AutoFormerSubnet, setting: Mapping[str, Any]) -> list[str]:
+    e = cfg.embed_dim
+    return [f"rest|{e}"] + [f"block|{e}|{h}|{int(e * r)}" for h, r in zip(cfg.num_heads, cfg.mlp_ratio)]
+
+
+def _s3_grids(setting: Mapping[str, Any], num_stages: int) -> list[int]:
+    args = setting["model_args"]
+    return _stage_grids(_square_grid(args.get("img_size", 224), args.get("patch_size", 4)), num_stages)
+
+
+def _s3_window(grid: int, window: int, j: int) -> tuple[int, int]:
+    # the effective (window, shift) of block j: timm_nas.layers.s3_window.window_and_shift (the model's rule)
+    if grid <= window:
+        return grid, 0
+    return window, (0 if j % 2 == 0 else window // 2)
+
+
+def _s3_block_key(i: int, e: int, heads: int, grid: int, window: int, j: int, hidden: int) -> str:
+    w, shift = _s3_window(grid, window, j)
+    return f"block|{i}|{e}|{heads}|{w}|{shift}|{hidden}"
+
+
+def _s3_parts(cfg: S3Subnet, setting: Mapping[str, Any]) -> list[str]:
+    grids = _s3_grids(setting, cfg.num_stages)
+    e = cfg.embed_dim
+    parts = [f"embed|{e[0]}", f"head|{e[-1]}"]
+    parts += [f"merge|{i}|{e[i - 1]}|{e[i]}" for i in range(1, cfg.num_stages)]
+    for i, j in cfg.blocks():
+        parts.append(_s3_block_key(i, e[i], cfg.num_heads[i][j], grids[i], cfg.window_size[i][j], j,
+                                   int(e[i] * cfg.mlp_ratio[i][j])))
+    return parts
+
+
+#: family -> (config type, parts(cfg, setting) -> table keys whose sum predicts the latency).
+LATENCY_FAMILIES: dict[str, tuple[type, Callable[[Any, Mapping[str, Any]], list[str]]]] = {
+    "autoformer": (AutoFormerSubnet, _autoformer_parts),
+    "s3": (S3Subnet, _s3_parts),
+}
+
+
+# ------------------------------------------------------------------------------------------------------ table
+class LatencyTable:
+    """Measured latencies (milliseconds) of the parts a family's subnets decompose into, in one setting.
+
+    Attributes:
+        setting: what was measured and where (:data:`SETTING_FIELDS`, plus ``model`` / ``create_args`` that rebuild
+            the supernet and the measurement options).
+        entries: part key -> milliseconds.
+        calibration: subnets measured end to end (``points``: ``{"config", "parts_ms", "measured_ms"}``) and the
+            fitted ``scale`` / ``intercept`` of ``latency = scale * sum(parts) + intercept``.
+    """
+
+    def __init__(self, setting: Mapping[str, Any], entries: Mapping[str, float] | None = None,
+                 calibration: Mapping[str, Any] | None = None, path: str | os.PathLike | None = None) -> None:
+        self.setting = dict(setting)
+        self.entries: dict[str, float] = dict(entries or {})
+        self.calibration: dict[str, Any] = dict(calibration or {"points": []})
+        self.calibration.setdefault("points", [])
+        self.path = None if path is None else Path(path)
+        family = self.setting.get("family")
+        if family not in LATENCY_FAMILIES:
+            raise ValueError(f"latency table{self._where()} is for family {family!r}; known: {sorted(LATENCY_FAMILIES)}")
+        self._config_cls, self._parts = LATENCY_FAMILIES[family]
+
+    def _where(self) -> str:
+        return f" {self.path}" if self.path is not None else ""
+
+    # ------------------------------------------------------------------------------------------ persistence
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "LatencyTable":
+        """Read a table file.
+
+        Raises:
+            FileNotFoundError: for a missing file.
+            ValueError: for a file that is not a latency table (one line saying so).
+        """
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"latency table not found: {path} (make one with: timm-nas latency build ...)")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("format") != TABLE_FORMAT:
+                raise ValueError(f"format {data.get('format')!r}, expected {TABLE_FORMAT}")
+            table = cls(data["setting"], {str(k): float(v) for k, v in data["entries"].items()},
+                        data.get("calibration"), path=path)
+            for field in SETTING_FIELDS:
+                table.setting[field]  # noqa: B018 (a missing field is a corrupt table)
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
+            raise ValueError(f"{path} is not a readable latency table ({type(e).__name__}: {e}); rebuild it with "
+                             "timm-nas latency build") from None
+        return table
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": TABLE_FORMAT, "setting": self.setting, "calibration": self.calibration,
+                "entries": dict(sorted(self.entries.items()))}
+
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the table (atomically: an interrupted build leaves the previous complete file)."""
+        path = Path(path).expanduser() if path is not None else self.path
+        if path is None:
+            raise ValueError("no path to save the latency table to")
+        self.path = path
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        return path
+
+    # --------------------------------------------------------------------------------------------- checking
+    def check(self, what: str = "this run", **expected: Any) -> None:
+        """Raise one ``ValueError`` naming the first setting field that differs from ``expected``.
+
+        ``model_args`` is compared key by key (the key that differs is named).
+        """
+        for field in SETTING_FIELDS:
+            if field not in expected:
+                continue
+            have, want = self.setting.get(field), _jsonable(expected[field])
+            if field == "model_args":
+                for k in sorted(set(have or {}) | set(want or {})):
+                    if (have or {}).get(k) != (want or {}).get(k):
+                        raise ValueError(f"latency table{self._where()} was measured with model_args.{k}="
+                                         f"{(have or {}).get(k)!r}, {what} has {(want or {}).get(k)!r}; build a "
+                                         "table for this model (timm-nas latency build)")
+            elif have != want:
+                raise ValueError(f"latency table{self._where()} was measured with {field}={have!r}, {what} has "
+                                 f"{want!r}; build a table for this setting (timm-nas latency build)")
+
+    def check_model(self, supernet: nn.Module, what: str = "this search") -> None:
+        """Raise one ``ValueError`` unless the table was measured for ``supernet``'s family and shape arguments, on
+        a device of this machine (the same CPU model, or a CUDA device of the same name)."""
+        from ..family import family_of
+
+        family = family_of(supernet)
+        kind = self.setting["device"]
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"latency table{self._where()} was measured on {self.setting['device_name']} (cuda); "
+                             f"{what} runs on a machine without CUDA; build a table here (timm-nas latency build)")
+        here = device_name(kind)
+        self.check(what, family=family.name if family is not None else type(supernet).__name__,
+                   model_args=model_shape_args(supernet), device_name=here)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-native identity (search records, model cards): the device and the setting, and the calibration."""
+        s = self.setting
+        return {"device": s["device"], "device_name": s["device_name"], "batch_size": s["batch_size"],
+                "img_size": s["img_size"], "threads": s["threads"], "dtype": s["dtype"], "torch": s["torch"],
+                "model": s.get("model"), "entries": len(self.entries),
+                "scale": self.calibration.get("scale"), "intercept": self.calibration.get("intercept")}
+
+    # ------------------------------------------------------------------------------------------- predicting
+    def parts(self, cfg: Any) -> list[str]:
+        """The table keys whose latencies add up to ``cfg``'s (before calibration)."""
+        if not isinstance(cfg, self._config_cls):
+            cfg = self._config_cls.from_dict(cfg)
+        return self._parts(cfg, self.setting)
+
+    def parts_ms(self, cfg: Any) -> float:
+        """Sum of the measured parts of ``cfg``, milliseconds (no calibration)."""
+        entries = self.entries
+        try:
+            return math.fsum(entries[k] for k in self.parts(cfg))
+        except KeyError as e:
+            raise ValueError(f"latency table{self._where()} has no entry {e.args[0]!r} (the architecture is outside "
+                             f"the space the table was built for); rebuild it for this space") from None
+
+    def predict(self, cfg: Any) -> float:
+        """Predicted latency of ``cfg``, milliseconds: ``scale * parts_ms(cfg) + intercept``."""
+        c = self.calibration
+        return c.get("scale", 1.0) * self.parts_ms(cfg) + c.get("intercept", 0.0)
+
+    def fit_calibration(self) -> None:
+        """Least-squares ``scale`` and ``intercept`` of measured against summed latency over the calibration
+        subnets (scale only through the origin with one subnet; identity with none)."""
+        pts = self.calibration["points"]
+        x = [p["parts_ms"] for p in pts]
+        y = [p["measured_ms"] for p in pts]
+        if len(pts) >= 2 and max(x) > min(x):
+            mx, my = sum(x) / len(x), sum(y) / len(y)
+            scale = sum((a - mx) * (b - my) for a, b in zip(x, y)) / sum((a - mx) ** 2 for a in x)
+            intercept = my - scale * mx
+        elif pts:
+            scale, intercept = sum(y) / sum(x), 0.0
+        else:
+            scale, intercept = 1.0, 0.0
+        self.calibration.update(scale=scale, intercept=intercept)
+
+
+def predict_latency(cfg: Any, table: LatencyTable | str | os.PathLike) -> float:
+    """Predicted latency of the architecture ``cfg`` (a config or its dict), in milliseconds, in the setting the
+    table was measured in. ``table`` is a :class:`LatencyTable` or the path of one (read on every call: load it once
+    with :meth:`LatencyTable.load` inside a loop)."""
+    if not isinstance(table, LatencyTable):
+        table = LatencyTable.load(table)
+    return table.predict(cfg)
+
+
+# ---------------------------------------------------------------------------------------------------- timing
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_callable(fn: Callable[[], Any], device: str | torch.device = "cpu", *, warmup: int = 3,
+                  repeats: int = 10) -> list[float]:
+    """Milliseconds of each of ``repeats`` calls of ``fn()`` after ``warmup`` calls, under ``torch.no_grad``.
+
+    On CUDA each call is timed with CUDA events and synchronised (the work ``fn`` queues is counted, not the time to
+    queue it); on the CPU with ``time.perf_counter``.
+    """
+    device = torch.device(device)
+    times = []
+    with torch.no_grad():
+        for _ in range(warmup):
+            fn()
+        _sync(device)
+        for _ in range(repeats):
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(float(start.elapsed_time(end)))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def _stat(times: Sequence[float], stat: str) -> float:
+    if stat == "min":
+        return min(times)
+    ordered = sorted(times)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _static(supernet: nn.Module, cfg: Any, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """A randomly initialised static model of ``cfg`` with the supernet's shape arguments (latency does not depend on
+    the weights' values)."""
+    import timm
+
+    from ..family import family_of
+
+    family = family_of(supernet)
+    args = dict(model_shape_args(supernet), subnet=cfg.to_dict())
+    return timm.create_model(family.static_entrypoint, **args).to(device=device, dtype=dtype).eval()
+
+
+def _segments(supernet: nn.Module, setting: Mapping[str, Any], device: torch.device,
+              dtype: torch.dtype) -> Iterator[tuple[list[str], Callable[[], tuple[list[Callable[[], Any]]]]]]:
+    """``(keys, make)`` for every part of the family's decomposition: ``make()`` builds the small model that holds
+    them and returns one callable per key."""
+    family, space, b = setting["family"], supernet.space, setting["batch_size"]
+    img = setting["model_args"].get("img_size", 224)
+    ih, iw = (img, img) if isinstance(img, int) else img
+    in_chans = setting["model_args"].get("in_chans", 3)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device=device, dtype=dtype)
+
+    if family == "autoformer":
+        for e in space.embed_dim:
+            for h in space.num_heads:
+                for r in space.mlp_ratio:
+                    cfg = AutoFormerSubnet(e, 1, (h,), (r,))
+
+                    def make(cfg: AutoFormerSubnet = cfg) -> list[Callable[[], Any]]:
+                        model = _static(supernet, cfg, device, dtype)
+                        block, x = model.blocks[0], rand(b, model.patch_embed.num_patches + 1, cfg.embed_dim)
+                        image = rand(b, in_chans, ih, iw)
+                        rest = _without_blocks(model)
+                        return [lambda: block(x), lambda: rest(image)]
+
+                    yield [f"block|{e}|{h}|{int(e * r)}", f"rest|{e}"], make
+        return
+    if family == "s3":
+        n = space.num_stages
+        grids = _s3_grids(setting, n)
+        small = space.smallest()
+        for i in range(n):
+            for e in space.embed_dim[i]:
+                for w in space.window_size[i]:
+                    for r in space.mlp_ratio[i]:
+                        heads = space.heads(e)
+                        keys = [_s3_block_key(i, e, heads, grids[i], w, j, int(e * r)) for j in (0, 1)]
+                        cfg = _s3_config(small, i, e=e, depth=2, window=w, ratio=r, heads=heads)
+
+                        def make(cfg: S3Subnet = cfg, i: int = i, e: int = e) -> list[Callable[[], Any]]:
+                            stage = _static(supernet, cfg, device, dtype).layers[i]
+                            x = rand(b, grids[i], grids[i], e)
+                            return [lambda blk=blk: blk(x) for blk in stage.blocks]
+
+                        yield keys, make
+            if i == 0:
+                continue
+            for e_in in space.embed_dim[i - 1]:
+                for e in space.embed_dim[i]:
+                    cfg = _s3_config(_s3_config(small, i - 1, e=e_in, heads=space.heads(e_in)), i, e=e, heads=space.heads(e))
+
+                    def make(cfg: S3Subnet = cfg, i: int = i, e_in: int = e_in) -> list[Callable[[], Any]]:
+                        merge = _static(supernet, cfg, device, dtype).layers[i].downsample
+                        x = rand(b, grids[i - 1], grids[i - 1], e_in)
+                        return [lambda: merge(x)]
+
+                    yield [f"merge|{i}|{e_in}|{e}"], make
+        for e0 in space.embed_dim[0]:
+            for e_last in space.embed_dim[-1]:
+                cfg = _s3_config(_s3_config(small, 0, e=e0, heads=space.heads(e0)), n - 1, e=e_last,
+                                 heads=space.heads(e_last))
+
+                def make(cfg: S3Subnet = cfg, e_last: int = e_last) -> list[Callable[[], Any]]:
+                    model = _static(supernet, cfg, device, dtype)
+                    image, x = rand(b, in_chans, ih, iw), rand(b, grids[-1], grids[-1], e_last)
+                    return [lambda: model.patch_embed(image), lambda: model.forward_head(model.norm(x))]
+
+                yield [f"embed|{e0}", f"head|{e_last}"], make
+        return
+    raise ValueError(f"no latency decomposition for family {family!r}")
+
+
+def _without_blocks(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The AutoFormer model's forward with no blocks: patch embedding, tokens, norm, pooling and head."""
+    def run(x: torch.Tensor) -> torch.Tensor:
+        x = model.patch_embed(x)
+        x = torch.cat((model.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        x = model.pos_drop(x + model.pos_embed)
+        return model.forward_head(model.norm(x))
+    return run
+
+
+def _s3_config(base: S3Subnet, stage: int, *, e: int | None = None, depth: int | None = None,
+               window: int | None = None, ratio: float | None = None, heads: int | None = None) -> S3Subnet:
+    """``base`` with stage ``stage`` replaced (uniform blocks)."""
+    d = base.to_dict()
+    e = d["embed_dim"][stage] if e is None else e
+    depth = d["depth"][stage] if depth is None else depth
+    window = d["window_size"][stage][0] if window is None else window
+    ratio = d["mlp_ratio"][stage][0] if ratio is None else ratio
+    heads = d["num_heads"][stage][0] if heads is None else heads
+    for field, value in (("embed_dim", e), ("depth", depth)):
+        d[field][stage] = value
+    for field, value in (("num_heads", heads), ("window_size", window), ("mlp_ratio", ratio)):
+        d[field][stage] = [value] * depth
+    return S3Subnet.from_dict(d)
+
+
+# ----------------------------------------------------------------------------------------------------- build
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    import sys
+
+    return tqdm(total=total, desc=desc, unit="entry", dynamic_ncols=True, file=sys.stderr)
+
+
+def build_table(supernet: nn.Module, setting: Mapping[str, Any], path: str | os.PathLike, *, warmup: int = 3,
+                repeats: int = 10, stat: str = "min", calibration: int = 8, seed: int = 12345,
+                progress: bool = True) -> LatencyTable:
+    """Measure every part of ``supernet``'s decomposition in ``setting`` and write the table to ``path``, one entry
+    at a time (atomically), then measure ``calibration`` random subnets end to end and fit the calibration.
+
+    A table already at ``path`` with the same setting is resumed: measured entries and calibration subnets are kept.
+
+    Raises:
+        ValueError: if ``path`` holds a table of another setting (the differing field is named).
+    """
+    device, dtype = torch.device(setting["device"]), _DTYPES[setting["dtype"]]
+    path = Path(path).expanduser()
+    options = {"warmup": warmup, "repeats": repeats, "stat": stat, "calibration_seed": seed}
+    if path.exists():
+        table = LatencyTable.load(path)
+        table.check(f"the table asked for ({path} exists: remove it or choose another --out)",
+                    **{k: setting[k] for k in SETTING_FIELDS})
+    else:
+        table = LatencyTable(dict(setting, measure=options), path=path)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(setting["threads"]))
+    try:
+        segments = list(_segments(supernet, table.setting, device, dtype))
+        todo = [(keys, make) for keys, make in segments if not all(k in table.entries for k in keys)]
+        total = len({k for keys, _ in segments for k in keys})
+        bar = _progress(total + calibration, "latency table", progress)
+        if bar is not None:
+            bar.update(len(table.entries))
+        for keys, make in todo:
+            fns = make()
+            for key, fn in zip(keys, fns):
+                if key not in table.entries:
+                    table.entries[key] = _stat(time_callable(fn, device, warmup=warmup, repeats=repeats), stat)
+                    table.save()
+                    if bar is not None:
+                        bar.update(1)
+        points = table.calibration["points"]
+        gen = torch.Generator().manual_seed(seed)
+        cfgs = [supernet.space.smallest(), supernet.space.largest()]
+        cfgs += [supernet.space.sample(gen) for _ in range(max(calibration - 2, 0))]
+        cfgs = cfgs[:calibration]
+        if bar is not None:
+            bar.update(min(len(points), calibration))
+        for cfg in cfgs[len(points):]:
+            measured = measure_subnets(supernet, [cfg], device=device, dtype=dtype, batch_size=setting["batch_size"],
+                                       warmup=warmup, repeats=repeats, stat=stat)[0]
+            points.append({"config": cfg.to_dict(), "parts_ms": table.parts_ms(cfg), "measured_ms": measured})
+            table.save()
+            if bar is not None:
+                bar.update(1)
+        table.fit_calibration()
+        table.save()
+        if bar is not None:
+            bar.close()
+    finally:
+        torch.set_num_threads(previous)
+    return table
+
+
+def measure_subnets(supernet: nn.Module, cfgs: Sequence[Any], *, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32, batch_size: int = 1, warmup: int = 3, repeats: int = 10,
+                    stat: str = "min", callback: Callable[[int, float], None] | None = None) -> list[float]:
+    """End-to-end latency (ms) of each config's extracted subnet (``supernet.extract(cfg)``, eval, ``no_grad``)."""
+    device = torch.device(device)
+    args = model_shape_args(supernet)
+    img = args.get("img_size", 224)
+    ih, iw = (img, img) if isinstance(img, int) else img
+    x = torch.randn(batch_size, args.get("in_chans", 3), ih, iw, device=device, dtype=dtype)
+    out = []
+    for k, cfg in enumerate(cfgs):
+        model = supernet.extract(cfg).to(device=device, dtype=dtype).eval()
+        ms = _stat(time_callable(lambda: model(x), device, warmup=warmup, repeats=repeats), stat)
+        del model
+        out.append(ms)
+        if callback is not None:
+            callback(k, ms)
+    return out
