@@ -65,7 +65,7 @@ _FORCE_REFERENCE = [0]  # nesting depth of reference_rel_pos()
 def reference_rel_pos() -> Iterator[None]:
     """Run :func:`rel_pos_attention` in the original's explicit formulation inside this block (same values up to
     float rounding; slower): for measuring MACs with the relative products counted as ``N^2 d`` matmuls, or for
-    comparing speed."""
+    comparing speed. The switch is process-wide (every thread sees it while the block runs)."""
     _FORCE_REFERENCE[0] += 1
     try:
         yield
