@@ -112,7 +112,7 @@ def test_evolution_cli_with_accuracy_on_a_class_subset(tmp_path, space_file, cap
 
 @pytest.mark.parametrize("strategy, extra, message", [
     ("tf-tas", ["--space", "huge"], "unknown AutoFormer space preset 'huge'"),
-    ("tf-tas", ["--proxy", "zen"], "unknown proxy 'zen'"),
+    ("tf-tas", ["--proxy", "no_such_proxy"], "unknown proxy 'no_such_proxy'"),
     ("tf-tas", ["--params-min", "30", "--params-max", "20"], "empty params window"),
     ("tf-tas", ["--params-max", "0.001"], "empty constraint window"),
     ("tf-tas", ["--model", "no_such_supernet"], "unknown model"),

@@ -164,3 +164,24 @@ def test_cli_search_and_arch(data_dir, tmp_path, capsys):
     assert main(["spvit-arch", "--config", str(tmp_path / "x.json")]) == 2
     assert "--config needs --masks" in capsys.readouterr().err
     assert main(["search", "spvit", "--data-dir", str(tmp_path / "nope"), "--output", str(out)]) == 2
+
+
+def test_training_transform_survives_zero_bit_posterize_draws():
+    """Pillow 13 raises for a 0-bit posterize, which timm's rand-m9-mstd0.5-inc1 can draw; the search keeps the
+    original's behaviour (a black image) instead of crashing or capping the level."""
+    import random
+
+    from PIL import Image
+
+    from timm_nas.search.spvit import SPViTSearchConfig, _posterize, search_transforms
+
+    transform = search_transforms(SPViTSearchConfig(), is_training=True)
+    img = Image.new("RGB", (40, 40), (200, 120, 30))
+    assert _posterize(img, 0).getextrema() == ((0, 0), (0, 0), (0, 0))
+    assert _posterize(img, 8) is img
+    ops = [op for t in transform.transforms for op in getattr(t, "ops", [])]
+    assert [op.aug_fn for op in ops if op.name.startswith("Posterize")] == [_posterize]
+    random.seed(0)
+    torch.manual_seed(0)
+    for _ in range(300):  # many draws, magnitude noise included
+        transform(img)

@@ -54,6 +54,7 @@ CONTRACT: dict[str, dict] = {
                                                   "(ModuleList[int expr]), which TorchScript cannot compile",
             },
         }),
+    "nb201": dict(non_std=False, feat_inter=False, skips={}),
     "spvit": dict(
         # pruned models (spvit_deit*) are timm VisionTransformers and pass everything; the search networks skip
         non_std=True, feat_inter=True,

@@ -9,7 +9,7 @@ numpy scalars or arrays (best accuracies, ``np.float64``), optimizer and schedul
   rebuild scalars, arrays and dtypes (:func:`numpy_safe_globals`) are allowed through
   ``torch.serialization.safe_globals``, a context manager: the allow-list is scoped to one load, never added to
   torch's process-wide list.
-* With ``stub_unknown=True`` (what the release readers use), any other *class* the file names is replaced by a
+* With ``stub_unknown=True`` (the default), any other *class* the file names is replaced by a
   stand-in registered under the original's name (a ``(stub, "module.Class")`` safe-globals entry) whose objects
   are plain ``OrderedDict`` data holding the items, constructor arguments and pickled attributes: none of the
   original's code runs (the class is never imported).
@@ -96,7 +96,7 @@ def _stubbable(global_name: str) -> bool:
 
 
 def load_checkpoint_file(path: str | os.PathLike, extra_safe_globals: Iterable[Any] = (), *,
-                         allow_numpy: bool = True, stub_unknown: bool = False) -> Any:
+                         allow_numpy: bool = True, stub_unknown: bool = True) -> Any:
     """Load a ``.pth`` / ``.pt`` / ``.bin`` (restricted unpickling) or ``.safetensors`` file on the CPU.
 
     Args:

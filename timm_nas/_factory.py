@@ -11,7 +11,7 @@ __all__ = ["create_model", "list_models", "MODEL_MODULES"]
 #: timm module names (the last component of the defining module) that hold timm-nas models. timm keys its module
 #: index by that last component only, so another package's ``darts.py`` shares a key: :func:`list_models` uses
 #: these names to narrow timm's list, then keeps the names whose entrypoint is defined in ``timm_nas``.
-MODEL_MODULES = ("autoformer", "darts", "s3", "spvit")
+MODEL_MODULES = ("autoformer", "darts", "nb201", "s3", "spvit")  # deprecated: read timm_nas.family.families()
 
 
 def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
@@ -36,7 +36,7 @@ def list_models(filter: str | list[str] = "", pretrained: bool = False) -> list[
     """
     from . import models  # noqa: F401
 
-    names = timm.list_models(filter=filter, module=list(MODEL_MODULES), pretrained=pretrained)
+    names = timm.list_models(filter=filter, pretrained=pretrained)
     return [n for n in names if _is_ours(n)]
 
 

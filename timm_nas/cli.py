@@ -26,6 +26,8 @@ _COMMAND_MODULES = (
     "timm_nas.commands.s3",
     "timm_nas.commands.study",
     "timm_nas.commands.latency",
+    "timm_nas.commands.zoo",
+    "timm_nas.commands.proxy_bench",
 )
 
 

@@ -281,18 +281,19 @@ class LatencyTable:
 
     def fit_calibration(self) -> None:
         """Least-squares ``scale`` and ``intercept`` of measured against summed latency over the calibration
-        subnets (scale only through the origin with one subnet; identity with none)."""
+        subnets. A fit whose scale is not positive or whose intercept is negative (few or noisy points: it would
+        predict zero or negative latencies for small subnets) falls back to a scale through the origin; with no
+        subnet the calibration is the identity."""
         pts = self.calibration["points"]
         x = [p["parts_ms"] for p in pts]
         y = [p["measured_ms"] for p in pts]
+        scale, intercept = 1.0, 0.0
         if len(pts) >= 2 and max(x) > min(x):
             mx, my = sum(x) / len(x), sum(y) / len(y)
             scale = sum((a - mx) * (b - my) for a, b in zip(x, y)) / sum((a - mx) ** 2 for a in x)
             intercept = my - scale * mx
-        elif pts:
-            scale, intercept = sum(y) / sum(x), 0.0
-        else:
-            scale, intercept = 1.0, 0.0
+        if pts and (scale <= 0 or intercept < 0):
+            scale, intercept = sum(a * b for a, b in zip(x, y)) / sum(a * a for a in x), 0.0
         self.calibration.update(scale=scale, intercept=intercept)
 
 

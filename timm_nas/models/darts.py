@@ -608,12 +608,24 @@ def _imagenet_cfg(**kwargs: Any) -> dict[str, Any]:
 #: Registry keys with entrypoints (``<key>_cifar`` / ``<key>_imagenet``).
 REGISTRY_KEYS: tuple[str, ...] = tuple(load_registry("darts"))
 
+_DARTS = dict(paper_ids="arXiv:1806.09055", origin_url="https://github.com/quark0/darts")
+
+
+def _source(key: str) -> dict[str, Any]:
+    """Paper, code and licence of a published genotype, from ``registry/darts.json``: the licence is the one the
+    repository the genotype was taken from states (``None`` where it has no licence file)."""
+    entry = load_registry("darts")[key]
+    return dict(paper_ids=entry["paper_ids"], origin_url=entry["origin_url"], license=entry["license"])
+
+
+# No tag has weights: the authors' evaluation weights are on Google Drive / Baidu only (no URL timm can fetch);
+# `timm-nas zoo export --checkpoint-dir` converts downloaded copies (registry "weights" entries).
 default_cfgs = generate_default_cfgs({
-    "darts_cifar": _cfg(),
-    "darts_imagenet": _imagenet_cfg(),
-    "darts_search": _cfg(),
-    **{f"{key}_cifar": _cfg() for key in REGISTRY_KEYS},
-    **{f"{key}_imagenet": _imagenet_cfg() for key in REGISTRY_KEYS},
+    "darts_cifar": _cfg(**_DARTS),
+    "darts_imagenet": _imagenet_cfg(**_DARTS),
+    "darts_search": _cfg(**_DARTS),
+    **{f"{key}_cifar": _cfg(**_source(key)) for key in REGISTRY_KEYS},
+    **{f"{key}_imagenet": _imagenet_cfg(**_source(key)) for key in REGISTRY_KEYS},
 })
 
 

@@ -17,10 +17,8 @@ Paper: Dong and Yang, "NAS-Bench-201: Extending the Scope of Reproducible Neural
 Module names follow the original, so the authors' checkpoints load with only the ``module.`` prefix removed (the
 search network's ``edges.<i><-<j>.<k>`` become ``edges.<e>.ops.<k>``, its ``arch_parameters`` become ``alphas``).
 """
-from __future__ import annotations
-
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 import torch.nn as nn
@@ -45,19 +43,25 @@ NB201_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
 #: Scale of the search network's architecture weights at initialisation, ``1e-3 * randn`` (as DARTS).
 ALPHA_INIT_SCALE = 1e-3
 
-GLOBAL_POOLS = ("avg", "max", "avgmax", "catavgmax")
+#: Pooling types timm's ``SelectAdaptivePool2d`` builds for a classifier head ('' = none).
+GLOBAL_POOLS = ("", "avg", "max", "avgmax", "catavgmax", "fast", "fastavg", "fastmax", "fastavgmax", "fastcatavgmax")
 
 
 # ------------------------------------------------------------------------------------------------ blocks
 class ReLUConvBN(nn.Module):
-    """ReLU -> Conv (no bias) -> BatchNorm, the benchmark's ``nor_conv_kxk`` (module ``op`` as in the original)."""
+    """ReLU -> Conv -> BatchNorm, the benchmark's ``nor_conv_kxk`` (module ``op`` as in the original).
+
+    The convolution has a bias exactly when the BatchNorm has no affine weights (the original's
+    ``Conv2d(..., bias=not affine)``): the benchmark's networks have none, the weight-sharing search network has one.
+    """
 
     def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True,
                  track_running_stats: bool = True, device=None, dtype=None) -> None:
         super().__init__()
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False, device=device, dtype=dtype),
+            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=not affine, device=device,
+                      dtype=dtype),
             nn.BatchNorm2d(C_out, affine=affine, track_running_stats=track_running_stats, device=device, dtype=dtype),
         )
 
@@ -103,7 +107,8 @@ class ResNetBasicblock(nn.Module):
             nn.Conv2d(C_in, C_out, kernel_size=1, stride=1, padding=0, bias=False, **dd),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        # ``weights`` is ignored: the search network calls every cell with its architecture weights.
         return self.downsample(x) + self.conv_b(self.conv_a(x))
 
 
@@ -355,10 +360,10 @@ class NB201SearchNet(_NB201Base):
         weights = F.softmax(self.alphas, dim=-1)
         x = self.stem(x)
         for cell in self.cells:
-            if isinstance(cell, SearchCell):
-                x = checkpoint(cell, x, weights) if self.grad_checkpointing else cell(x, weights)
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(cell, x, weights)
             else:
-                x = checkpoint(cell, x) if self.grad_checkpointing else cell(x)
+                x = cell(x, weights)  # residual blocks ignore the weights
         return self.lastact(x)
 
 
@@ -424,12 +429,14 @@ default_cfgs = generate_default_cfgs({
 
 #: Feature taps: the last cell of the first two stages and the final BN + ReLU. Cells are a chain, but the taps
 #: sit on module outputs, so features come from forward hooks as for DARTS.
-_FEATURE_CFG = dict(feature_cls="hook", no_rewrite=True, out_indices=(0, 1, 2))
+#: A new dict per model: timm's builder pops keys from it.
+def _feature_cfg() -> dict[str, Any]:
+    return dict(feature_cls="hook", no_rewrite=True, out_indices=(0, 1, 2))
 
 
 def _create(cls: type, variant: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
     model = build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-                                 feature_cfg=_FEATURE_CFG, **kwargs)
+                                 feature_cfg=_feature_cfg(), **kwargs)
     if cls is NB201Net and not kwargs.get("features_only"):
         # Record the cell even when it is the default, so an exported config.json rebuilds this network.
         update_model_args(model, genotype=model.genotype.to_dict())

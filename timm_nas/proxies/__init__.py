@@ -13,6 +13,7 @@ Every proxy has the same call signature (see :mod:`timm_nas.proxies._registry`):
 from ._registry import ProxySpec, default_inputs, get_proxy, list_proxies, register_proxy, score, scoring_mode
 from .tf_tas import DSS_MODES, DSSScore, dss
 from . import zero_cost  # noqa: F401  (registers synflow, snip, grad_norm, jacov, nwot, params, macs)
+from . import zoo  # noqa: F401  (registers l2_norm, plain, fisher, grasp, zen, epe_nas, zico, meco, swap)
 
 __all__ = [
     "ProxySpec",

@@ -23,6 +23,8 @@ from .evolution import EvolutionSearch
 from .log import SearchFolder, config_key
 from .pareto import pareto_front, plot_pareto
 from .random_search import RandomSearch
+from .regularized_evolution import RegularizedEvolution
+from .oracle import OracleScorer, StrategyCurves, compare_strategies, proxy_prefilter
 from .scorers import AccuracyScorer, ProxyScorer, build_eval_loader
 from .zero_shot import TF_TAS_CANDIDATES, TF_TAS_PARAMS, ZeroShotSearch, tf_tas
 
@@ -37,6 +39,11 @@ __all__ = [
     "run_search",
     "write_results",
     "RandomSearch",
+    "RegularizedEvolution",
+    "OracleScorer",
+    "StrategyCurves",
+    "compare_strategies",
+    "proxy_prefilter",
     "ZeroShotSearch",
     "EvolutionSearch",
     "tf_tas",

@@ -175,15 +175,42 @@ class SPViTSearchResult:
     export_path: Path | None = None
 
 
+def _posterize(img: Any, bits_to_keep: int, **_: Any) -> Any:
+    """timm's posterize with the behaviour of the Pillow the original ran on: keeping 0 bits gives a black image
+    (Pillow 13 raises for 0 bits). timm's ``rand-m9-mstd0.5-inc1`` draws 0 bits when the noisy magnitude reaches
+    10 (``PosterizeIncreasing``: ``4 - int(m / 10 * 4)``)."""
+    from PIL import ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return img.point(lambda _: 0)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def keep_zero_bit_posterize(transform: Any) -> Any:
+    """Give every posterize op of timm's auto-augment inside ``transform`` the 0-bit behaviour of
+    :func:`_posterize` (on these op instances only: timm's module is left as it is)."""
+    stack = [transform]
+    while stack:
+        t = stack.pop()
+        if getattr(t, "name", "").startswith("Posterize") and hasattr(t, "aug_fn"):
+            t.aug_fn = _posterize
+        stack.extend(getattr(t, "transforms", None) or [])
+        stack.extend(getattr(t, "ops", None) or [])
+    return transform
+
+
 def search_transforms(config: SPViTSearchConfig, is_training: bool) -> Any:
     """The original's (DeiT's) transforms: RandAugment, colour jitter and random erasing for training; resize to
     ``256/224`` of the crop (bicubic) and centre crop for evaluation."""
     from timm.data import create_transform
 
     if is_training:
-        return create_transform(config.input_size, is_training=True, color_jitter=config.color_jitter,
-                                auto_augment=config.aa, interpolation=config.train_interpolation,
-                                re_prob=config.reprob, re_mode=config.remode, re_count=config.recount)
+        transform = create_transform(config.input_size, is_training=True, color_jitter=config.color_jitter,
+                                     auto_augment=config.aa, interpolation=config.train_interpolation,
+                                     re_prob=config.reprob, re_mode=config.remode, re_count=config.recount)
+        return keep_zero_bit_posterize(transform)
     return create_transform(config.input_size, is_training=False, interpolation="bicubic", crop_pct=EVAL_CROP_PCT)
 
 

@@ -1,0 +1,85 @@
+"""Latency tables: build on this machine (tiny supernet, few repeats), predict, refuse other settings, constrain a
+search. The predictor's accuracy on real spaces is measured by ``timm-nas latency check``, not asserted here
+(timings on a shared CI machine are noise)."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from timm_nas import cli, cost
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SPACE = {"embed_dim": [32, 48], "depth": [1, 2], "num_heads": [1, 2], "mlp_ratio": [1.0, 2.0], "head_dim": 16}
+BUILD = ["latency", "build", "--model", "autoformer_supernet", "--model-args",
+         json.dumps({"space": SPACE, "patch_size": 8}), "--img-size", "32", "--repeats", "2", "--warmup", "1",
+         "--calibration", "2", "--no-progress"]
+SEARCH = ["search", "random", "--space", json.dumps(SPACE), "--model-args", '{"patch_size": 8}', "--img-size", "32",
+          "--candidates", "4", "--proxy", "params"]
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lat") / "lat.json"
+    assert cli.main(BUILD + ["--out", str(path)]) == 0
+    return path
+
+
+def test_table_records_its_setting_and_predicts_fast(table):
+    data = json.loads(table.read_text())
+    assert data["setting"]["batch_size"] == 1 and data["setting"]["threads"] == 1
+    t = cost.LatencyTable.load(table)
+    from timm_nas.spaces import AutoFormerSpace
+
+    cfgs = [AutoFormerSpace.from_dict(SPACE).sample(torch.Generator().manual_seed(i)) for i in range(2000)]
+    start = time.perf_counter()
+    values = [cost.predict_latency(c, t) for c in cfgs]
+    rate = len(cfgs) / (time.perf_counter() - start)
+    assert all(v > 0 for v in values) and rate >= 10_000, f"{rate:.0f} configs/s"
+    assert cost.predict_latency(cfgs[0], table) == values[0]  # a path works as well as a loaded table
+
+
+def test_calibration_never_predicts_a_non_positive_latency():
+    """Two noisy calibration points can fit a negative intercept; the fit then goes through the origin."""
+    t = cost.LatencyTable({"family": "autoformer"}, {}, calibration={"points": [{"parts_ms": 1.0, "measured_ms": 2.0},
+                                                          {"parts_ms": 2.0, "measured_ms": 6.0}]})
+    t.fit_calibration()
+    assert t.calibration["intercept"] == 0.0 and t.calibration["scale"] == pytest.approx(14 / 5)
+
+
+def test_rebuild_resumes_without_measuring_again(table, capsys):
+    before = table.read_text()
+    assert cli.main(BUILD + ["--out", str(table)]) == 0
+    assert json.loads(table.read_text())["entries"] == json.loads(before)["entries"]
+
+
+def test_bad_tables_are_one_line_errors(table, tmp_path, capsys):
+    assert cli.main(SEARCH + ["--latency-table", str(tmp_path / "missing.json"), "--latency-max", "1",
+                              "--out", str(tmp_path / "a")]) == 2
+    (tmp_path / "corrupt.json").write_text("{not json")
+    assert cli.main(SEARCH + ["--latency-table", str(tmp_path / "corrupt.json"), "--latency-max", "1",
+                              "--out", str(tmp_path / "b")]) == 2
+    # a table of another model (patch size 8 vs 16)
+    other = ["search", "random", "--space", json.dumps(SPACE), "--img-size", "32", "--candidates", "4", "--proxy",
+             "params", "--latency-table", str(table), "--latency-max", "100", "--out", str(tmp_path / "c")]
+    assert cli.main(other) == 2
+    assert "patch_size=8, this search has 16" in capsys.readouterr().err
+    # a limit no candidate meets
+    assert cli.main(SEARCH + ["--latency-table", str(table), "--latency-max", "0.00001",
+                              "--out", str(tmp_path / "d")]) == 2
+    assert "empty constraint window" in capsys.readouterr().err
+    assert not any((tmp_path / n).exists() for n in "abcd")
+
+
+def test_search_records_the_predicted_latency_under_its_limit(table, tmp_path):
+    t = cost.LatencyTable.load(table)
+    assert cli.main(SEARCH + ["--latency-table", str(table), "--latency-max", "100", "--out",
+                              str(tmp_path / "run")]) == 0
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert best["latency_ms"] <= 100 and best["latency_device"]
+    from timm_nas.spaces import AutoFormerSubnet
+
+    assert best["latency_ms"] == pytest.approx(t.predict(AutoFormerSubnet.from_dict(best["config"])))

@@ -1,0 +1,282 @@
+"""More training-free proxies, each implemented from its paper (the registry's call signature, higher is better).
+
+==========  ==========================================================================================================
+l2_norm     Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS", ICLR 2021: ``sum_W ||W||_F`` over the conv /
+            linear weights (data-free)
+plain       Abdelfattah et al. 2021 (after Mozer and Smolensky 1989): ``sum dL/dW * W`` (signed)
+fisher      Turner et al., "BlockSwap", ICLR 2020 (after Theis et al. 2018): per conv / linear output channel,
+            ``0.5 * mean_batch (sum_spatial a * dL/da)^2``, summed
+grasp       Wang, Zhang, Grosse, "Picking Winning Tickets Before Training by Preserving Gradient Flow", ICLR 2020:
+            ``sum -W * (H g)``, ``g = dL/dW`` and ``H`` the Hessian of the loss (a Hessian-gradient product)
+zen         Lin et al., "Zen-NAS", ICCV 2021: ``log E||f(x) - f(x + a e)||_1 + sum_BN log sqrt(mean var)`` of the
+            pre-pooling features with N(0, 1) weights, ``a = 0.01`` (needs BatchNorm)
+epe_nas     Lopes, Alirezazadeh, Alexandre, "EPE-NAS", ICANN 2021: per-class input-Jacobian correlation scores
+            ``E_c = sum log(|corr| + k)``, score ``sum_{c,c'} |E_c - E_c'| / #classes``
+zico        Li et al., "ZiCo: Zero-shot NAS via Inverse Coefficient of Variation on Gradients", ICLR 2023:
+            ``sum_layers log sum_theta mean|g| / std(g)`` over mini-batches
+meco        Jiang et al., "MeCo: Zero-Shot NAS with One Data and Single Forward Pass via Minimum Eigenvalue of
+            Correlation", NeurIPS 2023: ``sum_layers lambda_min(corr of the layer's channels)`` on one image
+swap        Peng et al., "SWAP-NAS: Sample-Wise Activation Patterns for Ultra-Fast NAS", ICLR 2024: the number of
+            distinct sample-wise ReLU activation patterns over a batch (needs ReLU)
+==========  ==========================================================================================================
+
+Like :mod:`timm_nas.proxies.zero_cost`, every proxy reads the model through ``torch.func.functional_call`` on
+detached parameters and cloned buffers and removes its hooks, so the model (weights, buffers, ``.grad``, mode) is
+unchanged; each raises ``ValueError`` naming what the model lacks when it does not apply. "Weights" are the
+parameters named ``*.weight`` with at least two dimensions (conv and linear layers).
+
+These are our implementations of the papers' formulas. They were not compared with the authors' released code in
+this repository (NASLib / zero-cost-nas / the papers' repositories were not run here); the tests check each on small
+cases computed by hand or by a second route.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ._registry import cloned_buffers, register_proxy
+from .zero_cost import _call, _weight_grads, weight_names
+
+__all__ = ["ZEN_MIXUP", "EPE_K", "SWAP_ACTIVATIONS"]
+
+#: Zen-NAS's perturbation scale ``alpha`` (Lin et al. 2021, section 3: ``alpha = 0.01``).
+ZEN_MIXUP = 0.01
+#: EPE-NAS's constant inside the logarithm (Lopes et al. 2021, eq. 3: ``k = 1e-5``).
+EPE_K = 1e-5
+#: Activations whose binary patterns SWAP counts (defined for ReLU networks).
+SWAP_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
+_LAYERS = (nn.Conv2d, nn.Linear)
+
+
+def _detached(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach() for n, p in model.named_parameters()}
+
+
+def _need_weights(model: nn.Module, proxy: str) -> list[str]:
+    names = weight_names(model)
+    if not names:
+        raise ValueError(f"{proxy} needs conv or linear weights (parameters named *.weight with >= 2 dims); none found")
+    return names
+
+
+# --------------------------------------------------------------------------------------------- weight-based
+@register_proxy("l2_norm", uses_data=False, default_batch_size=1,
+                description="l2_norm (Abdelfattah et al. 2021): sum of the Frobenius norms of the conv / linear weights")
+def l2_norm(model: nn.Module, inputs: Any, targets: Any, *, config: Any = None, **_: Any) -> float:
+    params = dict(model.named_parameters())
+    return float(sum(params[n].detach().norm() for n in _need_weights(model, "l2_norm")))
+
+
+@register_proxy("plain", uses_data=True, uses_labels=True,
+                description="plain (Abdelfattah et al. 2021): sum of dL/dW * W (signed)")
+def plain(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, config: Any = None, train: bool = False,
+          **_: Any) -> float:
+    _need_weights(model, "plain")
+    return float(sum((w * g).sum() for w, g in _weight_grads(model, inputs, targets, train) if g is not None))
+
+
+@register_proxy("grasp", uses_data=True, uses_labels=True,
+                description="GraSP (Wang et al. 2020): sum of -W * (Hessian @ gradient)")
+def grasp(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, config: Any = None, train: bool = False,
+          **_: Any) -> float:
+    """``-W * Hg`` summed, ``Hg = d(g_stop . g)/dW`` (one double-backward pass on one batch)."""
+    names = _need_weights(model, "grasp")
+    params = _detached(model)
+    leaves = {n: params[n].clone().requires_grad_(True) for n in names}
+    out = _call(model, {**params, **leaves, **cloned_buffers(model)}, inputs, train)
+    grads = torch.autograd.grad(F.cross_entropy(out, targets), list(leaves.values()), create_graph=True,
+                                allow_unused=True)
+    pairs = [(w, g) for w, g in zip(leaves.values(), grads) if g is not None]
+    z = sum((g.detach() * g).sum() for _, g in pairs)
+    hg = torch.autograd.grad(z, [w for w, _ in pairs], allow_unused=True)
+    return float(sum((-w.detach() * h).sum() for (w, _), h in zip(pairs, hg) if h is not None))
+
+
+@register_proxy("zico", uses_data=True, uses_labels=True, default_batch_size=64,
+                description="ZiCo (Li et al. 2023): sum over layers of log(sum mean|g| / std(g)) over mini-batches")
+def zico(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, config: Any = None, train: bool = False,
+         splits: int = 2, **_: Any) -> float:
+    """The batch is cut into ``splits`` mini-batches (the paper uses two or more); gradient statistics are over them
+    (population standard deviation); elements with zero deviation are left out, as layers whose sum is zero."""
+    if inputs.shape[0] < splits or splits < 2:
+        raise ValueError(f"zico needs at least 2 mini-batches: a batch of at least splits={max(splits, 2)} images")
+    _need_weights(model, "zico")
+    per_batch = [_weight_grads(model, x, y, train) for x, y in zip(inputs.chunk(splits), targets.chunk(splits))]
+    total = 0.0
+    for k in range(len(per_batch[0])):
+        gs = [pb[k][1] for pb in per_batch]
+        if any(g is None for g in gs):
+            continue
+        g = torch.stack(gs).to(torch.float64)  # (splits, *W.shape)
+        std, mean = g.std(dim=0, unbiased=False), g.abs().mean(dim=0)
+        keep = std > 0
+        s = (mean[keep] / std[keep]).sum()
+        if s > 0:
+            total += float(torch.log(s))
+    return total
+
+
+# ------------------------------------------------------------------------------------------ activation-based
+def _forward_with_hooks(model: nn.Module, types: tuple[type[nn.Module], ...], x: torch.Tensor, train: bool,
+                        on_output: Any, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    modules = [m for m in model.modules() if isinstance(m, types)]
+    handles = [m.register_forward_hook(on_output) for m in modules]
+    try:
+        return _call(model, {**(params or _detached(model)), **cloned_buffers(model)}, x, train)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@register_proxy("fisher", uses_data=True, uses_labels=True,
+                description="Fisher (Turner et al. 2020): 0.5 * mean (sum_spatial a * dL/da)^2 per conv/linear channel")
+def fisher(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, config: Any = None,
+           train: bool = False, **_: Any) -> float:
+    acts: list[torch.Tensor] = []
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        acts.append(output)
+        return output.clone()  # later in-place ops (ReLU(inplace=True)) must not touch the recorded activation
+
+    # the input requires grad so that every activation is in the graph (the parameters are detached copies)
+    out = _forward_with_hooks(model, _LAYERS, inputs.detach().clone().requires_grad_(True), train, hook)
+    if not acts:
+        raise ValueError("fisher needs conv or linear layers (nn.Conv2d / nn.Linear); none found")
+    grads = torch.autograd.grad(F.cross_entropy(out, targets), acts, allow_unused=True)
+    total = 0.0
+    for a, g in zip(acts, grads):
+        if g is None:
+            continue
+        prod = (a.detach() * g).to(torch.float64)
+        per_channel = prod.sum(dim=tuple(range(2, prod.dim()))) if prod.dim() > 2 else prod  # (B, C)
+        total += float((0.5 * per_channel.pow(2).mean(dim=0)).sum())
+    return total
+
+
+@register_proxy("epe_nas", uses_data=True, uses_labels=True, default_batch_size=64,
+                description="EPE-NAS (Lopes et al. 2021): spread of per-class input-Jacobian correlation scores")
+def epe_nas(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, config: Any = None,
+            train: bool = False, **_: Any) -> float:
+    """Classes with fewer than two images in the batch have no correlation and are left out."""
+    x = inputs.detach().clone().requires_grad_(True)
+    out = _call(model, {**_detached(model), **cloned_buffers(model)}, x, train)
+    (jac,) = torch.autograd.grad(out.sum(), [x])
+    jac = jac.reshape(jac.shape[0], -1).to(torch.float64)
+    per_class = []
+    for c in torch.unique(targets).tolist():
+        rows = jac[targets == c]
+        if rows.shape[0] < 2:
+            continue
+        corr = torch.nan_to_num(torch.corrcoef(rows), nan=0.0)
+        per_class.append(float(torch.log(corr.abs() + EPE_K).sum()))
+    if not per_class:
+        raise ValueError("epe_nas needs at least two images of one class in the batch; use a larger batch")
+    return sum(abs(a - b) for a in per_class for b in per_class) / len(per_class)
+
+
+@register_proxy("meco", uses_data=True, default_batch_size=1,
+                description="MeCo (Jiang et al. 2023): sum over conv layers of the minimum eigenvalue of the channel "
+                            "correlation, one image")
+def meco(model: nn.Module, inputs: torch.Tensor, targets: Any, *, config: Any = None, train: bool = False,
+         **_: Any) -> float:
+    """On the first image of the batch; a channel constant over the feature map has no correlation (counted 0)."""
+    values: list[float] = []
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        fmap = output.detach()[0].reshape(output.shape[1], -1).to(torch.float64)  # (C, H*W)
+        if fmap.shape[0] < 2 or fmap.shape[1] < 2:
+            return
+        corr = torch.nan_to_num(torch.corrcoef(fmap), nan=0.0)
+        values.append(float(torch.linalg.eigvalsh(corr)[0]))
+
+    with torch.no_grad():
+        _forward_with_hooks(model, (nn.Conv2d,), inputs[:1], train, hook)
+    if not values:
+        raise ValueError("meco needs convolution layers (nn.Conv2d) with at least 2 channels and 2 positions")
+    return sum(values)
+
+
+@register_proxy("swap", uses_data=True, default_batch_size=32,
+                description="SWAP (Peng et al. 2024): distinct sample-wise ReLU activation patterns over a batch")
+def swap(model: nn.Module, inputs: torch.Tensor, targets: Any, *, config: Any = None, train: bool = False,
+         **_: Any) -> float:
+    """Every ReLU output unit gives one pattern: its on / off state over the batch's images; the score is the number
+    of distinct patterns over the network (patterns are packed into integers, so the count is exact)."""
+    if not any(isinstance(m, SWAP_ACTIVATIONS) for m in model.modules()):
+        raise ValueError("swap needs ReLU activations (nn.ReLU / nn.ReLU6): its activation patterns are defined for "
+                         "ReLU networks")
+    b = inputs.shape[0]
+    if b > 62:
+        raise ValueError(f"swap packs each pattern into 62 bits: use a batch of at most 62 images, got {b}")
+    weights = 2 ** torch.arange(b, dtype=torch.int64, device=inputs.device)
+    codes: list[torch.Tensor] = []
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        on = (output.detach().reshape(b, -1) > 0).to(torch.int64)  # (B, units)
+        codes.append((on * weights[:, None]).sum(dim=0))
+
+    with torch.no_grad():
+        _forward_with_hooks(model, SWAP_ACTIVATIONS, inputs, train, hook)
+    return float(torch.unique(torch.cat(codes)).numel())
+
+
+@register_proxy("zen", uses_data=True, default_batch_size=64,
+                description="Zen-NAS (Lin et al. 2021): log feature change under a small input perturbation plus "
+                            "BatchNorm scale, N(0,1) weights (needs BatchNorm)")
+def zen(model: nn.Module, inputs: torch.Tensor, targets: Any, *, config: Any = None, seed: int = 0,
+        mixup: float = ZEN_MIXUP, **_: Any) -> float:
+    """Zen-score: weights redrawn N(0, 1) (conv / linear; BatchNorm weight 1, bias 0; other biases 0) from a generator
+    seeded with ``seed + 2`` and used only through ``functional_call``; BatchNorm in training mode (batch statistics),
+    its scale read as the batch variance of its input. ``f`` is ``model.forward_features`` (pre-pooling)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        raise ValueError("zen needs BatchNorm layers: the Zen-score reads their variance (Lin et al. 2021, section "
+                         "3.3); this model has none")
+    g = torch.Generator().manual_seed(int(seed) + 2)
+    params = {}
+    for n, p in model.named_parameters():
+        if n.endswith("weight") and p.dim() >= 2:
+            params[n] = torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device)
+        elif n.endswith("weight"):
+            params[n] = torch.ones_like(p.detach())
+        else:
+            params[n] = torch.zeros_like(p.detach())
+    noise = torch.randn(inputs.shape, generator=g, dtype=inputs.dtype).to(inputs.device)
+    variances: list[torch.Tensor] = []
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        x = args[0].detach()
+        variances.append(x.transpose(0, 1).reshape(x.shape[1], -1).var(dim=1, unbiased=False).mean())
+
+    from ._registry import scoring_mode
+
+    view = _FeatureView(model)
+    state = {f"m.{n}": t for n, t in {**params, **cloned_buffers(model)}.items()}
+    with torch.no_grad(), scoring_mode(model, True):
+        f1 = torch.func.functional_call(view, state, (inputs,), strict=False)
+        handles = [m.register_forward_hook(hook) for m in bns]
+        try:
+            state = {f"m.{n}": t for n, t in {**params, **cloned_buffers(model)}.items()}
+            f2 = torch.func.functional_call(view, state, (inputs + mixup * noise,), strict=False)
+        finally:
+            for h in handles:
+                h.remove()
+    delta = (f1 - f2).abs().to(torch.float64).reshape(f1.shape[0], -1).sum(dim=1).mean()
+    bn_term = sum(float(torch.log(torch.sqrt(v.to(torch.float64)))) for v in variances if v > 0)
+    return float(torch.log(delta)) + bn_term if delta > 0 else -math.inf
+
+
+class _FeatureView(nn.Module):
+    """``model.forward_features`` (pre-pooling features) as a module, else ``model(x)``; parameters under ``m.``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.m = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        forward = getattr(self.m, "forward_features", None)
+        return forward(x) if callable(forward) else self.m(x)
