@@ -29,8 +29,9 @@ BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
 
 
-def _bn(C: int, affine: bool, **dd) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(C, eps=BN_EPS, momentum=BN_MOMENTUM, affine=affine, **dd)
+def _bn(C: int, affine: bool, track_running_stats: bool = True, **dd) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(C, eps=BN_EPS, momentum=BN_MOMENTUM, affine=affine, track_running_stats=track_running_stats,
+                          **dd)
 
 
 class Zero(nn.Module):
@@ -67,16 +68,21 @@ class FactorizedReduce(nn.Module):
 
 
 class ReLUConvBN(nn.Module):
-    """ReLU -> Conv2d -> BatchNorm, kept under ``op`` (keys ``op.1.weight``, ``op.2.*``)."""
+    """ReLU -> Conv2d -> BatchNorm, kept under ``op`` (keys ``op.1.weight``, ``op.1.bias``, ``op.2.*``).
+
+    DARTS' convolutions have no bias (the defaults). NAS-Bench-201's ``ReLUConvBN`` (D-X-Y/AutoDL-Projects
+    ``xautodl/models/cell_operations.py``) is the same block with ``bias=not affine`` and an optional
+    ``track_running_stats=False``.
+    """
 
     def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True,
-                 device=None, dtype=None) -> None:
+                 bias: bool = False, track_running_stats: bool = True, device=None, dtype=None) -> None:
         super().__init__()
         dd = dict(device=device, dtype=dtype)
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False, **dd),
-            _bn(C_out, affine, **dd),
+            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=bias, **dd),
+            _bn(C_out, affine, track_running_stats, **dd),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

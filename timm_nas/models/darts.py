@@ -31,6 +31,7 @@ from timm.models._manipulate import checkpoint
 
 from ..cost.darts import _STEM_TYPES, AUX_HIDDEN, AUX_WIDTH, RECIPES, STEM_MULTIPLIER, _cell_plan
 from ..family import Family, register_family
+from ._cnn_api import GLOBAL_POOLS, CellNetApiMixin, check_global_pool  # noqa: F401 (GLOBAL_POOLS: public name)
 from ..layers.darts_ops import FactorizedReduce, MixedOp, ReLUConvBN, create_darts_op, darts_drop_path
 from ..registry import load_registry
 from ..spaces.darts import PRIMITIVES, DartsSpace, Genotype
@@ -164,52 +165,7 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(x.flatten(1))
 
 
-#: Pooling types timm's ``SelectAdaptivePool2d`` builds for a classifier head ('' = none).
-GLOBAL_POOLS = ("", "avg", "max", "avgmax", "catavgmax", "fast", "fastavg", "fastmax", "fastavgmax", "fastcatavgmax")
-
-
-def _check_global_pool(global_pool: str) -> str:
-    if global_pool not in GLOBAL_POOLS:
-        raise ValueError(f"global_pool={global_pool!r} is not supported; choose one of {list(GLOBAL_POOLS)}")
-    return global_pool
-
-
-# ----------------------------------------------------------------------------------------- model classes
-class _DartsTimmApi:
-    """timm API shared by the evaluation and the search network (pooling + linear classifier, cell checkpointing).
-
-    No class annotations here: TorchScript would read them as the scripted network's attribute types."""
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout, classifier (``pre_logits=True``: the pooled features)."""
-        x = self.global_pool(x)
-        x = self.head_drop(x)
-        return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def _reset_pool_classifier(self, num_classes: int, global_pool: str | None) -> None:
-        dd = get_device_dtype(self)  # type: ignore[arg-type]
-        self.num_classes = num_classes
-        self.cost_args["num_classes"] = num_classes
-        global_pool = self.global_pool.pool_type if global_pool is None else _check_global_pool(global_pool)
-        self.global_pool, self.classifier = create_classifier(
-            self.num_features, num_classes, pool_type=global_pool, **dd)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-        self.global_pool.train(self.training)
-        self.classifier.train(self.training)
-
-
-class DartsNet(_DartsTimmApi, nn.Module):
+class DartsNet(CellNetApiMixin, nn.Module):
     """A DARTS genotype network: the original's ``NetworkCIFAR`` (``stem_type='cifar'``) or ``NetworkImageNet``
     (``stem_type='imagenet'``) as a timm model.
 
@@ -306,7 +262,7 @@ class DartsNet(_DartsTimmApi, nn.Module):
         self.auxiliary_head = AuxiliaryHead(C_aux, num_classes, imagenet, **dd) if auxiliary else None
 
         self.global_pool, self.head_drop, self.classifier = create_classifier(
-            self.num_features, num_classes, pool_type=_check_global_pool(global_pool), drop_rate=drop_rate, **dd)
+            self.num_features, num_classes, pool_type=check_global_pool(global_pool), drop_rate=drop_rate, **dd)
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
 
         # Feature taps: the stem, then the last cell of every resolution.
@@ -375,7 +331,7 @@ class DartsNet(_DartsTimmApi, nn.Module):
         return self.forward_head(s1), aux
 
 
-class DartsSearchNet(_DartsTimmApi, nn.Module):
+class DartsSearchNet(CellNetApiMixin, nn.Module):
     """The DARTS search network (cnn/model_search.py ``Network``) as a timm model.
 
     The architecture weights are parameters named ``alphas_normal`` and ``alphas_reduce``, each
@@ -443,7 +399,7 @@ class DartsSearchNet(_DartsTimmApi, nn.Module):
         ])
         self.num_features = multiplier * plan[-1][2]
         self.global_pool, self.head_drop, self.classifier = create_classifier(
-            self.num_features, num_classes, pool_type=_check_global_pool(global_pool), drop_rate=drop_rate, **dd)
+            self.num_features, num_classes, pool_type=check_global_pool(global_pool), drop_rate=drop_rate, **dd)
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
         shape = (self.space.num_edges, len(self.space.primitives))
         # Drawn after every weight, in this order, like the original (which draws them from the global RNG).
@@ -513,11 +469,6 @@ class DartsSearchNet(_DartsTimmApi, nn.Module):
     def no_weight_decay(self) -> set[str]:
         # If someone trains weights and alphas jointly, the alphas must not be decayed by the weight optimiser.
         return {"alphas_normal", "alphas_reduce"}
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with one for ``num_classes`` (``0``: none); ``global_pool=None`` keeps the
-        pooling."""
-        self._reset_pool_classifier(num_classes, global_pool)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         s0 = s1 = self.stem(x)

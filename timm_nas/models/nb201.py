@@ -23,12 +23,14 @@ from typing import Any, Mapping, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import create_classifier, get_device_dtype
+from timm.layers import create_classifier
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._input import update_model_args
 from timm.models._manipulate import checkpoint
 
 from ..cost.nb201 import RECIPE, STAGES
+from ..layers.darts_ops import ReLUConvBN, Zero
+from ._cnn_api import CellNetApiMixin, check_global_pool
 from ..family import Family, register_family
 from ..spaces.nb201 import NB201_EDGES, NB201_OPS, NUM_NODES, NB201Cell, NB201Space
 
@@ -43,51 +45,19 @@ NB201_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
 #: Scale of the search network's architecture weights at initialisation, ``1e-3 * randn`` (as DARTS).
 ALPHA_INIT_SCALE = 1e-3
 
-#: Pooling types timm's ``SelectAdaptivePool2d`` builds for a classifier head ('' = none).
-GLOBAL_POOLS = ("", "avg", "max", "avgmax", "catavgmax", "fast", "fastavg", "fastmax", "fastavgmax", "fastcatavgmax")
-
-
 # ------------------------------------------------------------------------------------------------ blocks
-class ReLUConvBN(nn.Module):
-    """ReLU -> Conv -> BatchNorm, the benchmark's ``nor_conv_kxk`` (module ``op`` as in the original).
-
-    The convolution has a bias exactly when the BatchNorm has no affine weights (the original's
-    ``Conv2d(..., bias=not affine)``): the benchmark's networks have none, the weight-sharing search network has one.
-    """
-
-    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True,
-                 track_running_stats: bool = True, device=None, dtype=None) -> None:
-        super().__init__()
-        self.op = nn.Sequential(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=not affine, device=device,
-                      dtype=dtype),
-            nn.BatchNorm2d(C_out, affine=affine, track_running_stats=track_running_stats, device=device, dtype=dtype),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
-
-
-class Zero(nn.Module):
-    """The ``none`` operation: zeros shaped like the input (``x * 0``, so NaNs propagate as in the original)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mul(0.)
-
-
 def create_op(name: str, C: int, affine: bool = True, track_running_stats: bool = True, device=None,
               dtype=None) -> nn.Module:
     """One cell edge with ``C`` input and output channels, stride 1 (every edge of a NAS-Bench-201 cell)."""
     dd = dict(device=device, dtype=dtype)
     if name == "none":
-        return Zero()
+        return Zero(1)
     if name == "skip_connect":
         return nn.Identity()
     if name == "nor_conv_1x1":
-        return ReLUConvBN(C, C, 1, 1, 0, affine, track_running_stats, **dd)
+        return ReLUConvBN(C, C, 1, 1, 0, affine, bias=not affine, track_running_stats=track_running_stats, **dd)
     if name == "nor_conv_3x3":
-        return ReLUConvBN(C, C, 3, 1, 1, affine, track_running_stats, **dd)
+        return ReLUConvBN(C, C, 3, 1, 1, affine, bias=not affine, track_running_stats=track_running_stats, **dd)
     if name == "avg_pool_3x3":
         return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
     raise ValueError(f"unknown NAS-Bench-201 operation {name!r}; allowed values: {list(NB201_OPS)}")
@@ -174,14 +144,8 @@ class SearchCell(nn.Module):
         return nodes[-1]
 
 
-def _check_global_pool(global_pool: str) -> str:
-    if global_pool not in GLOBAL_POOLS:
-        raise ValueError(f"global_pool={global_pool!r} is not supported; choose one of {list(GLOBAL_POOLS)}")
-    return global_pool
-
-
 # ----------------------------------------------------------------------------------------- model classes
-class _NB201Base(nn.Module):
+class _NB201Base(CellNetApiMixin, nn.Module):
     """The skeleton both networks share: stem, stages (cells made by ``make_cell``), BN + ReLU, pooled classifier.
 
     No class annotations here: TorchScript would read them as attribute types."""
@@ -210,44 +174,15 @@ class _NB201Base(nn.Module):
         self.lastact = nn.Sequential(nn.BatchNorm2d(self.num_features, **dd), nn.ReLU(inplace=True))
         self.feature_info.append(dict(num_chs=self.num_features, reduction=2 ** (STAGES - 1), module="lastact"))
         self.global_pool, self.head_drop, self.classifier = create_classifier(
-            self.num_features, num_classes, pool_type=_check_global_pool(global_pool), drop_rate=drop_rate, **dd)
+            self.num_features, num_classes, pool_type=check_global_pool(global_pool), drop_rate=drop_rate, **dd)
         self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
         # The cost formulas' shape arguments (timm_nas.cost.model_cost), at the benchmark's 32x32 input.
         self.cost_args = dict(C=C, N=N, num_classes=num_classes, in_chans=in_chans, img_size=RECIPE["img_size"])
 
     @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return set()
 
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier with one for ``num_classes`` (``0``: none); ``global_pool=None`` keeps the
-        pooling."""
-        dd = get_device_dtype(self)
-        self.num_classes = num_classes
-        self.cost_args["num_classes"] = num_classes
-        global_pool = self.global_pool.pool_type if global_pool is None else _check_global_pool(global_pool)
-        self.global_pool, self.classifier = create_classifier(
-            self.num_features, num_classes, pool_type=global_pool, **dd)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-        self.global_pool.train(self.training)
-        self.classifier.train(self.training)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Pool, dropout, classifier (``pre_logits=True``: the pooled features)."""
-        x = self.global_pool(x)
-        x = self.head_drop(x)
-        return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 class NB201Net(_NB201Base):
