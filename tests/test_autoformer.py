@@ -18,7 +18,8 @@ from safetensors.torch import save_file
 import timm_nas  # noqa: F401  (registers the models)
 from conftest import fixtures_root, load_json, load_tensors
 from timm_nas import AutoFormerSpace, AutoFormerSubnet
-from timm_nas.layers import relative_position_embeddings, relative_position_index_2d, slice_interleaved_qkv
+from timm_nas.layers import relative_position_embeddings, relative_position_index_2d
+from timm_nas.models.autoformer import slice_interleaved_qkv
 from timm_nas.models.autoformer import (
     AutoFormer,
     AutoFormerSupernet,

@@ -20,7 +20,8 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import timm_nas  # noqa: F401  (registers the models)
-from timm_nas.layers import ElasticRelPosAttention, RelPosAttention, reference_rel_pos, rel_pos_attention
+from timm_nas.layers import reference_rel_pos, rel_pos_attention
+from timm_nas.models.autoformer import ElasticRelPosAttention, RelPosAttention
 from timm_nas.layers.relative_position import (
     relative_position_row_col_index_2d,
     relative_position_row_col_onehot_2d,

@@ -74,7 +74,7 @@ def test_golden_cases_through_use_subnet_and_extract(s3_golden):
 
 
 def test_effective_windows_and_shifts_match_the_original(s3_golden):
-    from timm_nas.layers.s3_window import window_and_shift
+    from timm_nas.layers.window_attention import window_and_shift
 
     meta, _, _, _ = s3_golden
     for _, case in _cases(meta):

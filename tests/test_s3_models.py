@@ -9,7 +9,7 @@ import timm
 import torch
 
 from timm_nas.cost import count_macs, count_params, flop_counter_macs, real_params
-from timm_nas.layers.s3_slicing import crop_rel_pos_table, merged_channels, qkv_rows
+from timm_nas.models.s3 import crop_rel_pos_table, merged_channels, qkv_rows
 from timm_nas.models.s3 import (
     S3Supernet,
     S3Transformer,
@@ -107,7 +107,7 @@ def _to_original_layout(sd: dict, subnet: S3Subnet, grid: int) -> dict:
     persistent buffers)."""
     from timm.models.swin_transformer import get_relative_position_index
 
-    from timm_nas.layers.s3_window import shifted_window_mask, window_and_shift
+    from timm_nas.layers.window_attention import shifted_window_mask, window_and_shift
 
     out = {}
     for k, v in sd.items():

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import timm_nas  # noqa: F401
 from timm_nas import cost
 from timm_nas.cost import count_macs, count_params, measure_macs, real_params
-from timm_nas.layers import (
+from timm_nas.models.spvit import (
     BConv,
     bconv_weights,
     deterministic_ste,
@@ -20,8 +20,6 @@ from timm_nas.layers import (
     mix_ops,
     ordered_op_gates,
     straight_through_bernoulli,
-)
-from timm_nas.models.spvit import (
     SPViTDeiT,
     SPViTSearchDeiT,
     checkpoint_filter_fn,

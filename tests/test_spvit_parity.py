@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import load_json, load_tensors
-from timm_nas.layers.spvit_gates import clamp_probs
+from timm_nas.models.spvit import clamp_probs
 from timm_nas.models.spvit import (
     checkpoint_filter_fn,
     derive_arch_from_state_dict,

@@ -151,3 +151,31 @@ def unwrap_state_dict(checkpoint: Any, keys: Iterable[str] = ("model", "state_di
         return OrderedDict(checkpoint)
     raise ValueError(f"checkpoint holds no state dict: top-level keys {sorted(map(str, checkpoint))[:20]}; "
                      f"expected tensors or one of {list(keys)}")
+
+
+def match_model_keys(state_dict: dict[str, torch.Tensor], model: torch.nn.Module, check: str) -> dict[str, torch.Tensor]:
+    """``state_dict`` completed and checked against ``model``'s keys, for a family's ``checkpoint_filter_fn``.
+
+    BatchNorm ``num_batches_tracked`` counters the file lacks are added as zeros (older PyTorch did not save them);
+    any other difference raises.
+
+    Args:
+        state_dict: the renamed tensors (modified in place and returned).
+        model: the target model.
+        check: the constructor arguments the user should compare with the run that saved the file (for the
+            message, e.g. ``"the genotype, C, layers and auxiliary arguments"``).
+
+    Raises:
+        ValueError: listing up to 8 unexpected and 8 missing keys.
+    """
+    expected = model.state_dict()
+    for key, value in expected.items():
+        if key.endswith("num_batches_tracked") and key not in state_dict:
+            state_dict[key] = torch.zeros_like(value, device="cpu")
+    unexpected = sorted(set(state_dict) - set(expected))
+    missing = sorted(set(expected) - set(state_dict))
+    if unexpected or missing:
+        raise ValueError(
+            f"checkpoint does not match {type(model).__name__}: {len(unexpected)} unexpected keys {unexpected[:8]}, "
+            f"{len(missing)} missing keys {missing[:8]}. Check {check} against the run that saved it")
+    return state_dict

@@ -122,7 +122,7 @@ def _s3_grids(setting: Mapping[str, Any], num_stages: int) -> list[int]:
 
 
 def _s3_window(grid: int, window: int, j: int) -> tuple[int, int]:
-    # the effective (window, shift) of block j: timm_nas.layers.s3_window.window_and_shift (the model's rule)
+    # the effective (window, shift) of block j: timm_nas.layers.window_attention.window_and_shift (the model's rule)
     if grid <= window:
         return grid, 0
     return window, (0 if j % 2 == 0 else window // 2)

@@ -36,8 +36,7 @@ as ``N^2 d`` matmuls (``timm_nas.cost.count_macs``, as the original's measured F
 :func:`reference_rel_pos`, under torch's ``FlopCounterMode`` and under ``torch.jit`` tracing other than ONNX export
 (fvcore counts from a trace) the explicit path runs.
 
-:class:`RelPosAttention` is the static layer (timm's ``[q; k; v]`` qkv layout); :class:`ElasticRelPosAttention`
-is the supernet layer (AutoFormer's interleaved qkv weight, heads chosen per forward).
+The attention layers that call it (static and elastic) are AutoFormer's: :mod:`timm_nas.models.autoformer`.
 """
 import contextlib
 from typing import Iterator, Optional, Tuple
@@ -45,18 +44,12 @@ from typing import Iterator, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
 
-from .elastic_linear import ElasticLinear
-from .interleaved_qkv import InterleavedQKV
-from .relative_position import (
-    MAX_RELATIVE_POSITION,
-    RelativePosition2D,
-    relative_position_embeddings,
-    relative_position_row_col_2d,
-)
+from .relative_position import relative_position_embeddings, relative_position_row_col_2d
 
-__all__ = ["rel_pos_attention", "reference_rel_pos", "RelPosAttention", "ElasticRelPosAttention"]
+__all__ = ["rel_pos_attention", "reference_rel_pos"]
 
 _FORCE_REFERENCE = [0]  # nesting depth of reference_rel_pos()
 
@@ -176,6 +169,7 @@ def _rel_pos_attention_fused(
     return out.transpose(1, 2).reshape(B, N, H * D)
 
 
+@register_notrace_function  # one leaf in FX graphs, wherever the calling layer lives
 def rel_pos_attention(
         q: torch.Tensor,
         k: torch.Tensor,
@@ -209,103 +203,3 @@ def rel_pos_attention(
     return _rel_pos_attention_fused(q, k, v, tables_k, tables_v, grid_size, max_distance, scale, attn_drop, training)
 
 
-class RelPosAttention(nn.Module):
-    """Static attention of an AutoFormer subnet: ``qkv`` (``[q; k; v]`` layout), relative tables, ``proj``.
-
-    Args:
-        dim: embedding width ``E``.
-        num_heads: heads ``h``; the qkv width is ``h * head_dim`` (may differ from ``E``).
-        head_dim: width of one head.
-        grid_size: patch grid of the input.
-        max_relative_position: clip distance of the relative tables.
-        qkv_bias: whether qkv has a bias.
-        attn_drop: dropout on attention weights.
-        proj_drop: dropout after the output projection.
-    """
-
-    def __init__(
-            self,
-            dim: int,
-            num_heads: int,
-            head_dim: int = 64,
-            grid_size: Tuple[int, int] = (14, 14),
-            max_relative_position: int = MAX_RELATIVE_POSITION,
-            qkv_bias: bool = True,
-            attn_drop: float = 0.0,
-            proj_drop: float = 0.0,
-            device: Optional[torch.device] = None,
-            dtype: Optional[torch.dtype] = None,
-    ) -> None:
-        super().__init__()
-        dd = {"device": device, "dtype": dtype}
-        self.num_heads = num_heads
-        self.head_dim = head_dim
-        self.scale = head_dim ** -0.5
-        qk = num_heads * head_dim
-        self.qkv = nn.Linear(dim, 3 * qk, bias=qkv_bias, **dd)
-        self.grid_size: Tuple[int, int] = (int(grid_size[0]), int(grid_size[1]))
-        self.max_relative_position = max_relative_position
-        self.rel_pos_k = RelativePosition2D(head_dim, max_relative_position, grid_size, **dd)
-        self.rel_pos_v = RelativePosition2D(head_dim, max_relative_position, grid_size, **dd)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(qk, dim, **dd)
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, _ = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # (B, h, N, d) each
-        x = rel_pos_attention(q, k, v, self.rel_pos_k.tables(), self.rel_pos_v.tables(), self.grid_size,
-                              self.max_relative_position, self.scale, self.attn_drop, self.training)
-        return self.proj_drop(self.proj(x))
-
-
-class ElasticRelPosAttention(nn.Module):
-    """Supernet attention: the largest weights, run for any head count and input width.
-
-    Holds AutoFormer's ``qkv`` (``Linear(E_super, 3 E_super)``, interleaved rows), relative tables of width
-    ``E_super // heads_super`` and ``proj`` (``Linear(E_super, E_super)``). ``forward(x, num_heads)`` runs
-    ``num_heads`` heads of ``head_dim`` on an input of width ``x.shape[-1]``; the output has the input's width.
-
-    Args:
-        dim: the largest embedding width ``E_super``.
-        num_heads: the supernet's head count (fixes the relative tables' width ``E_super // num_heads``).
-        head_dim: width of one head in every subnet.
-        grid_size, max_relative_position, qkv_bias, attn_drop, proj_drop: as :class:`RelPosAttention`.
-    """
-
-    def __init__(
-            self,
-            dim: int,
-            num_heads: int,
-            head_dim: int = 64,
-            grid_size: Tuple[int, int] = (14, 14),
-            max_relative_position: int = MAX_RELATIVE_POSITION,
-            qkv_bias: bool = True,
-            attn_drop: float = 0.0,
-            proj_drop: float = 0.0,
-            device: Optional[torch.device] = None,
-            dtype: Optional[torch.dtype] = None,
-    ) -> None:
-        super().__init__()
-        dd = {"device": device, "dtype": dtype}
-        self.head_dim = head_dim
-        self.scale = head_dim ** -0.5
-        self.qkv = InterleavedQKV(dim, 3 * dim, bias=qkv_bias, **dd)
-        self.grid_size: Tuple[int, int] = (int(grid_size[0]), int(grid_size[1]))
-        self.max_relative_position = max_relative_position
-        self.rel_pos_k = RelativePosition2D(dim // num_heads, max_relative_position, grid_size, **dd)
-        self.rel_pos_v = RelativePosition2D(dim // num_heads, max_relative_position, grid_size, **dd)
-        self.attn_drop = attn_drop
-        self.proj = ElasticLinear(dim, dim, **dd)
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def forward(self, x: torch.Tensor, num_heads: int) -> torch.Tensor:
-        B, N, E = x.shape
-        qk = num_heads * self.head_dim
-        qkv = self.qkv(x, qk).reshape(B, N, 3, num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # (B, h, N, d) each
-        # the tables' first head_dim columns, whatever the head count
-        x = rel_pos_attention(q, k, v, self.rel_pos_k.tables(self.head_dim), self.rel_pos_v.tables(self.head_dim),
-                              self.grid_size, self.max_relative_position, self.scale, self.attn_drop, self.training)
-        return self.proj_drop(self.proj(x, E))

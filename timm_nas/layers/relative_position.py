@@ -27,15 +27,13 @@ import threading
 from typing import Dict, Optional, Tuple
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import register_notrace_function, trunc_normal_
+from timm.layers import register_notrace_function
 from torch.utils._python_dispatch import _disable_current_modes
 
 __all__ = [
     "MAX_RELATIVE_POSITION",
     "REL_POS_INIT_STD",
-    "RelativePosition2D",
     "relative_position_index_2d",
     "relative_position_pair_index_2d",
     "relative_position_embeddings",
@@ -221,48 +219,3 @@ def relative_position_embeddings(
     return F.embedding(pair, sums)  # a plain row gather; much faster than advanced indexing on CPU
 
 
-class RelativePosition2D(nn.Module):
-    """The two learned tables of one relative position embedding (for keys or for values).
-
-    Args:
-        width: table width (the head dim in a static model; ``E_super // heads_super`` in a supernet).
-        max_distance: clip distance ``m``; the tables have ``2 m + 2`` rows.
-        grid_size: the patch grid ``(H, W)`` the embeddings are built for.
-    """
-
-    def __init__(
-            self,
-            width: int,
-            max_distance: int = MAX_RELATIVE_POSITION,
-            grid_size: Tuple[int, int] = (14, 14),
-            device: Optional[torch.device] = None,
-            dtype: Optional[torch.dtype] = None,
-    ) -> None:
-        super().__init__()
-        self.width = width
-        self.max_distance = max_distance
-        self.grid_size: Tuple[int, int] = (int(grid_size[0]), int(grid_size[1]))
-        rows = 2 * max_distance + 2
-        self.table_v = nn.Parameter(torch.empty(rows, width, device=device, dtype=dtype))
-        self.table_h = nn.Parameter(torch.empty(rows, width, device=device, dtype=dtype))
-        if not self.table_v.is_meta:  # nothing to initialise on the meta device
-            self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        trunc_normal_(self.table_v, std=REL_POS_INIT_STD)
-        trunc_normal_(self.table_h, std=REL_POS_INIT_STD)
-
-    def tables(self, width: Optional[int] = None) -> torch.Tensor:
-        """``(2 (2m+2), width)``: ``[table_v; table_h]`` stacked, their first ``width`` columns (default: all)."""
-        tables = torch.cat([self.table_v, self.table_h])
-        return tables if width is None else tables[:, :width]
-
-    def forward(self, width: Optional[int] = None) -> torch.Tensor:
-        """``(N+1, N+1, width)`` embeddings from the first ``width`` table columns (default: all)."""
-        table_v, table_h = self.table_v, self.table_h
-        if width is not None:
-            table_v, table_h = table_v[:, :width], table_h[:, :width]
-        return relative_position_embeddings(table_v, table_h, self.grid_size, self.max_distance)
-
-    def extra_repr(self) -> str:
-        return f"width={self.width}, max_distance={self.max_distance}, grid_size={self.grid_size}"

@@ -20,9 +20,10 @@ Models:
   plain ViT with relative position built from one :class:`~timm_nas.spaces.AutoFormerSubnet`; it knows nothing
   about search.
 
-One pure function, :func:`slice_subnet_state_dict`, maps supernet weights and a subnet config to the static
-model's tensors; ``extract``, :func:`checkpoint_filter_fn` and the supernet's layers apply the same per-tensor
-rules (``timm_nas.layers.slice_linear`` / ``slice_interleaved_qkv`` and leading slices).
+Weight entanglement lives in the elastic layers (:mod:`timm_nas.layers.elastic`'s protocol): each one runs its
+slice in ``forward``, states its slicing rule once (``slice_state``) and hands back its static twin
+(``static_twin``). ``extract`` loads the static model layer by layer from them; :func:`slice_subnet_state_dict`
+applies the same per-layer rules to a state dict (checkpoint files, gradients).
 """
 import logging
 import re
@@ -34,7 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
+from timm.layers import DropPath, Mlp, PatchEmbed, resample_abs_pos_embed, to_2tuple, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._input import update_model_args
@@ -42,18 +43,20 @@ from timm.models._manipulate import adapt_input_conv, checkpoint, checkpoint_seq
 
 from .._checkpoint import load_checkpoint_file, unwrap_state_dict
 from ..family import Family, register_family
-from ..layers import (
-    MAX_RELATIVE_POSITION,
+from ..layers import MAX_RELATIVE_POSITION, rel_pos_attention, relative_position_embeddings
+from ..layers.elastic import (
     ElasticLayerNorm,
     ElasticLinear,
     ElasticMlp,
-    ElasticPatchEmbed,
-    ElasticRelPosAttention,
-    RelativePosition2D,
-    RelPosAttention,
-    slice_interleaved_qkv,
-    slice_linear,
+    Tensors,
+    leading,
+    load_twin,
+    own_tensors,
+    require,
+    take,
+    with_prefix,
 )
+from ..layers.relative_position import REL_POS_INIT_STD
 from ..registry import get_entry
 from ..spaces.autoformer import HEAD_DIM, AutoFormerSpace, AutoFormerSubnet
 from ._supernet import SupernetMixin
@@ -61,6 +64,12 @@ from ._vit_api import ViTApiMixin, check_global_pool
 
 __all__ = [
     "AutoFormer",
+    "ElasticPatchEmbed",
+    "InterleavedQKV",
+    "slice_interleaved_qkv",
+    "RelativePosition2D",
+    "RelPosAttention",
+    "ElasticRelPosAttention",
     "AutoFormerSupernet",
     "AutoFormerBlock",
     "ElasticAutoFormerBlock",
@@ -107,6 +116,305 @@ def _cost_args(patch_embed: nn.Module, in_chans: int, num_classes: int, global_p
     return dict(img_size=_json_size(patch_embed.img_size), patch_size=patch_embed.patch_size[0], in_chans=in_chans,
                 num_classes=num_classes, global_pool=global_pool, qkv_bias=qkv_bias, head_dim=head_dim,
                 max_relative_position=max_relative_position)
+
+
+# ------------------------------------------------------------------------------------------------------ layers
+# AutoFormer's own layers. The elastic ones follow timm_nas.layers.elastic's protocol: forward(x, <sizes>) runs a
+# slice, slice_state(tensors, <sizes>) is the slicing rule, static_twin(<sizes>) hands back the static layer.
+class ElasticPatchEmbed(nn.Module):
+    """Image to patch tokens ``(B, N, E)`` with an elastic embedding width ``E``.
+
+    Args:
+        img_size: input image size (int or (H, W)); inputs must have exactly this size.
+        patch_size: patch side (kernel = stride).
+        in_chans: input channels.
+        embed_dim: the largest embedding width (the weight's output channels).
+    """
+
+    def __init__(
+            self,
+            img_size: Union[int, Tuple[int, int]] = 224,
+            patch_size: Union[int, Tuple[int, int]] = 16,
+            in_chans: int = 3,
+            embed_dim: int = 768,
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        self.img_size = to_2tuple(img_size)
+        self.patch_size = to_2tuple(patch_size)
+        self.grid_size = (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size,
+                              device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor, embed_dim: Optional[int] = None) -> torch.Tensor:
+        _, _, H, W = x.shape
+        if (H, W) != self.img_size:
+            raise ValueError(f"input image size ({H}x{W}) does not match the model ({self.img_size[0]}x"
+                             f"{self.img_size[1]}); create the model with img_size=({H}, {W})")
+        e = self.proj.out_channels if embed_dim is None else embed_dim
+        bias = None if self.proj.bias is None else self.proj.bias[:e]
+        x = F.conv2d(x, self.proj.weight[:e], bias, stride=self.patch_size)  # (B, E, gh, gw)
+        return x.flatten(2).transpose(1, 2)  # (B, N, E)
+
+    @staticmethod
+    def slice_state(tensors: Tensors, embed_dim: int) -> Dict[str, torch.Tensor]:
+        """Rule: the first ``embed_dim`` filters of ``proj`` (weight and bias)."""
+        require(tensors, ("proj.weight",), "")
+        return {k: leading(v, embed_dim, name=f"patch_embed.{k}") for k, v in tensors.items()}
+
+    def static_state(self, embed_dim: int) -> Dict[str, torch.Tensor]:
+        return self.slice_state(own_tensors(self), embed_dim)
+
+    def static_twin(self, embed_dim: int) -> PatchEmbed:
+        """timm's ``PatchEmbed`` of width ``embed_dim`` with the sliced filters."""
+        twin = PatchEmbed(self.img_size, self.patch_size, self.proj.in_channels, embed_dim,
+                          bias=self.proj.bias is not None, device="meta", dtype=self.proj.weight.dtype)
+        return load_twin(twin, self.static_state(embed_dim))
+
+
+# AutoFormer's entangled qkv projection. AutoFormer's entangled qkv projection: row-interleaved q/k/v weight, contiguous bias.
+# 
+# The original (microsoft/Cream ``AutoFormer/model/module/qkv_super.py``) holds one ``Linear(E_super, 3 E_super)``
+# and, for a subnet of input width ``E`` and qk width ``qk`` (heads x head dim), takes input columns ``[:E]`` and
+# output rows ``0, 3, 6, ...`` as q, ``1, 4, 7, ...`` as k and ``2, 5, 8, ...`` as v (each up to ``3 qk``),
+# concatenated ``[q; k; v]``. The bias is NOT interleaved: it is the contiguous ``bias[:3 qk]``. That mismatch is
+# what the released weights were trained with, so it is reproduced exactly.
+#: q, k and v rows alternate with this period in the supernet weight (microsoft/Cream qkv_super.sample_weight).
+QKV_INTERLEAVE = 3
+
+
+def slice_interleaved_qkv(
+        weight: torch.Tensor,
+        bias: Optional[torch.Tensor],
+        in_features: int,
+        qk_dim: int,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """A subnet's ``[q; k; v]`` weight ``(3 qk, in)`` and its contiguous bias ``(3 qk,)``.
+
+    Args:
+        weight: the supernet weight ``(3 E_super, E_super)`` in the interleaved row layout.
+        bias: the supernet bias or ``None``.
+        in_features: the subnet's input width ``E``.
+        qk_dim: the subnet's qk width (heads x head dim).
+    """
+    rows = QKV_INTERLEAVE * qk_dim
+    w = weight[:rows, :in_features].unflatten(0, (qk_dim, QKV_INTERLEAVE))  # (qk, 3, E): [j, t] = row 3j + t
+    w = w.transpose(0, 1).reshape(rows, in_features)  # (3 qk, E) = [q; k; v]
+    return w, None if bias is None else bias[:rows]
+
+
+class InterleavedQKV(nn.Linear):
+    """``nn.Linear(E_super, 3 E_super)`` whose forward runs :func:`slice_interleaved_qkv` for a given qk width.
+
+    The output is ``(..., 3 qk)`` laid out ``[q; k; v]``, like a timm ``Attention.qkv`` of that width.
+    """
+
+    def forward(self, x: torch.Tensor, qk_dim: Optional[int] = None) -> torch.Tensor:
+        qk = self.out_features // QKV_INTERLEAVE if qk_dim is None else qk_dim
+        weight, bias = slice_interleaved_qkv(self.weight, self.bias, x.shape[-1], qk)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def slice_state(tensors: Tensors, in_features: int, qk_dim: int) -> Dict[str, torch.Tensor]:
+        """Rule: :func:`slice_interleaved_qkv` (interleaved weight rows, contiguous bias)."""
+        require(tensors, ("weight",), "")
+        leading(tensors["weight"], QKV_INTERLEAVE * qk_dim, in_features, name="attn.qkv.weight")  # fits?
+        w, b = slice_interleaved_qkv(tensors["weight"], tensors.get("bias"), in_features, qk_dim)
+        return {"weight": w} if b is None else {"weight": w, "bias": b}
+
+    def static_state(self, in_features: int, qk_dim: int) -> Dict[str, torch.Tensor]:
+        return self.slice_state(own_tensors(self), in_features, qk_dim)
+
+    def static_twin(self, in_features: int, qk_dim: int) -> nn.Linear:
+        """``nn.Linear(in_features, 3 qk_dim)`` in the ``[q; k; v]`` layout."""
+        twin = nn.Linear(in_features, QKV_INTERLEAVE * qk_dim, bias=self.bias is not None, device="meta",
+                         dtype=self.weight.dtype)
+        return load_twin(twin, self.static_state(in_features, qk_dim))
+
+
+class RelativePosition2D(nn.Module):
+    """The two learned tables of one relative position embedding (for keys or for values).
+
+    Args:
+        width: table width (the head dim in a static model; ``E_super // heads_super`` in a supernet).
+        max_distance: clip distance ``m``; the tables have ``2 m + 2`` rows.
+        grid_size: the patch grid ``(H, W)`` the embeddings are built for.
+    """
+
+    def __init__(
+            self,
+            width: int,
+            max_distance: int = MAX_RELATIVE_POSITION,
+            grid_size: Tuple[int, int] = (14, 14),
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        self.width = width
+        self.max_distance = max_distance
+        self.grid_size: Tuple[int, int] = (int(grid_size[0]), int(grid_size[1]))
+        rows = 2 * max_distance + 2
+        self.table_v = nn.Parameter(torch.empty(rows, width, device=device, dtype=dtype))
+        self.table_h = nn.Parameter(torch.empty(rows, width, device=device, dtype=dtype))
+        if not self.table_v.is_meta:  # nothing to initialise on the meta device
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        trunc_normal_(self.table_v, std=REL_POS_INIT_STD)
+        trunc_normal_(self.table_h, std=REL_POS_INIT_STD)
+
+    def tables(self, width: Optional[int] = None) -> torch.Tensor:
+        """``(2 (2m+2), width)``: ``[table_v; table_h]`` stacked, their first ``width`` columns (default: all)."""
+        tables = torch.cat([self.table_v, self.table_h])
+        return tables if width is None else tables[:, :width]
+
+    def forward(self, width: Optional[int] = None) -> torch.Tensor:
+        """``(N+1, N+1, width)`` embeddings from the first ``width`` table columns (default: all)."""
+        table_v, table_h = self.table_v, self.table_h
+        if width is not None:
+            table_v, table_h = table_v[:, :width], table_h[:, :width]
+        return relative_position_embeddings(table_v, table_h, self.grid_size, self.max_distance)
+
+    def extra_repr(self) -> str:
+        return f"width={self.width}, max_distance={self.max_distance}, grid_size={self.grid_size}"
+
+    @staticmethod
+    def slice_state(tensors: Tensors, width: int) -> Dict[str, torch.Tensor]:
+        """Rule: the first ``width`` columns of both tables."""
+        require(tensors, ("table_v", "table_h"), "")
+        return {k: leading(v, v.shape[0], width, name=f"relative table {k}") for k, v in tensors.items()}
+
+    def static_state(self, width: int) -> Dict[str, torch.Tensor]:
+        return self.slice_state(own_tensors(self), width)
+
+    def static_twin(self, width: int) -> "RelativePosition2D":
+        """The tables' first ``width`` columns as a new :class:`RelativePosition2D`."""
+        twin = RelativePosition2D(width, self.max_distance, self.grid_size, device="meta", dtype=self.table_v.dtype)
+        return load_twin(twin, self.static_state(width))
+
+
+class RelPosAttention(nn.Module):
+    """Static attention of an AutoFormer subnet: ``qkv`` (``[q; k; v]`` layout), relative tables, ``proj``.
+
+    Args:
+        dim: embedding width ``E``.
+        num_heads: heads ``h``; the qkv width is ``h * head_dim`` (may differ from ``E``).
+        head_dim: width of one head.
+        grid_size: patch grid of the input.
+        max_relative_position: clip distance of the relative tables.
+        qkv_bias: whether qkv has a bias.
+        attn_drop: dropout on attention weights.
+        proj_drop: dropout after the output projection.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int,
+            head_dim: int = 64,
+            grid_size: Tuple[int, int] = (14, 14),
+            max_relative_position: int = MAX_RELATIVE_POSITION,
+            qkv_bias: bool = True,
+            attn_drop: float = 0.0,
+            proj_drop: float = 0.0,
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.scale = head_dim ** -0.5
+        qk = num_heads * head_dim
+        self.qkv = nn.Linear(dim, 3 * qk, bias=qkv_bias, **dd)
+        self.grid_size: Tuple[int, int] = (int(grid_size[0]), int(grid_size[1]))
+        self.max_relative_position = max_relative_position
+        self.rel_pos_k = RelativePosition2D(head_dim, max_relative_position, grid_size, **dd)
+        self.rel_pos_v = RelativePosition2D(head_dim, max_relative_position, grid_size, **dd)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(qk, dim, **dd)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (B, h, N, d) each
+        x = rel_pos_attention(q, k, v, self.rel_pos_k.tables(), self.rel_pos_v.tables(), self.grid_size,
+                              self.max_relative_position, self.scale, self.attn_drop, self.training)
+        return self.proj_drop(self.proj(x))
+
+
+class ElasticRelPosAttention(nn.Module):
+    """Supernet attention: the largest weights, run for any head count and input width.
+
+    Holds AutoFormer's ``qkv`` (``Linear(E_super, 3 E_super)``, interleaved rows), relative tables of width
+    ``E_super // heads_super`` and ``proj`` (``Linear(E_super, E_super)``). ``forward(x, num_heads)`` runs
+    ``num_heads`` heads of ``head_dim`` on an input of width ``x.shape[-1]``; the output has the input's width.
+
+    Args:
+        dim: the largest embedding width ``E_super``.
+        num_heads: the supernet's head count (fixes the relative tables' width ``E_super // num_heads``).
+        head_dim: width of one head in every subnet.
+        grid_size, max_relative_position, qkv_bias, attn_drop, proj_drop: as :class:`RelPosAttention`.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int,
+            head_dim: int = 64,
+            grid_size: Tuple[int, int] = (14, 14),
+            max_relative_position: int = MAX_RELATIVE_POSITION,
+            qkv_bias: bool = True,
+            attn_drop: float = 0.0,
+            proj_drop: float = 0.0,
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.head_dim = head_dim
+        self.scale = head_dim ** -0.5
+        self.qkv = InterleavedQKV(dim, 3 * dim, bias=qkv_bias, **dd)
+        self.grid_size: Tuple[int, int] = (int(grid_size[0]), int(grid_size[1]))
+        self.max_relative_position = max_relative_position
+        self.rel_pos_k = RelativePosition2D(dim // num_heads, max_relative_position, grid_size, **dd)
+        self.rel_pos_v = RelativePosition2D(dim // num_heads, max_relative_position, grid_size, **dd)
+        self.attn_drop = attn_drop
+        self.proj = ElasticLinear(dim, dim, **dd)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, num_heads: int) -> torch.Tensor:
+        B, N, E = x.shape
+        qk = num_heads * self.head_dim
+        qkv = self.qkv(x, qk).reshape(B, N, 3, num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (B, h, N, d) each
+        # the tables' first head_dim columns, whatever the head count
+        x = rel_pos_attention(q, k, v, self.rel_pos_k.tables(self.head_dim), self.rel_pos_v.tables(self.head_dim),
+                              self.grid_size, self.max_relative_position, self.scale, self.attn_drop, self.training)
+        return self.proj_drop(self.proj(x, E))
+
+    @staticmethod
+    def slice_state(tensors: Tensors, dim: int, num_heads: int, head_dim: int) -> Dict[str, torch.Tensor]:
+        """Rule: ``qkv`` (:class:`InterleavedQKV`, qk width ``num_heads * head_dim``), both relative embeddings
+        (first ``head_dim`` columns) and ``proj`` (``(dim, qk)``), in :class:`RelPosAttention`'s layout."""
+        qk = num_heads * head_dim
+        return {**with_prefix("qkv.", InterleavedQKV.slice_state(take(tensors, "qkv."), dim, qk)),
+                **with_prefix("rel_pos_k.", RelativePosition2D.slice_state(take(tensors, "rel_pos_k."), head_dim)),
+                **with_prefix("rel_pos_v.", RelativePosition2D.slice_state(take(tensors, "rel_pos_v."), head_dim)),
+                **with_prefix("proj.", ElasticLinear.slice_state(take(tensors, "proj."), qk, dim))}
+
+    def static_state(self, dim: int, num_heads: int) -> Dict[str, torch.Tensor]:
+        return self.slice_state(own_tensors(self), dim, num_heads, self.head_dim)
+
+    def static_twin(self, dim: int, num_heads: int) -> RelPosAttention:
+        """The :class:`RelPosAttention` of width ``dim`` with ``num_heads`` heads, weights sliced."""
+        twin = RelPosAttention(dim, num_heads, self.head_dim, self.grid_size, self.max_relative_position,
+                               self.qkv.bias is not None, attn_drop=self.attn_drop, proj_drop=self.proj_drop.p,
+                               device="meta", dtype=self.qkv.weight.dtype)
+        return load_twin(twin, self.static_state(dim, num_heads))
 
 
 # ------------------------------------------------------------------------------------------------------- blocks
@@ -200,6 +508,29 @@ class ElasticAutoFormerBlock(nn.Module):
         y = F.dropout(self.attn(self.norm1(x), num_heads), self.attn_drop * width_ratio, self.training)
         x = x + self.drop_path1(y)
         return x + self.drop_path2(self.mlp(self.norm2(x), mlp_hidden, self.proj_drop * width_ratio))
+
+    @staticmethod
+    def slice_state(tensors: Tensors, dim: int, num_heads: int, mlp_hidden: int,
+                    head_dim: int = HEAD_DIM) -> Dict[str, torch.Tensor]:
+        """Rule: the block of width ``dim``, ``num_heads`` heads and ``mlp_hidden`` MLP units in
+        :class:`AutoFormerBlock`'s layout (each sub-layer's own rule)."""
+        require(tensors, [k for k in BLOCK_KEYS if k != "attn.qkv.bias"], "")
+        return {**with_prefix("norm1.", ElasticLayerNorm.slice_state(take(tensors, "norm1."), dim)),
+                **with_prefix("attn.", ElasticRelPosAttention.slice_state(take(tensors, "attn."), dim, num_heads,
+                                                                          head_dim)),
+                **with_prefix("norm2.", ElasticLayerNorm.slice_state(take(tensors, "norm2."), dim)),
+                **with_prefix("mlp.", ElasticMlp.slice_state(take(tensors, "mlp."), dim, mlp_hidden))}
+
+    def static_state(self, dim: int, num_heads: int, mlp_hidden: int) -> Dict[str, torch.Tensor]:
+        return self.slice_state(own_tensors(self), dim, num_heads, mlp_hidden, self.attn.head_dim)
+
+    def static_twin(self, dim: int, num_heads: int, mlp_hidden: int, drop_path: float = 0.0) -> AutoFormerBlock:
+        """The static :class:`AutoFormerBlock` (same dropout rates, unscaled) with the sliced weights."""
+        attn = self.attn
+        twin = AutoFormerBlock(dim, num_heads, mlp_hidden, attn.head_dim, attn.grid_size, attn.max_relative_position,
+                               attn.qkv.bias is not None, proj_drop=self.proj_drop, attn_drop=self.attn_drop,
+                               drop_path=drop_path, device="meta", dtype=attn.qkv.weight.dtype)
+        return load_twin(twin, self.static_state(dim, num_heads, mlp_hidden))
 
 
 # ------------------------------------------------------------------------------------------------------ models
@@ -378,8 +709,16 @@ class AutoFormerSupernet(SupernetMixin, ViTApiMixin, nn.Module):
         args = dict(self.static_model_args(cfg), **kwargs)
         ref = self.cls_token
         model = create_model("autoformer_subnet", device="meta", dtype=ref.dtype, **args)
-        state = {k: v.clone(memory_format=torch.contiguous_format) for k, v in self.subnet_state_dict(cfg).items()}
-        model.load_state_dict(state, strict=True, assign=True)
+        # layer by layer: each static layer takes its elastic twin's slice (timm_nas.layers.elastic)
+        E = cfg.embed_dim
+        load_twin(model.patch_embed, self.patch_embed.static_state(E))
+        model.cls_token = nn.Parameter(self.cls_token.detach()[..., :E].clone())
+        model.pos_embed = nn.Parameter(self.pos_embed.detach()[..., :E].clone())
+        for i in range(cfg.depth):
+            load_twin(model.blocks[i], self.blocks[i].static_state(E, cfg.num_heads[i], cfg.mlp_hidden(i)))
+        load_twin(model.norm, self.norm.static_state(E))
+        if self.num_classes > 0:
+            load_twin(model.head, self.head.static_state(E, self.num_classes))
         update_model_args(model, **args)
         model.train(self.training)
         return model
@@ -619,10 +958,10 @@ def slice_subnet_state_dict(
 ) -> "OrderedDict[str, torch.Tensor]":
     """Supernet tensors (our key layout) -> the tensors of the static subnet model (its key layout).
 
-    The one slicing rule set of this family (the supernet's forward applies the same per-tensor rules): leading
-    slices everywhere (patch filters, class/position channels, LayerNorms, ``proj[:E, :qk]``, ``fc1[:H, :E]``,
-    ``fc2[:E, :H]``, ``head[:, :E]``, relative tables ``[:, :head_dim]``), AutoFormer's interleaved qkv rows
-    with a contiguous bias, and the first ``depth`` blocks. A pure function: tensors are returned as views (the qkv
+    For checkpoint files (no module needed): each layer's own rule (``slice_state`` of the elastic layer that holds
+    those tensors: leading slices everywhere, AutoFormer's interleaved qkv rows with a contiguous bias, relative
+    tables' first ``head_dim`` columns) applied to its prefix, and the first ``depth`` blocks. The class token and
+    position embedding keep their first ``E`` channels. A pure function: tensors are returned as views (the qkv
     weight as a new tensor) and nothing is modified.
 
     Args:
@@ -656,15 +995,10 @@ def slice_subnet_state_dict(
     if cfg.depth > num_blocks:
         raise ValueError(f"depth={cfg.depth} exceeds the {num_blocks} blocks of the supernet state dict")
 
-    def first(t: torch.Tensor, n: int, dim: int = 0) -> torch.Tensor:
-        return t.narrow(dim, 0, n)
-
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-    out["cls_token"] = first(sd["cls_token"], E, -1)
-    out["pos_embed"] = first(sd["pos_embed"], E, -1)
-    out["patch_embed.proj.weight"] = first(sd["patch_embed.proj.weight"], E)
-    if "patch_embed.proj.bias" in sd:
-        out["patch_embed.proj.bias"] = first(sd["patch_embed.proj.bias"], E)
+    out["cls_token"] = sd["cls_token"][..., :E]
+    out["pos_embed"] = sd["pos_embed"][..., :E]
+    out.update(with_prefix("patch_embed.", ElasticPatchEmbed.slice_state(take(sd, "patch_embed."), E)))
     for i in range(cfg.depth):
         p = f"blocks.{i}."
 
@@ -673,10 +1007,10 @@ def slice_subnet_state_dict(
                 raise KeyError(p + name)
             return sd[p + name]
 
+        # the config's fit, named by its fields (the layers' rules would name only the tensor)
         qk = cfg.num_heads[i] * head_dim
         hidden = cfg.mlp_hidden(i)
-        qkv_w = get("attn.qkv.weight")
-        if 3 * qk > qkv_w.shape[0] or qk > get("attn.proj.weight").shape[1]:
+        if 3 * qk > get("attn.qkv.weight").shape[0] or qk > get("attn.proj.weight").shape[1]:
             raise ValueError(f"num_heads[{i}]={cfg.num_heads[i]} needs a qkv width of {qk} but the supernet holds "
                              f"{get('attn.proj.weight').shape[1]}")
         if hidden > get("mlp.fc1.weight").shape[0]:
@@ -685,32 +1019,14 @@ def slice_subnet_state_dict(
         if head_dim > get("attn.rel_pos_k.table_v").shape[1]:
             raise ValueError(f"head_dim={head_dim} exceeds the relative tables' width "
                              f"{get('attn.rel_pos_k.table_v').shape[1]}")
-        # (emitted in the static model's parameter order)
-        out[p + "norm1.weight"] = first(get("norm1.weight"), E)
-        out[p + "norm1.bias"] = first(get("norm1.bias"), E)
-        w, b = slice_interleaved_qkv(qkv_w, sd.get(p + "attn.qkv.bias"), E, qk)
-        out[p + "attn.qkv.weight"] = w
-        if b is not None:
-            out[p + "attn.qkv.bias"] = b
-        for rel in ("rel_pos_k", "rel_pos_v"):
-            for table in ("table_v", "table_h"):
-                out[f"{p}attn.{rel}.{table}"] = first(get(f"attn.{rel}.{table}"), head_dim, 1)
-        for name, in_f, out_f in (("attn.proj", qk, E), ("norm2", None, E), ("mlp.fc1", E, hidden),
-                                  ("mlp.fc2", hidden, E)):
-            if in_f is None:  # LayerNorm
-                w, b = first(get(name + ".weight"), out_f), first(get(name + ".bias"), out_f)
-            else:
-                w, b = slice_linear(get(name + ".weight"), sd.get(p + name + ".bias"), in_f, out_f)
-            out[p + name + ".weight"] = w
-            if b is not None:
-                out[p + name + ".bias"] = b
-    out["norm.weight"] = first(sd["norm.weight"], E)
-    out["norm.bias"] = first(sd["norm.bias"], E)
+        try:
+            block = ElasticAutoFormerBlock.slice_state(take(sd, p), E, cfg.num_heads[i], hidden, head_dim)
+        except KeyError as e:
+            raise KeyError(p + str(e.args[0])) from None
+        out.update(with_prefix(p, block))
+    out.update(with_prefix("norm.", ElasticLayerNorm.slice_state(take(sd, "norm."), E)))
     if "head.weight" in sd:
-        w, b = slice_linear(sd["head.weight"], sd.get("head.bias"), E, sd["head.weight"].shape[0])
-        out["head.weight"] = w
-        if b is not None:
-            out["head.bias"] = b
+        out.update(with_prefix("head.", ElasticLinear.slice_state(take(sd, "head."), E, sd["head.weight"].shape[0])))
     return out
 
 

@@ -504,7 +504,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module) -> dic
     Raises:
         ValueError: naming unexpected and missing keys (e.g. a checkpoint of another genotype or channel count).
     """
-    from .._checkpoint import unwrap_state_dict
+    from .._checkpoint import match_model_keys, unwrap_state_dict
 
     top = state_dict
     sd = unwrap_state_dict(state_dict, keys=("state_dict", "model", "state_dict_ema", "model_ema"))
@@ -522,23 +522,12 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module) -> dic
             if key.startswith("auxiliary_head.") and getattr(model, "auxiliary_head", None) is None:
                 continue
         out[key] = value
-    expected = model.state_dict()
     if search:
         for name in _ARCH_KEYS:
             if name not in out:
                 value = top.get(name) if isinstance(top, Mapping) else None
                 out[name] = (value if isinstance(value, torch.Tensor) else getattr(model, name)).detach().clone()
-    for key, value in expected.items():
-        if key.endswith("num_batches_tracked") and key not in out:
-            out[key] = torch.zeros_like(value, device="cpu")
-    unexpected = sorted(set(out) - set(expected))
-    missing = sorted(set(expected) - set(out))
-    if unexpected or missing:
-        raise ValueError(
-            f"checkpoint does not match {type(model).__name__}: {len(unexpected)} unexpected keys "
-            f"{unexpected[:8]}, {len(missing)} missing keys {missing[:8]}. Check the genotype, C, layers and "
-            "auxiliary arguments against the run that saved it")
-    return out
+    return match_model_keys(out, model, "the genotype, C, layers and auxiliary arguments")
 
 
 # ------------------------------------------------------------------------------------------- default cfgs

@@ -28,6 +28,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._input import update_model_args
 from timm.models._manipulate import checkpoint
 
+from .._checkpoint import match_model_keys
 from ..cost.nb201 import RECIPE, STAGES
 from ..layers.darts_ops import ReLUConvBN, Zero
 from ._cnn_api import CellNetApiMixin, check_global_pool
@@ -334,18 +335,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module) -> dic
             elif key == "arch_parameters":
                 key = "alphas"
         out[key] = value
-    expected = model.state_dict()
-    for key, value in expected.items():
-        if key.endswith("num_batches_tracked") and key not in out:
-            out[key] = torch.zeros_like(value, device="cpu")
-    unexpected = sorted(set(out) - set(expected))
-    missing = sorted(set(expected) - set(out))
-    if unexpected or missing:
-        raise ValueError(
-            f"checkpoint does not match {type(model).__name__}: {len(unexpected)} unexpected keys {unexpected[:8]}, "
-            f"{len(missing)} missing keys {missing[:8]}. Check the cell, C, N and num_classes against the run that "
-            "saved it")
-    return out
+    return match_model_keys(out, model, "the cell, C, N and num_classes")
 
 
 # ------------------------------------------------------------------------------------------- default cfgs

@@ -4,8 +4,8 @@ Paper: Chen et al., "Searching the Search Space of Vision Transformer", NeurIPS 
 Original code: https://github.com/microsoft/Cream/tree/main/AutoFormerV2 (``model/SSS.py``, commit 4a13c409), which
 contains only the static network ``SSSTransformer`` and the three searched configs; timm ships those networks as
 ``swin_s3_{tiny,small,base}_224``. The supernet, its weight slicing and the search are ours: the slicing rules are
-AutoFormer's first-k weight entanglement in the Swin layout (see :mod:`timm_nas.layers.s3_slicing`), the contract of
-the golden fixtures.
+AutoFormer's first-k weight entanglement in the Swin layout (the "weight entanglement" section below), the contract
+of the golden fixtures.
 
 * ``S3Transformer`` (``s3_subnet``): the static network of one :class:`~timm_nas.spaces.S3Subnet`, built from timm's
   Swin blocks with a window, head count and MLP ratio per block and a free width per stage. Its state dict has
@@ -13,11 +13,14 @@ the golden fixtures.
   :func:`checkpoint_filter_fn`.
 * ``S3Supernet`` (``s3_supernet``): holds the largest weights of an :class:`~timm_nas.spaces.S3Space` and runs any
   subnet of it (``use_subnet``, per-step sampling in training, ``extract``).
-* :func:`slice_s3_state_dict`: the one slicing function, used by the supernet's forward (per module), by
-  ``extract`` and by loading a supernet checkpoint into a subnet.
+* The supernet's elastic layers (``S3Elastic*``, :mod:`timm_nas.layers.elastic`'s protocol) run their slice in
+  ``forward``, state their rule once (``slice_state``) and hand back timm's static layer (``static_twin``);
+  ``extract`` loads the static model layer by layer from them, and :func:`slice_s3_state_dict` applies the same
+  rules to a state dict (loading a supernet checkpoint into a subnet).
 """
 
 import contextlib
+import math
 import re
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
@@ -25,20 +28,40 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, PatchEmbed, calculate_drop_path_rates, get_device_dtype, to_2tuple
+from timm.layers import (
+    ClassifierHead,
+    DropPath,
+    PatchEmbed,
+    calculate_drop_path_rates,
+    get_device_dtype,
+    to_2tuple,
+    trunc_normal_,
+    use_fused_attn,
+)
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._input import update_model_args
 from timm.models._manipulate import checkpoint, checkpoint_seq, named_apply
-from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
+from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock, WindowAttention
 from timm.models.vision_transformer import get_init_weights_vit
 
 from .._checkpoint import load_checkpoint_file, unwrap_state_dict
 from ..cost.s3 import _square_grid, _stage_grids
 from ..family import Family, register_family
-from ..layers.s3_elastic import S3ElasticBlock, S3ElasticPatchEmbed, S3ElasticPatchMerging
-from ..layers.s3_slicing import slice_block, slice_downsample, slice_head, slice_norm, slice_patch_embed
-from ..layers.s3_window import check_window, window_and_shift
+from ..layers.elastic import (
+    ElasticLayerNorm,
+    ElasticLinear,
+    ElasticMlp,
+    Tensors,
+    leading,
+    load_twin,
+    own_tensors,
+    require,
+    slice_linear,
+    take,
+    with_prefix,
+)
+from ..layers.window_attention import check_window, window_and_shift, window_attention
 from ..spaces.s3 import S3Space, S3Subnet, effective_window
 from ._supernet import STEP_BUFFER, SupernetMixin
 
@@ -79,6 +102,325 @@ def _cost_args(img_size: Union[int, Sequence[int]], patch_size: int, in_chans: i
 
 
 # ------------------------------------------------------------------------------------------------------ blocks
+# ------------------------------------------------------------------------------------ weight entanglement
+# S3 weight entanglement: how a smaller subnet takes its weights from the supernet's (pure functions).
+#
+# The rules follow AutoFormer's "first-k" weight entanglement (same authors) in the Swin tensor layout that
+# ``AutoFormerV2/model/SSS.py`` and timm's ``swin_transformer.py`` use; they are the contract of the golden fixtures
+# (``shared/fixtures/s3/cases.json``, ``weight_extraction_rules`` R1-R6):
+#
+# * R2 width: every tensor on a stage's residual stream keeps its first ``e`` channels.
+# * R3 Q-K-V: the qkv rows are laid out ``[q | k | v]``, ``E`` rows each; a subnet keeps the first ``e`` rows of each.
+# * R4 MLP: the first ``hidden`` units of ``fc1`` (rows) and ``fc2`` (columns).
+# * R5 window: the centred ``(2w-1)^2`` crop of the ``(2W-1)^2`` relative-position table (the same relative offset
+#   shares one bias), then the first ``num_heads`` columns.
+# * R6 patch merging: the input is 4 quarter-grids of ``E`` channels each; keep the first ``e`` of each quarter.
+#
+# The supernet's sizes are read from the tensors' shapes, so these functions need only the subnet's sizes. Each
+# ``slice_*`` function takes the parameters of one module (names relative to it, as in its ``state_dict``) and
+# returns the subnet's, and is used unchanged by the supernet's forward pass, by ``extract`` and by checkpoint
+# loading (:func:`timm_nas.models.s3.slice_s3_state_dict`). Slicing is differentiable; nothing is copied when a size
+# is already full.
+def _check(name: str, size: int, available: int) -> None:
+    if size > available:
+        raise ValueError(f"{name}: the subnet needs {size} but the supernet weight holds only {available}; "
+                         "choose a subnet that fits the supernet (S3Space.check_fits says which value is too large)")
+    if size <= 0:
+        raise ValueError(f"{name}: size must be positive, got {size}")
+
+
+def qkv_rows(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """R3: keep the first ``dim`` rows of each of q, k and v of a ``[q | k | v]`` weight ``(3E, ...)`` or bias."""
+    big = t.shape[0] // 3
+    _check("attn.qkv rows", dim, big)
+    if dim == big:
+        return t
+    rows = t.reshape(3, big, *t.shape[1:])[:, :dim]  # (3, dim, ...)
+    return rows.reshape(3 * dim, *t.shape[1:])
+
+
+def merged_channels(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """R6: of a last axis made of 4 quarters of ``E`` channels (patch merging), keep the first ``dim`` of each."""
+    big = t.shape[-1] // 4
+    _check("downsample input channels", dim, big)
+    if dim == big:
+        return t
+    return t.reshape(*t.shape[:-1], 4, big)[..., :dim].reshape(*t.shape[:-1], 4 * dim)
+
+
+def table_window(table: torch.Tensor) -> int:
+    """The window side ``W`` of a ``((2W-1)^2, heads)`` relative-position bias table."""
+    side = math.isqrt(table.shape[0])
+    if side * side != table.shape[0] or side % 2 == 0:
+        raise ValueError(f"a relative-position table has (2W-1)^2 rows; got {table.shape[0]}")
+    return (side + 1) // 2
+
+
+def crop_rel_pos_table(table: torch.Tensor, window: int, num_heads: int) -> torch.Tensor:
+    """R5: the table of an effective ``window`` (centred crop) for the first ``num_heads`` heads."""
+    big = table_window(table)
+    _check("relative-position window", window, big)
+    _check("relative-position heads", num_heads, table.shape[1])
+    if window == big:
+        return table[:, :num_heads]
+    side = 2 * big - 1
+    lo, hi = big - window, big + window - 1  # offsets -(w-1)..(w-1) around the centre W-1
+    return table.reshape(side, side, -1)[lo:hi, lo:hi, :num_heads].reshape((2 * window - 1) ** 2, num_heads)
+
+
+def _first(t: torch.Tensor, *sizes: int) -> torch.Tensor:
+    for axis, size in enumerate(sizes):
+        _check(f"axis {axis} of a {tuple(t.shape)} weight", size, t.shape[axis])
+    if all(size == t.shape[axis] for axis, size in enumerate(sizes)):
+        return t
+    return t[tuple(slice(0, s) for s in sizes)]
+
+
+def paste_overlap(dst: torch.Tensor, src: torch.Tensor, key: str) -> torch.Tensor:
+    """A copy of ``dst`` whose region shared with ``src`` (under the same rules) holds ``src``'s values.
+
+    The inverse direction of slicing, for growing or shrinking a supernet (the space evolution rebuilds the supernet
+    at the new largest choices and keeps the weights both share): first-k on every axis, q/k/v blocks separately for
+    ``attn.qkv``, quarters separately for patch merging, and the common centre of relative-position tables.
+
+    Args:
+        dst: the new tensor (its values stay outside the overlap).
+        src: the old tensor.
+        key: the state-dict key (selects the rule).
+    """
+    out = dst.detach().clone()
+    src = src.detach().to(dtype=out.dtype, device=out.device)
+    if out.dim() == 0:
+        return src.clone() if src.dim() == 0 else out
+    if key.endswith("relative_position_bias_table"):
+        big, old = table_window(out), table_window(src)
+        w, h = min(big, old), min(out.shape[1], src.shape[1])
+        o = out.view(2 * big - 1, 2 * big - 1, -1)
+        s = src.reshape(2 * old - 1, 2 * old - 1, -1)
+        o[big - w:big + w - 1, big - w:big + w - 1, :h] = s[old - w:old + w - 1, old - w:old + w - 1, :h]
+        return out
+    if key.endswith("attn.qkv.weight") or key.endswith("attn.qkv.bias"):
+        o, s = out.view(3, out.shape[0] // 3, *out.shape[1:]), src.reshape(3, src.shape[0] // 3, *src.shape[1:])
+    else:
+        o, s = out, src
+    if ".downsample." in key and (key.endswith("norm.weight") or key.endswith("norm.bias")
+                                  or key.endswith("reduction.weight")):
+        o = o.view(*o.shape[:-1], 4, o.shape[-1] // 4)
+        s = s.reshape(*s.shape[:-1], 4, s.shape[-1] // 4)
+    region = tuple(slice(0, min(a, b)) for a, b in zip(o.shape, s.shape))
+    o[region] = s[region]
+    return out
+
+
+# --------------------------------------------------------------------------------------------- layers
+# The supernet's elastic layers (timm_nas.layers.elastic's protocol): ``forward(x, <sizes>)`` runs the slice,
+# ``slice_state(tensors, <sizes>)`` is the rule (R2-R6 above) and ``static_twin(<sizes>)`` hands back timm's static
+# layer. Parameter names are those of timm's Swin layout, so a supernet at full size has exactly the state dict of
+# the static model of its largest subnet.
+class S3ElasticPatchEmbed(nn.Module):
+    """Patch embedding (conv + LayerNorm, NHWC output) whose output width is chosen per forward."""
+
+    def __init__(self, img_size: Union[int, Tuple[int, int]], patch_size: int, in_chans: int, embed_dim: int,
+                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.img_size = to_2tuple(img_size)
+        self.patch_size = to_2tuple(patch_size)
+        self.grid_size = tuple(s // p for s, p in zip(self.img_size, self.patch_size))
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size, **dd)
+        self.norm = ElasticLayerNorm(embed_dim, **dd)
+
+    def forward(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        """``(B, C, H, W)`` image -> ``(B, H/p, W/p, dim)`` tokens."""
+        if tuple(x.shape[-2:]) != self.img_size:
+            raise ValueError(f"input size {tuple(x.shape[-2:])} does not match the model's img_size {self.img_size}; "
+                             "build the model with img_size= the input size")
+        bias = None if self.proj.bias is None else self.proj.bias[:dim]
+        x = F.conv2d(x, self.proj.weight[:dim], bias, stride=self.patch_size).permute(0, 2, 3, 1)  # (B, H, W, dim)
+        return self.norm(x)
+
+    @staticmethod
+    def slice_state(tensors: Tensors, dim: int) -> Dict[str, torch.Tensor]:
+        """R2: ``proj`` and ``norm`` keep their first ``dim`` channels."""
+        require(tensors, ("proj.weight", "norm.weight"), "")
+        return {k: leading(v, dim, name=f"patch_embed.{k}") for k, v in tensors.items()}
+
+    def static_state(self, dim: int) -> Dict[str, torch.Tensor]:
+        return self.slice_state(own_tensors(self), dim)
+
+    def static_twin(self, dim: int) -> PatchEmbed:
+        """timm's ``PatchEmbed`` (LayerNorm, NHWC output) of width ``dim``."""
+        twin = PatchEmbed(img_size=self.img_size, patch_size=self.patch_size, in_chans=self.proj.in_channels,
+                          embed_dim=dim, norm_layer=nn.LayerNorm, strict_img_size=True, output_fmt="NHWC",
+                          **get_device_dtype(self))
+        return load_twin(twin, self.static_state(dim))
+
+
+class S3ElasticPatchMerging(nn.Module):
+    """Patch merging (2x2 neighbours -> LayerNorm(4C) -> bias-free Linear) with elastic input and output widths."""
+
+    def __init__(self, dim: int, out_dim: int, device: Optional[torch.device] = None,
+                 dtype: Optional[torch.dtype] = None) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.norm = nn.LayerNorm(4 * dim, **dd)
+        self.reduction = nn.Linear(4 * dim, out_dim, bias=False, **dd)
+
+    def forward(self, x: torch.Tensor, out_dim: int) -> torch.Tensor:
+        """``(B, H, W, C)`` -> ``(B, H/2, W/2, out_dim)``."""
+        B, H, W, C = x.shape
+        if H % 2 or W % 2:
+            raise ValueError(f"patch merging needs an even token grid, got {H}x{W}; use an img_size whose patch grid "
+                             "stays even until the last stage")
+        # quarters in the order (even row, even col), (odd, even), (even, odd), (odd, odd), as SSS.py's x0..x3
+        x = x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5).flatten(3)  # (B, H/2, W/2, 4C)
+        x = F.layer_norm(x, (4 * C,), merged_channels(self.norm.weight, C), merged_channels(self.norm.bias, C),
+                         self.norm.eps)
+        return F.linear(x, merged_channels(_first(self.reduction.weight, out_dim), C))
+
+    @staticmethod
+    def slice_state(tensors: Tensors, in_dim: int, out_dim: int) -> Dict[str, torch.Tensor]:
+        """R6: ``norm.*`` (4 quarters) and ``reduction.weight`` (rows ``[:out_dim]``, quarters)."""
+        out = {}
+        for k, v in tensors.items():
+            if k.startswith("norm."):
+                out[k] = merged_channels(v, in_dim)
+            elif k == "reduction.weight":
+                out[k] = merged_channels(_first(v, out_dim), in_dim)
+            else:
+                raise KeyError(f"unexpected patch-merging parameter {k!r}")
+        return out
+
+    def static_state(self, in_dim: int, out_dim: int) -> Dict[str, torch.Tensor]:
+        return self.slice_state(own_tensors(self), in_dim, out_dim)
+
+    def static_twin(self, in_dim: int, out_dim: int) -> PatchMerging:
+        """timm's ``PatchMerging(in_dim, out_dim)``."""
+        twin = PatchMerging(in_dim, out_dim, **get_device_dtype(self))
+        return load_twin(twin, self.static_state(in_dim, out_dim))
+
+
+class S3ElasticAttention(nn.Module):
+    """Window attention at its largest size (qkv, proj, relative-position table), run with any width, head count
+    and effective window."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, qkv_bias: bool = True,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0,
+                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.fused_attn = use_fused_attn(experimental=True)  # as timm's WindowAttention
+        self.relative_position_bias_table = nn.Parameter(torch.empty((2 * window_size - 1) ** 2, num_heads, **dd))
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias, **dd)
+        self.attn_drop = attn_drop
+        self.proj = ElasticLinear(dim, dim, **dd)
+        self.proj_drop = proj_drop
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, x: torch.Tensor, num_heads: int, window: int, shift: int) -> torch.Tensor:
+        """``(B, H, W, e)`` tokens (``e`` read from ``x``) -> attention output of the same shape (no dropout after
+        the projection: the block applies it)."""
+        C = x.shape[-1]
+        qkv_w = qkv_rows(_first(self.qkv.weight, self.qkv.weight.shape[0], C), C)
+        qkv_b = None if self.qkv.bias is None else qkv_rows(self.qkv.bias, C)
+        proj_w, proj_b = slice_linear(self.proj.weight, self.proj.bias, C, C)
+        table = crop_rel_pos_table(self.relative_position_bias_table, window, num_heads)
+        return window_attention(x, qkv_w, qkv_b, proj_w, proj_b, table, num_heads, window, shift,
+                                attn_drop=self.attn_drop if self.training else 0.0, fused=self.fused_attn)
+
+    @staticmethod
+    def slice_state(tensors: Tensors, dim: int, num_heads: int, window: int) -> Dict[str, torch.Tensor]:
+        """R2, R3, R5: the table's centred crop for ``window`` and first ``num_heads`` columns, the first ``dim``
+        rows of each of q, k, v, ``proj[:dim, :dim]``."""
+        require(tensors, ("relative_position_bias_table", "qkv.weight", "proj.weight"), "")
+        out = {}
+        for k, v in tensors.items():
+            if k == "relative_position_bias_table":
+                out[k] = crop_rel_pos_table(v, window, num_heads)
+            elif k == "qkv.weight":
+                out[k] = qkv_rows(_first(v, v.shape[0], dim), dim)
+            elif k == "qkv.bias":
+                out[k] = qkv_rows(v, dim)
+            elif k == "proj.weight":
+                out[k] = _first(v, dim, dim)
+            elif k == "proj.bias":
+                out[k] = _first(v, dim)
+            else:
+                raise KeyError(f"unexpected window-attention parameter {k!r}")
+        return out
+
+    def static_state(self, dim: int, num_heads: int, window: int) -> Dict[str, torch.Tensor]:
+        return self.slice_state(own_tensors(self), dim, num_heads, window)
+
+    def static_twin(self, dim: int, num_heads: int, window: int) -> WindowAttention:
+        """timm's ``WindowAttention`` of width ``dim``, ``num_heads`` heads and ``window``."""
+        twin = WindowAttention(dim, num_heads, window_size=window, qkv_bias=self.qkv.bias is not None,
+                               attn_drop=self.attn_drop, proj_drop=self.proj_drop, **get_device_dtype(self))
+        return load_twin(twin, self.static_state(dim, num_heads, window))
+
+
+class S3ElasticBlock(nn.Module):
+    """A pre-norm Swin block at its largest size; ``forward`` runs the slice for the active sizes.
+
+    Args:
+        dim: largest stage width (also the Q-K-V width).
+        num_heads: largest head count (columns of the relative-position table).
+        window_size: largest effective window of the block.
+        mlp_hidden: largest MLP hidden width.
+        qkv_bias: whether qkv has a bias.
+        proj_drop: dropout after the attention projection and in the MLP.
+        attn_drop: dropout on attention probabilities.
+        drop_path: stochastic depth rate of the block.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, mlp_hidden: int, qkv_bias: bool = True,
+                 proj_drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
+                 device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.norm1 = ElasticLayerNorm(dim, **dd)
+        self.attn = S3ElasticAttention(dim, num_heads, window_size, qkv_bias, attn_drop, proj_drop, **dd)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = ElasticLayerNorm(dim, **dd)
+        self.mlp = ElasticMlp(dim, mlp_hidden, **dd)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, num_heads: int, window: int, shift: int, hidden: int) -> torch.Tensor:
+        """Run the block on ``(B, H, W, e)`` tokens with ``num_heads`` heads, an effective ``window`` (and
+        ``shift``) and ``hidden`` MLP units; ``e`` is read from ``x``."""
+        drop = self.attn.proj_drop if self.training else 0.0
+        y = self.attn(self.norm1(x), num_heads, window, shift)
+        x = x + self.drop_path1(F.dropout(y, drop, self.training))
+        return x + self.drop_path2(self.mlp(self.norm2(x), hidden, drop))
+
+    @staticmethod
+    def slice_state(tensors: Tensors, dim: int, num_heads: int, window: int, hidden: int) -> Dict[str, torch.Tensor]:
+        """R2-R5 for one Swin block: each sub-layer's rule (``hidden``: the MLP width ``int(e * mlp_ratio)``)."""
+        unknown = sorted(k for k in tensors if not k.startswith(("norm1.", "attn.", "norm2.", "mlp.")))
+        if unknown:
+            raise KeyError(f"unexpected Swin block parameter {unknown[0]!r}")
+        return {**with_prefix("norm1.", ElasticLayerNorm.slice_state(take(tensors, "norm1."), dim)),
+                **with_prefix("attn.", S3ElasticAttention.slice_state(take(tensors, "attn."), dim, num_heads, window)),
+                **with_prefix("norm2.", ElasticLayerNorm.slice_state(take(tensors, "norm2."), dim)),
+                **with_prefix("mlp.", ElasticMlp.slice_state(take(tensors, "mlp."), dim, hidden))}
+
+    def static_state(self, dim: int, num_heads: int, window: int, hidden: int) -> Dict[str, torch.Tensor]:
+        return self.slice_state(own_tensors(self), dim, num_heads, window, hidden)
+
+    def static_twin(self, dim: int, num_heads: int, window: int, shift: int, hidden: int, grid: int,
+                    drop_path: float = 0.0) -> SwinTransformerBlock:
+        """timm's ``SwinTransformerBlock`` on a ``grid x grid`` map with the effective ``window`` and ``shift``."""
+        ratio = hidden / dim if int(dim * (hidden / dim)) == hidden else (hidden + 0.5) / dim  # int(dim * r) == hidden
+        twin = SwinTransformerBlock(dim=dim, input_resolution=(grid, grid), num_heads=num_heads, window_size=window,
+                                    shift_size=shift, mlp_ratio=ratio, qkv_bias=self.attn.qkv.bias is not None,
+                                    proj_drop=self.attn.proj_drop, attn_drop=self.attn.attn_drop, drop_path=drop_path,
+                                    **get_device_dtype(self))
+        return load_twin(twin, self.static_state(dim, num_heads, window, hidden))
+
+
 class S3Stage(nn.Module):
     """One stage of the static network: optional patch merging at its start (timm's layout), then Swin blocks with
     a window, head count and MLP ratio each."""
@@ -436,7 +778,7 @@ class S3Supernet(SupernetMixin, _S3Common, nn.Module):
                 drop_path=dpr[i], **dd))
             self.feature_info.append(dict(num_chs=e, reduction=patch_size * 2 ** i, module=f"layers.{i}"))
         self.layers = nn.Sequential(*stages)
-        self.norm = nn.LayerNorm(self.num_features, **dd)
+        self.norm = ElasticLayerNorm(self.num_features, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate,
                                    input_fmt=self.output_fmt, **dd)
         if weight_init != "skip":
@@ -507,7 +849,21 @@ class S3Supernet(SupernetMixin, _S3Common, nn.Module):
         args = {k: list(v) if isinstance(v, tuple) else v for k, v in args.items()}
         dd = get_device_dtype(self)
         model = timm.create_model("s3_subnet", **args, **dd)
-        model.load_state_dict({k: v.clone() for k, v in self.subnet_state_dict(cfg).items()}, strict=True)
+        # layer by layer: each static layer takes its elastic twin's slice (timm_nas.layers.elastic)
+        cfg = self.check_subnet(self._active if cfg is None else cfg)
+        load_twin(model.patch_embed, self.patch_embed.static_state(cfg.embed_dim[0]))
+        for i, stage in enumerate(self.layers):
+            e = cfg.embed_dim[i]
+            if i > 0:
+                load_twin(model.layers[i].downsample, stage.downsample.static_state(cfg.embed_dim[i - 1], e))
+            for j in range(cfg.depth[i]):
+                window, _ = window_and_shift(stage.grid, cfg.window_size[i][j], j)
+                load_twin(model.layers[i].blocks[j],
+                          stage.blocks[j].static_state(e, cfg.num_heads[i][j], window, cfg.mlp_hidden(i, j)))
+        load_twin(model.norm, self.norm.static_state(cfg.embed_dim[-1]))
+        if self.num_classes > 0:
+            fc = ElasticLinear.slice_state(own_tensors(self.head.fc), cfg.embed_dim[-1], self.num_classes)
+            load_twin(model.head.fc, fc)
         update_model_args(model, **args)
         return model.train(self.training)
 
@@ -517,11 +873,7 @@ class S3Supernet(SupernetMixin, _S3Common, nn.Module):
         self._reset_head(num_classes, global_pool, self.head.in_features)
 
     def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.norm, nn.Identity):  # pruned
-            return x
-        e = x.shape[-1]
-        p = slice_norm(dict(self.norm.named_parameters()), e)
-        return F.layer_norm(x, (e,), p["weight"], p["bias"], self.norm.eps)
+        return self.norm(x)  # elastic LayerNorm (or Identity once pruned)
 
     def forward_intermediates(
             self,
@@ -583,8 +935,8 @@ class S3Supernet(SupernetMixin, _S3Common, nn.Module):
         x = self.head.drop(x)
         if pre_logits or isinstance(self.head.fc, nn.Identity):
             return x
-        p = slice_head({f"fc.{k}": v for k, v in self.head.fc.named_parameters()}, x.shape[-1])
-        return F.linear(x, p["fc.weight"], p.get("fc.bias"))
+        fc = self.head.fc
+        return F.linear(x, *slice_linear(fc.weight, fc.bias, x.shape[-1], fc.out_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -629,23 +981,24 @@ def slice_s3_state_dict(state_dict: Mapping[str, torch.Tensor], subnet: Union[S3
     def put(prefix: str, tensors: Mapping[str, torch.Tensor]) -> None:
         out.update({prefix + k: v for k, v in tensors.items()})
 
-    put("patch_embed.", slice_patch_embed(_take(state_dict, "patch_embed.", used), cfg.embed_dim[0]))
+    put("patch_embed.", S3ElasticPatchEmbed.slice_state(_take(state_dict, "patch_embed.", used), cfg.embed_dim[0]))
     for i in range(cfg.num_stages):
         e = cfg.embed_dim[i]
         if i > 0:
             prefix = f"layers.{i}.downsample."
-            put(prefix, slice_downsample(_take(state_dict, prefix, used), cfg.embed_dim[i - 1], e))
+            put(prefix, S3ElasticPatchMerging.slice_state(_take(state_dict, prefix, used), cfg.embed_dim[i - 1], e))
         for j in range(cfg.depth[i]):
             prefix = f"layers.{i}.blocks.{j}."
             window, _ = window_and_shift(grids[i], cfg.window_size[i][j], j)
-            put(prefix, slice_block(_take(state_dict, prefix, used), e, cfg.num_heads[i][j], window,
+            put(prefix, S3ElasticBlock.slice_state(_take(state_dict, prefix, used), e, cfg.num_heads[i][j], window,
                                     cfg.mlp_hidden(i, j)))
         # R1: blocks beyond the subnet's depth are dropped
         deeper = re.compile(rf"^layers\.{i}\.blocks\.(\d+)\.")
         used.update(k for k in state_dict if (m := deeper.match(k)) and int(m.group(1)) >= cfg.depth[i])
-    put("norm.", slice_norm(_take(state_dict, "norm.", used), cfg.embed_dim[-1]))
+    put("norm.", ElasticLayerNorm.slice_state(_take(state_dict, "norm.", used), cfg.embed_dim[-1]))
     if any(k.startswith("head.") for k in state_dict):
-        put("head.", slice_head(_take(state_dict, "head.", used), cfg.embed_dim[-1]))
+        head = _take(state_dict, "head.fc.", used)
+        put("head.fc.", ElasticLinear.slice_state(head, cfg.embed_dim[-1], head["weight"].shape[0]))
     unknown = sorted(set(state_dict) - used)
     if unknown:
         raise ValueError(f"{len(unknown)} tensors do not belong to an S3 network of {cfg.num_stages} stages in timm's "

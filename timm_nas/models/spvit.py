@@ -52,19 +52,15 @@ from typing import Any, Callable, Literal, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import Attention, DropPath, LayerNorm, Mlp, PatchEmbed, get_act_layer, get_norm_layer, \
-    resample_abs_pos_embed, to_2tuple, trunc_normal_
+    resample_abs_pos_embed, to_2tuple, trunc_normal_, use_fused_attn
 from timm.models import VisionTransformer, build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._manipulate import adapt_input_conv, checkpoint
 
 from ..cost.spvit import _kernel_size
 from ..family import Family, register_family
-from ..layers.spvit_attention import SPVIT_ALPHA, KERNEL_POSITIONS, BConv, SkipAttention, UnifiedAttention, \
-    bconv_weights
-from ..layers.spvit_gates import GATE_TEMPERATURE, deterministic_ste, eval_gate, logistic_noise, \
-    ordered_op_gates, straight_through_bernoulli
-from ..layers.spvit_mlp import UnifiedMlp
 from ..spaces.base import generator_for
 from ..spaces.spvit import SPVIT_OPS, SPViTArch, op_from_indicators
 from ._supernet import StepCounterMixin
@@ -121,6 +117,391 @@ def _input_cost_args(patch_embed: nn.Module) -> dict[str, Any]:
         return int(size[0]) if size[0] == size[1] else [int(size[0]), int(size[1])]
 
     return dict(img_size=side(patch_embed.img_size), patch_size=side(patch_embed.patch_size))
+
+
+# ------------------------------------------------------------------------------------------------------ gates
+# SPViT gates: relaxed-Bernoulli samples with a straight-through estimator, and the ordered op gates.
+#
+# Every SPViT gate is a learnable threshold ``theta`` with keep probability ``p = sigmoid(theta)``
+# (``SPViT_DeiT/models_pruning.py`` at ziplab/SPViT commit ae19b0d):
+#
+# * **training**: a hard 0/1 sample whose gradient is that of its relaxed (sigmoid) version
+#   (``bernoulli_sample``: logits ``(log u - log(1-u) + log p - log(1-p)) / T``, hard ``1[logits > 0]``,
+#   soft ``sigmoid(logits)``, returned as ``hard - soft.detach() + soft``);
+# * **eval**: ``1[p > 0.5]``;
+# * **complexity loss**: a deterministic straight-through value ``1[p > 0.5] - s.detach() + s`` with
+#   ``s = sigmoid(p - 0.5)`` (its forward value is the eval decision).
+#
+# The logistic noise ``log u - log(1-u)`` is drawn here from an explicit ``torch.Generator`` (the original draws
+# from the global RNG); :func:`logistic_noise` is the only random step, so a test can inject the noise of a
+# recorded run.
+#
+# The three gates of an attention layer are ordered (1x1 conv, 3x3 conv, MSA) and combined with a cumulative
+# product, so at most one op is on: :func:`ordered_op_gates` and :func:`mix_ops`.
+#: Temperature of the relaxed Bernoulli (``bernoulli_sample(probs, temperature=1.0)`` in the original; never
+#: changed there).
+GATE_TEMPERATURE = 1.0
+
+
+def clamp_probs(p: torch.Tensor) -> torch.Tensor:
+    """Clamp probabilities to ``[eps, 1 - eps]`` of their dtype (``torch.distributions.utils.clamp_probs``)."""
+    eps = torch.finfo(p.dtype).eps
+    return p.clamp(min=eps, max=1 - eps)
+
+
+def logistic_noise(shape: tuple[int, ...], generator: torch.Generator, *, dtype: torch.dtype = torch.float32,
+                   device: torch.device | str | None = None) -> torch.Tensor:
+    """``log u - log(1 - u)`` with ``u ~ U(0, 1)`` clamped as in the original, drawn on the CPU from ``generator``
+    (so the sequence does not depend on the device) and moved to ``device``."""
+    u = clamp_probs(torch.rand(shape, generator=generator, dtype=torch.float32))
+    return (u.log() - (-u).log1p()).to(device=device, dtype=dtype)
+
+
+def straight_through_bernoulli(probs: torch.Tensor, noise: torch.Tensor,
+                               temperature: float = GATE_TEMPERATURE) -> torch.Tensor:
+    """A hard 0/1 sample of ``Bernoulli(probs)`` with the gradient of its relaxed version.
+
+    Args:
+        probs: keep probabilities (differentiable).
+        noise: logistic noise of the same shape (:func:`logistic_noise`).
+        temperature: the relaxation temperature.
+    """
+    p = clamp_probs(probs)
+    logits = (noise.to(p.dtype) + p.log() - (-p).log1p()) / temperature
+    soft = torch.sigmoid(logits)
+    hard = (logits > 0.0).to(soft.dtype)
+    return hard.detach() - soft.detach() + soft
+
+
+def eval_gate(probs: torch.Tensor) -> torch.Tensor:
+    """The eval decision ``1[p > 0.5]`` (as floats, no gradient)."""
+    return (probs > 0.5).to(probs.dtype)
+
+
+def deterministic_ste(probs: torch.Tensor) -> torch.Tensor:
+    """``1[p > 0.5] - s.detach() + s`` with ``s = sigmoid(p - 0.5)``: the eval decision in the forward pass, the
+    gradient of ``s`` in the backward pass (the complexity loss uses this)."""
+    s = torch.sigmoid(probs - 0.5)
+    return eval_gate(probs) - s.detach() + s
+
+
+def ordered_op_gates(gates: torch.Tensor) -> torch.Tensor:
+    """Cumulative op gates ``[g1, g1*g2, g1*g2*g3]`` of one attention layer, with the original's
+    "slow down the gradient for less-complex gates" rule (``UnifiedAttention.single_path_init``): when the
+    first two cumulative gates are on, the first is detached; when all three are on, the second is detached too.
+
+    The rule is written with ``torch.where`` (no data-dependent Python branch), so it also runs on the meta
+    device; values and gradients are the original's.
+
+    Args:
+        gates: the three raw gates ``(3,)`` (1x1, 3x3, MSA).
+    """
+    c = torch.cumprod(gates, dim=0)
+    c0, c1, c2 = c.unbind(0)
+    both = (c0 != 0) & (c1 != 0)
+    c0 = torch.where(both, c0.detach(), c0)
+    c1 = torch.where(both & (c2 != 0), c1.detach(), c1)
+    return torch.stack([c0, c1, c2])
+
+
+def mix_ops(gates: torch.Tensor, msa: torch.Tensor, conv3x3: torch.Tensor, conv1x1: torch.Tensor) -> torch.Tensor:
+    """``g3 * msa + g2 (1 - g3) * conv3x3 + g1 (1 - g2)(1 - g3) * conv1x1`` for cumulative gates ``g``; all zero
+    gives 0 (the search model's skip). Same operation order as the original."""
+    g1, g2, g3 = gates.unbind(0)
+    return g3 * msa + g2 * (1 - g3) * conv3x3 + g1 * ((1 - g2) * (1 - g3)) * conv1x1
+
+
+# ------------------------------------------------------------------------------------------- attention layers
+# SPViT unified attention: MSA, 1x1 / 3x3 bottleneck convolutions built from the MSA's weights, and a shortcut.
+#
+# SPViT (He et al., TPAMI 2024, arXiv:2111.11802; ``SPViT_DeiT/models_pruning.py`` ``UnifiedAttention`` and
+# ``post_training_optimize_checkpoint.py`` at ziplab/SPViT commit ae19b0d) shares weights between an attention
+# layer and two bottleneck convolutions (BConv). A softmax over heads (temperature ``alpha``) assigns a convex
+# combination of the heads to each of the 9 kernel positions ``k``; with ``W_v^h`` / ``b_v^h`` the value rows of
+# head ``h`` and ``W_o^h`` the matching projection columns:
+#
+# * ``Wk = sum_h P[h, k] W_v^h`` (head_dim x dim), ``bk = sum_h P[h, k] b_v^h``, ``Ok = sum_h P[h, k] W_o^h``;
+# * 1x1 BConv: ``Conv1x1(W4, b4) -> BN -> ReLU -> Conv1x1(O4, proj.bias)`` (k = 4 is the centre);
+# * 3x3 BConv: ``Conv3x3({Wk}, sum_k bk, padding 1) -> BN -> ReLU -> Conv1x1(sum_k Ok, proj.bias)``; position
+#   ``k`` sits at kernel row ``k % 3``, column ``k // 3`` (the original's column-major ordering).
+#
+# The class token is not convolved: a conv layer returns its input class token unchanged.
+#
+# Here :func:`bconv_weights` materialises these kernels (the original's post-training optimisation, exactly);
+# :class:`UnifiedAttention` is the search layer (all three ops, mixed by the gates it is given);
+# :class:`BConv` is a pruned conv layer holding the materialised kernels; :class:`SkipAttention` is the pruned
+# shortcut of the original's fine-tuned models (it returns its input).
+#: Temperature of the head -> kernel-position softmax for DeiT: ``UnifiedAttention(alpha=1e-2)``, the constructor
+#: default, never passed by the DeiT code (the Swin configs use 1e2).
+SPVIT_ALPHA = 1e-2
+
+#: Largest kernel (``max_kernel_size = 3``) and its number of positions.
+MAX_KERNEL_SIZE = 3
+KERNEL_POSITIONS = MAX_KERNEL_SIZE ** 2
+
+#: Index of the kernel centre in the original's column-major position order (``k = row + 3 * col``).
+CENTER_POSITION = 4
+
+
+def head_assignment(head_probs: torch.Tensor, alpha: float = SPVIT_ALPHA) -> torch.Tensor:
+    """``softmax(head_probs / alpha)`` over heads: ``(num_heads, 9)``, each column a convex combination of heads."""
+    return (head_probs / alpha).softmax(0)
+
+
+def bconv_weights(
+        v_weight: torch.Tensor,
+        v_bias: Optional[torch.Tensor],
+        proj_weight: torch.Tensor,
+        head_probs: torch.Tensor,
+        kernel_size: int,
+        alpha: float = SPVIT_ALPHA,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Materialise the kernels of a BConv from an attention layer's value / projection weights.
+
+    Same operations as the original's ``post_training_optimize_checkpoint.py``, so the result is bit-identical.
+
+    Args:
+        v_weight: value projection weight ``(dim, dim)`` (rows grouped by head).
+        v_bias: value projection bias ``(dim,)`` or ``None`` (zeros).
+        proj_weight: output projection weight ``(dim, dim)`` (columns grouped by head).
+        head_probs: head-assignment logits ``(num_heads, 9)``.
+        kernel_size: 1 or 3.
+        alpha: head-assignment temperature.
+
+    Returns:
+        ``(w_in, b_in, w_out)``: the first conv's weight ``(head_dim, dim, k, k)`` and bias ``(head_dim,)``, and
+        the second (1x1) conv's weight ``(dim, head_dim, 1, 1)``; its bias is the projection bias.
+    """
+    if kernel_size not in (1, MAX_KERNEL_SIZE):
+        raise ValueError(f"kernel_size must be 1 or {MAX_KERNEL_SIZE}, got {kernel_size}")
+    num_heads = head_probs.shape[0]
+    dim = v_weight.shape[0]
+    head_dim = dim // num_heads
+    probs = head_assignment(head_probs, alpha)
+    if v_bias is None:
+        v_bias = v_weight.new_zeros(dim)
+    new_v_weight = v_weight.view(num_heads, head_dim, dim).permute(1, 2, 0) @ probs  # (head_dim, dim, 9)
+    new_v_bias = v_bias.view(num_heads, head_dim).permute(1, 0) @ probs  # (head_dim, 9)
+    new_proj = proj_weight.view(dim, num_heads, head_dim).permute(0, 2, 1) @ probs  # (dim, head_dim, 9)
+    if kernel_size == 1:
+        return (new_v_weight[..., CENTER_POSITION][..., None, None], new_v_bias[..., CENTER_POSITION],
+                new_proj[..., CENTER_POSITION][..., None, None])
+    # position k -> (row k % 3, col k // 3): (9, head_dim, dim) -> (3 [col], 3 [row], head_dim, dim)
+    w_in = new_v_weight.permute(2, 0, 1).reshape(MAX_KERNEL_SIZE, MAX_KERNEL_SIZE, head_dim, dim).permute(2, 3, 1, 0)
+    return w_in, new_v_bias.sum(-1), new_proj.sum(-1)[..., None, None]
+
+
+class UnifiedAttention(nn.Module):
+    """The search layer: MSA, 1x1 BConv and 3x3 BConv on shared weights, mixed by cumulative gates.
+
+    Parameter names are the original's (``qk``, ``v``, ``proj``, ``bn_1x1``, ``bn_3x3``, ``head_probs``,
+    ``kernel_thresholds``), so original search checkpoints load unchanged. The gates are computed by the model
+    and passed to :meth:`forward`.
+
+    Args:
+        dim: token width.
+        num_heads: attention heads (the BConv bottleneck width is ``dim // num_heads``).
+        grid_size: patch grid ``(H, W)`` of the tokens after the class token.
+        qkv_bias: bias on the q/k/v projections.
+        attn_drop: attention dropout.
+        proj_drop: dropout after the MSA projection.
+        theta: initial value of the three gate thresholds.
+        alpha: head-assignment temperature.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            num_heads: int,
+            grid_size: tuple[int, int],
+            qkv_bias: bool = True,
+            attn_drop: float = 0.,
+            proj_drop: float = 0.,
+            theta: float = 0.,
+            alpha: float = SPVIT_ALPHA,
+            device: torch.device | str | None = None,
+            dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        if dim % num_heads:
+            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.grid_size = tuple(grid_size)
+        self.alpha = alpha
+        self.fused_attn = use_fused_attn()
+        self.kernel_thresholds = nn.Parameter(torch.full((3,), float(theta), **dd))
+        self.head_probs = nn.Parameter(torch.ones(num_heads, KERNEL_POSITIONS, **dd))
+        self.qk = nn.Linear(dim, dim * 2, bias=qkv_bias, **dd)
+        self.v = nn.Linear(dim, dim, bias=qkv_bias, **dd)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim, **dd)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.bn_1x1 = nn.BatchNorm2d(self.head_dim, **dd)
+        self.bn_3x3 = nn.BatchNorm2d(self.head_dim, **dd)
+        self.conv_act = nn.ReLU()
+
+    def kernel_probs(self) -> torch.Tensor:
+        """Keep probabilities of the three op gates, ``sigmoid(kernel_thresholds)``."""
+        return torch.sigmoid(self.kernel_thresholds)
+
+    def msa(self, x: torch.Tensor) -> torch.Tensor:
+        """Multi-head self-attention over all tokens (class token included)."""
+        B, N, C = x.shape
+        qk = self.qk(x).reshape(B, N, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = qk.unbind(0)  # (B, heads, N, head_dim)
+        v = self.v(x).reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
+        if self.fused_attn:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.)
+        else:
+            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+            out = self.attn_drop(attn) @ v
+        out = self.proj(out.transpose(1, 2).reshape(B, N, C))
+        return self.proj_drop(out)
+
+    def bconv(self, x: torch.Tensor, kernel_size: int) -> torch.Tensor:
+        """The 1x1 or 3x3 BConv with kernels materialised from the current weights; class token passed through."""
+        B, N, C = x.shape
+        H, W = self.grid_size
+        w_in, b_in, w_out = bconv_weights(self.v.weight, self.v.bias, self.proj.weight, self.head_probs,
+                                          kernel_size, self.alpha)
+        bn = self.bn_1x1 if kernel_size == 1 else self.bn_3x3
+        patches = x[:, 1:].transpose(1, 2).reshape(B, C, H, W)  # (B, dim, H, W)
+        y = F.conv2d(patches, w_in, b_in, padding=kernel_size // 2)  # (B, head_dim, H, W)
+        y = self.conv_act(bn(y)).flatten(2).transpose(1, 2)  # (B, N - 1, head_dim)
+        y = F.linear(y, w_out.flatten(1), self.proj.bias)
+        return torch.cat([x[:, :1], y], dim=1)
+
+    def forward(self, x: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """Mix the three ops with cumulative gates ``(3,)`` (see :func:`mix_ops`)."""
+        return mix_ops(gates, self.msa(x), self.bconv(x, MAX_KERNEL_SIZE), self.bconv(x, 1))
+
+
+class BConv(nn.Module):
+    """A pruned BConv layer with real kernels: ``bconv = Conv(k) -> BN -> ReLU -> Conv1x1`` on the patch grid.
+
+    The submodule layout is the original's materialised one (``bconv.0`` / ``bconv.1`` / ``bconv.3``, index 2
+    being the ReLU), so the authors' optimised checkpoints map onto it key for key. The class token passes
+    through unchanged.
+
+    Args:
+        dim: token width.
+        head_dim: bottleneck width.
+        kernel_size: 1 or 3.
+        grid_size: patch grid ``(H, W)``.
+    """
+
+    def __init__(
+            self,
+            dim: int,
+            head_dim: int,
+            kernel_size: int,
+            grid_size: tuple[int, int],
+            device: torch.device | str | None = None,
+            dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        if kernel_size not in (1, MAX_KERNEL_SIZE):
+            raise ValueError(f"kernel_size must be 1 or {MAX_KERNEL_SIZE}, got {kernel_size}")
+        self.kernel_size = kernel_size
+        self.grid_size = (int(grid_size[0]), int(grid_size[1]))
+        self.bconv = nn.Sequential(
+            nn.Conv2d(dim, head_dim, kernel_size, padding=kernel_size // 2, **dd),
+            nn.BatchNorm2d(head_dim, **dd),
+            nn.ReLU(),
+            nn.Conv2d(head_dim, dim, 1, **dd),
+        )
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
+                is_causal: bool = False) -> torch.Tensor:
+        """``attn_mask`` / ``is_causal`` (passed by timm's ``VisionTransformer`` to every block's attention) are
+        ignored: a convolution has no attention to mask. (Raising on them would break FX tracing, where an
+        unset ``attn_mask`` is a proxy.)"""
+        B, N, C = x.shape
+        patches = x[:, 1:]
+        # 1x1 convolutions are matrix products on the tokens: no layout change needed
+        if self.kernel_size == 1:
+            y = F.linear(patches, self.bconv[0].weight.flatten(1), self.bconv[0].bias)  # (B, N - 1, head_dim)
+        else:
+            H, W = self.grid_size
+            y = F.conv2d(patches.transpose(1, 2).reshape(B, C, H, W), self.bconv[0].weight, self.bconv[0].bias,
+                         padding=self.kernel_size // 2)  # (B, head_dim, H, W)
+            y = y.flatten(2).transpose(1, 2)  # (B, N - 1, head_dim)
+        d = y.shape[-1]
+        # BatchNorm2d over (B x H x W) positions == over the B * (N - 1) token rows, seen as 1x1 images
+        y = self.bconv[2](self.bconv[1](y.reshape(-1, d, 1, 1))).reshape(B, N - 1, d)
+        y = F.linear(y, self.bconv[3].weight.flatten(1), self.bconv[3].bias)  # (B, N - 1, dim)
+        return torch.cat([x[:, :1], y], dim=1)
+
+
+class SkipAttention(nn.Module):
+    """The original fine-tuned models' skip layer: returns its (normalised) input, so the block computes
+    ``x + norm1(x)``. ``attn_mask`` / ``is_causal`` are ignored, as in :class:`BConv`."""
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
+                is_causal: bool = False) -> torch.Tensor:
+        return x
+
+
+# -------------------------------------------------------------------------------------------------- MLP layer
+# SPViT unified FFN: an MLP whose hidden units are gated one by one.
+#
+# SPViT (He et al., TPAMI 2024; ``SPViT_DeiT/models_pruning.py`` ``UnifiedMlp`` at ziplab/SPViT commit ae19b0d):
+# ``fc2(drop(mask * act(fc1(x))))`` with one learnable threshold per hidden unit (``ffn_thresholds``). The mask
+# (computed by the model from the thresholds: a straight-through sample in training, ``1[p > 0.5]`` at eval) is
+# shared by all tokens and images of a batch.
+#
+# As in the original, every forward also writes the eval decision into the persistent buffer
+# ``assigned_indicator_index``, so a saved search checkpoint carries the FFN masks the original's fine-tune
+# conversion reads.
+class UnifiedMlp(nn.Module):
+    """The search FFN with per-hidden-unit gates (original parameter names: ``fc1``, ``fc2``,
+    ``ffn_thresholds``, buffer ``assigned_indicator_index``).
+
+    Args:
+        in_features: token width.
+        hidden_features: hidden width of the unpruned FFN.
+        act_layer: activation.
+        drop: dropout after the activation and after ``fc2``.
+        theta: initial threshold of every hidden unit.
+    """
+
+    def __init__(
+            self,
+            in_features: int,
+            hidden_features: int,
+            act_layer: type[nn.Module] = nn.GELU,
+            drop: float = 0.,
+            theta: float = 0.,
+            device: torch.device | str | None = None,
+            dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.in_features = in_features
+        self.hidden_features = hidden_features
+        self.ffn_thresholds = nn.Parameter(torch.full((hidden_features,), float(theta), **dd))
+        self.register_buffer("assigned_indicator_index", torch.zeros(hidden_features, **dd), persistent=True)
+        self.fc1 = nn.Linear(in_features, hidden_features, **dd)
+        self.act = act_layer()
+        self.drop = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden_features, in_features, **dd)
+
+    def ffn_probs(self) -> torch.Tensor:
+        """Keep probability of every hidden unit, ``sigmoid(ffn_thresholds)``."""
+        return torch.sigmoid(self.ffn_thresholds)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Apply the FFN with hidden-unit ``mask`` ``(hidden,)`` (0/1 values, possibly straight-through)."""
+        with torch.no_grad():
+            self.assigned_indicator_index.copy_(eval_gate(self.ffn_probs()))
+        x = self.act(self.fc1(x))
+        x = self.drop(mask * x)
+        return self.drop(self.fc2(x))
 
 
 # ------------------------------------------------------------------------------------------------------ blocks

@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from ..layers.s3_slicing import paste_overlap
+from ..models.s3 import paste_overlap
 from ..spaces.base import generator_for
 from ..spaces.s3 import DIMENSIONS, S3Space, S3Subnet, effective_window
 from .constraints import Constraints

@@ -1,4 +1,4 @@
-"""Shifted-window attention as a function of its (sliced) weights, for the S3 supernet.
+"""Shifted-window attention as a function of its (sliced) weights (used by the S3 supernet).
 
 The static S3 model uses timm's ``SwinTransformerBlock``; the supernet runs the same computation on weights
 sliced for the active subnet, so it needs a functional form whose window, shift and head count are arguments.
