@@ -5,7 +5,6 @@ classifier built by timm's ``create_classifier``, cell-level gradient checkpoint
 ``reset_classifier``. A class using the mixin provides ``num_features``, ``global_pool``, ``head_drop``,
 ``classifier``, ``cost_args`` and ``forward_features``.
 """
-from __future__ import annotations
 
 import torch
 import torch.nn as nn
