@@ -83,7 +83,7 @@ def test_s3_elastic_layers_hand_back_their_static_twins():
         expected = attn(windows.reshape(3, 2, 2, 16), 2, 2, 0).reshape(3, 4, 16)
         torch.testing.assert_close(twin(windows), expected, rtol=1e-5, atol=1e-5)
     block = randomise(S3ElasticBlock(24, 3, 4, 96))
-    for j, shift in ((0, 0), (1, 1)):
+    for shift in (0, 1):
         twin = block.static_twin(16, 2, 2, shift, 40, grid=4)
         check_twin(block, twin, SwinTransformerBlock, x_of(2, 4, 4, 16), 2, 2, shift, 40)
 

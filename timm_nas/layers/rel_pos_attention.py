@@ -39,10 +39,9 @@ as ``N^2 d`` matmuls (``timm_nas.cost.count_macs``, as the original's measured F
 The attention layers that call it (static and elastic) are AutoFormer's: :mod:`timm_nas.models.autoformer`.
 """
 import contextlib
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Tuple
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import register_notrace_function
 from torch.utils._python_dispatch import _get_current_dispatch_mode_stack

@@ -33,7 +33,7 @@ from ..cost.nb201 import RECIPE, STAGES
 from ..layers.darts_ops import ReLUConvBN, Zero
 from ._cnn_api import CellNetApiMixin, check_global_pool
 from ..family import Family, register_family
-from ..spaces.nb201 import NB201_EDGES, NB201_OPS, NUM_NODES, NB201Cell, NB201Space
+from ..spaces.nb201 import NB201_EDGES, NB201_OPS, NB201Cell, NB201Space
 
 __all__ = ["ReLUConvBN", "Zero", "ResNetBasicblock", "InferCell", "SearchCell", "NB201Net", "NB201SearchNet",
            "checkpoint_filter_fn", "NB201_MEAN", "NB201_STD"]
