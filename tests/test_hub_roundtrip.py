@@ -287,9 +287,12 @@ def test_push_in_process_masks_the_token(in_process_client, tmp_path: Path, capl
 def test_push_with_a_wrong_token_fails_clearly(fake_hub: FakeHub, in_process_client, tmp_path: Path) -> None:
     folder, _, _ = _export_test_vit(tmp_path / "export")
     in_process_client(fake_hub)
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()}
     with pytest.raises(RuntimeError, match=r"push of .* to user/tiny-searched failed: .*401"):
         hub.push(folder, REPO, token="hf_wrong_token_123456")
     assert fake_hub.repos == {}
+    # a failed push changes nothing locally (the card keeps its placeholder)
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()} == before
 
 
 def test_push_refuses_a_folder_that_is_not_an_export(tmp_path: Path) -> None:

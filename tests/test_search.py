@@ -3,6 +3,7 @@ resumable candidate log, Pareto fronts."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -181,14 +182,49 @@ def test_resume_with_different_arguments_is_refused_and_changes_nothing(tmp_path
     c = Constraints(params_max=1.2e6, cost_kwargs=KW)
     run_search(RandomSearch(space(), 5, c, seed=0), ToyScorer(), out=tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
-    for strategy in (RandomSearch(space(), 5, c, seed=1), RandomSearch(space(), 6, c, seed=0),
+    for strategy in (RandomSearch(space(), 5, c, seed=1),
                      RandomSearch(space(), 5, Constraints(params_max=1.1e6, cost_kwargs=KW), seed=0)):
         with pytest.raises(ValueError, match="different arguments"):
             run_search(strategy, ToyScorer(), out=tmp_path)
+    with pytest.raises(ValueError, match="can be extended .* but not shortened to 4"):
+        run_search(RandomSearch(space(), 4, c, seed=0), ToyScorer(), out=tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
     # --overwrite starts afresh
     result = run_search(RandomSearch(space(), 6, c, seed=1), ToyScorer(), out=tmp_path, overwrite=True)
     assert result.reused == 0 and len(records(tmp_path)) == 6
+
+
+@pytest.mark.parametrize("make", [
+    lambda n, c: RandomSearch(space(), n, c, seed=0),
+    lambda n, c: EvolutionSearch(space(), c, seed=0, population=4, topk=2, generations=n // 4, mutations=2,
+                                 crossovers=2),
+], ids=["random", "evolution"])
+def test_a_finished_search_is_extended_to_the_longer_run(tmp_path, make):
+    c = Constraints(params_max=1.2e6, cost_kwargs=KW)
+    full = run_search(make(12, c), ToyScorer(), out=tmp_path / "full")
+    run_search(make(8, c), ToyScorer(), out=tmp_path / "ext")
+    again = run_search(make(8, c), ToyScorer(), out=tmp_path / "ext")  # a finished run: nothing scored
+    assert (again.scored, again.reused) == (0, len(again.candidates))
+    extended = run_search(make(12, c), ToyScorer(), out=tmp_path / "ext")
+    assert extended.reused == len(again.candidates) and extended.scored == len(full.candidates) - extended.reused
+    assert records(tmp_path / "ext") == records(tmp_path / "full")
+    assert json.loads((tmp_path / "ext" / "run.json").read_text()) == json.loads((tmp_path / "full" /
+                                                                                   "run.json").read_text())
+    def timeless(name, folder):  # results without the scoring times
+        text = (tmp_path / folder / name).read_text()
+        return re.sub(r'"seconds": [0-9.e-]+', "", text)
+
+    for name in ("best.json", "pareto.json"):
+        assert timeless(name, "ext") == timeless(name, "full")
+
+
+def test_a_finished_search_run_again_changes_no_file(tmp_path):
+    c = Constraints(params_max=1.2e6, cost_kwargs=KW)
+    run_search(RandomSearch(space(), 5, c), ToyScorer(), out=tmp_path)
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in tmp_path.iterdir()}
+    again = run_search(RandomSearch(space(), 5, c), ToyScorer(), out=tmp_path)
+    assert again.scored == 0
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in tmp_path.iterdir()} == before
 
 
 def test_a_foreign_folder_is_not_touched(tmp_path):

@@ -47,7 +47,7 @@ def test_tf_tas_cli_writes_results_and_a_loadable_export(tmp_path, space_file, c
     assert "5 candidates (5 scored now, 0 from the log" in printed
     assert "rank" in printed and "score" in printed and "params(M)" in printed
     names = {p.name for p in out.iterdir()}
-    assert names == {"run.json", "candidates.jsonl", "best.json", "pareto.json", "pareto.png", "export"}
+    assert names == {"run.json", "candidates.jsonl", "best.json", "pareto.json", "pareto.png", "export", "export.sha256"}
     best = json.loads((out / "best.json").read_text())
     lines = [json.loads(x) for x in (out / "candidates.jsonl").read_text().splitlines()]
     assert len(lines) == 5 and best["score"] == max(x["score"] for x in lines)
@@ -65,10 +65,35 @@ def test_tf_tas_cli_writes_results_and_a_loadable_export(tmp_path, space_file, c
     card = (out / "export" / "README.md").read_text()
     assert "TF-TAS" in card
 
-    # the same command again: nothing re-scored, same result
+    # the same command again: nothing re-scored, no file changed, the user's files in export/ kept
+    (out / "export" / "notes.txt").write_text("mine")
+    before = tree(out)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     assert main(base_args(space_file, out, "tf-tas", "--candidates", "5", "--top", "3")) == 0
-    assert "(0 scored now, 5 from the log" in capsys.readouterr().out
-    assert json.loads((out / "best.json").read_text()) == best
+    printed = capsys.readouterr().out
+    assert "holds this finished search (5 candidates); nothing to do" in printed
+    assert "already holds this export: left unchanged" in printed
+    assert tree(out) == before and {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamps
+
+
+def test_rerun_never_replaces_files_the_user_changed_in_export(tmp_path, space_file, capsys):
+    out = tmp_path / "run"
+    assert main(base_args(space_file, out, "tf-tas", "--candidates", "4")) == 0
+    (out / "export" / "model.safetensors").write_bytes(b"fine-tuned weights")
+    before = tree(out)
+    # extending the search finds a new best, which would replace export/: refused, the user's file kept
+    assert main(base_args(space_file, out, "tf-tas", "--candidates", "9")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "export/model.safetensors" in err and "--overwrite-export" in err
+    assert tree(out / "export") == {k[len("export/"):]: v for k, v in before.items() if k.startswith("export/")}
+    # --overwrite discards the run, but not the user's file either
+    assert main(base_args(space_file, out, "tf-tas", "--candidates", "4", "--overwrite")) == 2
+    assert "export/model.safetensors" in capsys.readouterr().err
+    assert (out / "export" / "model.safetensors").read_bytes() == b"fine-tuned weights"
+    # asked for explicitly, the export is replaced
+    assert main(base_args(space_file, out, "tf-tas", "--candidates", "9", "--overwrite-export")) == 0
+    assert "replacing the earlier export" in capsys.readouterr().out
+    assert (out / "export" / "model.safetensors").read_bytes() != b"fine-tuned weights"
 
 
 def test_random_cli_with_a_proxy_and_list_proxies(tmp_path, space_file, capsys):

@@ -107,6 +107,8 @@ def _add_common(p: argparse.ArgumentParser, strategy: str) -> None:
     r.add_argument("--seed", type=int, default=0, help="seed of every draw and of the supernet's init (default 0)")
     r.add_argument("--out", required=True, help="output folder (resumed when it holds the same search)")
     r.add_argument("--overwrite", action="store_true", help="discard a previous search in --out")
+    r.add_argument("--overwrite-export", action="store_true",
+                   help="replace --out/export even if it holds files the search did not write (refused otherwise)")
     r.add_argument("--top", type=positive_int, default=10, help="rows of the summary table (default 10)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--no-export", action="store_true", help="do not export the best subnet")
@@ -372,32 +374,37 @@ def search_from_args(args: argparse.Namespace) -> tuple[Any, Any, Path | None]:
     progress = _Progress(strategy.expected_candidates(), enabled=dist.is_main and not args.no_progress)
     try:
         result = run_search(strategy, scorer, out=out, arguments=arguments, overwrite=args.overwrite, dist=dist,
-                            callback=progress)
+                            callback=progress, replace_changed_export=args.overwrite_export)
     finally:
         progress.close()
     if not dist.is_main:
         return result, supernet, None
 
     best = result.best
-    print(f"{strategy.name}: {len(result.candidates)} candidates ({result.scored} scored now, "
-          f"{result.reused} from the log of an earlier run) in {out}")
+    if result.scored == 0:
+        print(f"{strategy.name}: {out} holds this finished search ({len(result.candidates)} candidates); nothing to "
+              "do")
+    else:
+        print(f"{strategy.name}: {len(result.candidates)} candidates ({result.scored} scored now, "
+              f"{result.reused} from the log of an earlier run) in {out}")
     print(summary_table(result, args.top))
     print(f"best: candidate {best.index}, score {_fmt_score(best.score)}, {best.params / 1e6:.2f}M params, "
           f"{best.macs / 1e9:.3f}G MACs")
     latency = constraints.latency_record(best.config)
     if latency:
         print(f"predicted latency of the best: {latency['latency_ms']:.2f} ms on {latency['latency_device']}")
-        _add_to_json(out / "best.json", latency)
-    print(f"wrote {out / 'candidates.jsonl'}, {out / 'best.json'}, {out / 'pareto.json'}"
+        _add_to_json(result.folder, "best.json", latency)
+    print(f"results: {out / 'candidates.jsonl'}, {out / 'best.json'}, {out / 'pareto.json'}"
           + (f", {out / 'pareto.png'}" if (out / 'pareto.png').is_file() else ""))
     folder = None
     if not args.no_export:
-        folder = export_best(supernet, result, out / "export", provenance={
+        provenance = {
             "method": _METHOD_NAMES[args.search_strategy], "supernet": args.model,
             "space": args.space if not args.space.strip().startswith("{") else space.to_dict(),
             "constraints": {k: v for k, v in constraints.to_dict().items() if k != "cost_kwargs"},
-            "seed": args.seed, "scorer": scorer.describe(), "weights": _weights_arg(args), **latency})
-        print(f"exported the best subnet to {folder}")
+            "seed": args.seed, "scorer": scorer.describe(), "weights": _weights_arg(args), **latency}
+        folder, status = result.folder.export(lambda f: export_best(supernet, result, f, provenance=provenance))
+        print(_EXPORT_STATUS[status].format(folder=folder))
         if args.push_to_hub:
             from .. import hub
 
@@ -405,18 +412,22 @@ def search_from_args(args: argparse.Namespace) -> tuple[Any, Any, Path | None]:
                 url = hub.push(folder, args.push_to_hub, private=args.private)
             except RuntimeError as e:  # the Hub's message spans lines: keep the error to one
                 raise UsageError(" ".join(str(e).split())) from e
+            result.folder.record_export()  # the pushed card names its repo
             print(f"pushed to {url}")
     return result, supernet, folder
 
 
-def _add_to_json(path: Path, fields: dict[str, Any]) -> None:
-    """Add ``fields`` to the JSON object in ``path`` (the predicted latency of ``best.json``)."""
+_EXPORT_STATUS = {"written": "exported the best subnet to {folder}",
+                  "replaced": "exported the best subnet to {folder} (replacing the earlier export)",
+                  "unchanged": "{folder} already holds this export: left unchanged"}
+
+
+def _add_to_json(folder: Any, name: str, fields: dict[str, Any]) -> None:
+    """Add ``fields`` to the JSON object in ``folder/name`` (the predicted latency of ``best.json``)."""
     import json
 
-    from .._io import atomic_write_text
-
-    data = json.loads(path.read_text(encoding="utf-8"))
-    atomic_write_text(path, json.dumps({**data, **fields}, indent=1) + "\n")
+    data = json.loads((folder.path / name).read_text(encoding="utf-8"))
+    folder.write_json(name, {**data, **fields})
 
 
 _METHOD_NAMES = {"tf-tas": "TF-TAS zero-shot search", "evolution": "AutoFormer evolutionary search",
@@ -439,7 +450,9 @@ def supernet_args(supernet: Any) -> dict[str, Any]:
 
 
 def export_best(supernet: Any, result: Any, folder: Path, *, provenance: dict[str, Any]) -> Path:
-    """Extract the best subnet (inherited weights) and export it with :func:`timm_nas.hub.export`."""
+    """Extract the best subnet (inherited weights) and export it with :func:`timm_nas.hub.export` into ``folder``
+    (replacing an earlier export there); a search's CLI calls it through its run folder's
+    :meth:`~timm_nas.search.log.RunFolder.export`, which keeps the user's files safe."""
     from .. import hub
 
     best = result.best

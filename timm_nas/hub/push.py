@@ -20,16 +20,20 @@ _logger = logging.getLogger(__name__)
 _USAGE_LINE = re.compile(r'(timm\.create_model\("hf-hub:)([^"]+)(", pretrained=True\))')
 
 
-def _fill_repo_id(readme: Path, repo_id: str) -> None:
+def _filled_card(readme: Path, repo_id: str) -> str | None:
+    """The card's text with its example pointed at ``repo_id`` (``None`` without a card)."""
     if not readme.is_file():
         _logger.warning("%s has no %s: the repo will have no model card", readme.parent, README_NAME)
-        return
+        return None
     text = readme.read_text(encoding="utf-8")
-    filled = _USAGE_LINE.sub(lambda m: m.group(1) + repo_id + m.group(3), text)
-    if filled == text:
-        return
+    return _USAGE_LINE.sub(lambda m: m.group(1) + repo_id + m.group(3), text)
+
+
+def _store_card(readme: Path, text: str) -> None:
+    """After a successful push: keep the local card equal to the pushed one."""
     try:
-        atomic_write_text(readme, filled)
+        if readme.read_text(encoding="utf-8") != text:
+            atomic_write_text(readme, text)
     except OSError as e:
         _logger.warning("could not write the repo id into %s (%s); the card's example keeps its old repo id",
                         readme, e)
@@ -54,8 +58,9 @@ def push(folder: str | os.PathLike, repo_id: str, *, private: bool = False, toke
          commit_message: str | None = None) -> str:
     """Upload an exported folder to a Hub model repository (created if needed).
 
-    The card's example loads ``hf-hub:<repo>``; before the upload that line of the folder's ``README.md`` is
-    pointed at ``repo_id`` (replacing :data:`~timm_nas.hub.REPO_ID_PLACEHOLDER` or the repo of an earlier push).
+    The card's example loads ``hf-hub:<repo>``; the uploaded card has that line pointed at ``repo_id`` (replacing
+    :data:`~timm_nas.hub.REPO_ID_PLACEHOLDER` or the repo of an earlier push), and the local ``README.md`` is
+    updated the same way once the upload succeeded (a failed push changes nothing locally).
 
     Args:
         folder: a folder written by :func:`~timm_nas.hub.export` (checked first: its ``config.json`` must be
@@ -73,7 +78,7 @@ def push(folder: str | os.PathLike, repo_id: str, *, private: bool = False, toke
         FileNotFoundError / ValueError: the folder is not a valid export.
         RuntimeError: the Hub refused or could not be reached (the message has any token masked).
     """
-    from huggingface_hub import HfApi, get_token
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
 
     folder = Path(folder)
     if not isinstance(repo_id, str) or not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
@@ -81,12 +86,17 @@ def push(folder: str | os.PathLike, repo_id: str, *, private: bool = False, toke
     cfg = read_config(folder)
     if not any(folder.glob("*.safetensors")):
         _logger.warning("%s holds no weights: pushing the architecture only", folder)
-    _fill_repo_id(folder / README_NAME, repo_id)
+    card = _filled_card(folder / README_NAME, repo_id)
     message = commit_message or f"Upload {cfg['architecture']} with timm-nas {__version__}"
+    # One commit of the folder's files, the card as pushed (the local folder is changed only after success).
+    operations = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(),
+                                     path_or_fileobj=card.encode("utf-8") if p.name == README_NAME and p.parent == folder
+                                     and card is not None else str(p))
+                  for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")]
     try:
         api = HfApi(token=token)
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message=message)
+        api.create_commit(repo_id=repo_id, repo_type="model", operations=operations, commit_message=message)
     except Exception as e:
         secret = token or get_token()
         text = _scrub(f"{type(e).__name__}: {e}", secret)
@@ -94,6 +104,8 @@ def push(folder: str | os.PathLike, repo_id: str, *, private: bool = False, toke
         if secret and _leaks(e, secret):
             raise error from None  # the original exception (and its chain) would show the token
         raise error from e
+    if card is not None:
+        _store_card(folder / README_NAME, card)
     _logger.info("pushed %s to %s", folder, url)
     return str(url)
 

@@ -188,13 +188,15 @@ class SearchResult:
         strategy: the strategy's name.
         candidates: every scored candidate, in index order.
         scored: candidates scored in this session.
-        reused: candidates taken from the log of an interrupted run.
+        reused: candidates taken from the log of an earlier run.
+        folder: the run folder (``None`` without ``out``); :meth:`SearchFolder.export` writes ``export/``.
     """
 
     strategy: str
     candidates: list[Candidate]
     scored: int = 0
     reused: int = 0
+    folder: SearchFolder | None = None
 
     @property
     def best(self) -> Candidate:
@@ -219,7 +221,8 @@ def _describe(obj: Any) -> Any:
 
 def run_search(strategy: Strategy, scorer: Callable[[Any], float], *, out: str | Path | None = None,
                arguments: Mapping[str, Any] | None = None, overwrite: bool = False, dist: Dist | None = None,
-               callback: Callable[[Candidate, bool], None] | None = None, plot: bool = True) -> SearchResult:
+               callback: Callable[[Candidate, bool], None] | None = None, plot: bool = True,
+               replace_changed_export: bool = False) -> SearchResult:
     """Run ``strategy`` with ``scorer``; with ``out``, log to / resume from that folder and write the results.
 
     Args:
@@ -229,6 +232,8 @@ def run_search(strategy: Strategy, scorer: Callable[[Any], float], *, out: str |
         arguments: extra JSON-native values that define the run (model, weights, ...); with the strategy's and
             the scorer's descriptions they make up ``run.json``, which a resume must match.
         overwrite: discard a previous search in ``out`` instead of resuming it.
+        replace_changed_export: let ``overwrite`` and :meth:`SearchFolder.export` replace an ``export/`` that
+            holds files the search did not write (refused otherwise).
         dist: the process group (default: from torchrun's environment, else single process).
         callback: ``(candidate, reused)`` for each candidate (progress bars).
         plot: write ``pareto.png`` (skipped with a warning when matplotlib is missing).
@@ -239,7 +244,9 @@ def run_search(strategy: Strategy, scorer: Callable[[Any], float], *, out: str |
     if out is not None:
         args = {"strategy": strategy.name, "search": _describe(strategy), "scorer": _describe(scorer),
                 **dict(arguments or {})}
-        folder = SearchFolder(out, args, overwrite=overwrite)
+        folder = SearchFolder(out, args, overwrite=overwrite, kind=strategy.name,
+                              extendable=[f"search.{k}" for k in getattr(strategy, "extendable", ())],
+                              replace_changed_export=replace_changed_export)
         status: tuple[str, Any]
         if dist.is_main:
             try:
@@ -263,15 +270,16 @@ def run_search(strategy: Strategy, scorer: Callable[[Any], float], *, out: str |
     finally:
         if folder is not None:
             folder.close()
-    result = SearchResult(strategy.name, evaluator.candidates, evaluator.scored, evaluator.reused)
+    result = SearchResult(strategy.name, evaluator.candidates, evaluator.scored, evaluator.reused, folder)
     if folder is not None and dist.is_main and result.candidates:
-        write_results(result, folder, plot=plot)
+        write_results(result, folder, plot=plot and (result.scored > 0 or not (folder.path / "pareto.png").is_file()))
     dist.barrier()
     return result
 
 
 def write_results(result: SearchResult, folder: SearchFolder, *, plot: bool = True) -> None:
-    """Write ``best.json``, ``pareto.json`` and (optionally) ``pareto.png``."""
+    """Write ``best.json``, ``pareto.json`` and (optionally) ``pareto.png``; files whose content is unchanged
+    are left untouched."""
     from .pareto import plot_pareto
 
     best = result.best

@@ -63,6 +63,9 @@ class EvolutionSearch:
     """
 
     name: ClassVar[str] = "evolution"
+    #: Arguments a finished run can be extended by (the units already scored are kept: the draws of a longer
+    #: run begin with those of a shorter one).
+    extendable: ClassVar[tuple[str, ...]] = ("generations",)
 
     space: Any
     constraints: Constraints = dataclasses.field(default_factory=Constraints)

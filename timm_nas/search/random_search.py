@@ -66,6 +66,9 @@ class RandomSearch:
     """
 
     name: ClassVar[str] = "random"
+    #: Arguments a finished run can be extended by (the units already scored are kept: the draws of a longer
+    #: run begin with those of a shorter one).
+    extendable: ClassVar[tuple[str, ...]] = ("num_candidates",)
 
     space: Any
     num_candidates: int = 100

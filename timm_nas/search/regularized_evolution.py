@@ -52,6 +52,9 @@ class RegularizedEvolution:
     """
 
     name: ClassVar[str] = "regularized_evolution"
+    #: Arguments a finished run can be extended by (the units already scored are kept: the draws of a longer
+    #: run begin with those of a shorter one).
+    extendable: ClassVar[tuple[str, ...]] = ("num_candidates",)
 
     space: Any
     num_candidates: int = 100
