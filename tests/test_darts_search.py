@@ -3,6 +3,7 @@ export), data-parallel search on two gloo processes, the CLI and the evaluation-
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -242,18 +243,94 @@ def test_search_writes_log_checkpoint_and_genotype(tmp_path, order):
     assert (tmp_path / "checkpoint.pth").is_file()
 
 
-def test_search_resume_reproduces_the_uninterrupted_run(tmp_path):
-    straight = search(TinyData(), tmp_path / "a", _cfg(), progress=False)
-    search(TinyData(), tmp_path / "b", _cfg(epochs=1), progress=False)  # "interrupted" after epoch 0
-    resumed = search(TinyData(), tmp_path / "b", _cfg(), progress=False)
-    assert [h["epoch"] for h in resumed.history] == [0, 1]
-    assert resumed.history[-1]["alphas_normal"] == straight.history[-1]["alphas_normal"]
+def _interrupt(monkeypatch, where: str, at_epoch: int) -> None:
+    """Make the search raise KeyboardInterrupt in epoch ``at_epoch``: in the middle of the epoch (``'step'``) or
+    while its checkpoint is written (``'checkpoint'``, after its log line)."""
+    import timm_nas.search.darts as darts
+    from timm_nas.search.log import RunFolder
+
+    if where == "step":
+        real = darts._search_step
+
+        def step(model, *a, **k):
+            if len(darts_epochs) > at_epoch:
+                raise KeyboardInterrupt
+            return real(model, *a, **k)
+
+        darts_epochs: list = []
+        real_epoch = darts._epoch
+        monkeypatch.setattr(darts, "_epoch", lambda state, epoch, *a: (darts_epochs.append(epoch),
+                                                                        real_epoch(state, epoch, *a))[1])
+        monkeypatch.setattr(darts, "_search_step", step)
+    else:
+        real_save = RunFolder.save_checkpoint
+
+        def save(self, name, payload):
+            if payload["epoch"] == at_epoch:
+                def killed(tmp):
+                    tmp.write_bytes(b"half a checkpoi")
+                    raise KeyboardInterrupt
+                from timm_nas._io import atomic_write
+                atomic_write(self.path / name, killed)
+            return real_save(self, name, payload)
+
+        monkeypatch.setattr(RunFolder, "save_checkpoint", save)
+
+
+@pytest.mark.parametrize("where", ["step", "checkpoint"])
+def test_an_interrupted_search_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch, where):
+    cfg = _cfg(epochs=3)
+    straight = search(TinyData(), tmp_path / "a", cfg, progress=False)
+    with monkeypatch.context() as m:
+        _interrupt(m, where, at_epoch=1)
+        with pytest.raises(KeyboardInterrupt):
+            search(TinyData(), tmp_path / "b", cfg, progress=False)
+    assert not [p.name for p in (tmp_path / "b").iterdir() if p.name.endswith(".tmp")]
+    resumed = search(TinyData(), tmp_path / "b", cfg, progress=False)
+    logged = [json.loads(x) for x in (tmp_path / "b" / "search_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in logged] == [0, 1, 2]  # no epoch logged twice
+    assert [h["alphas_normal"] for h in resumed.history] == [h["alphas_normal"] for h in straight.history]
     assert resumed.genotype == straight.genotype
     a = torch.load(tmp_path / "a" / "checkpoint.pth", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "checkpoint.pth", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(ValueError, match=r"was written with different search settings"):
-        search(TinyData(), tmp_path / "b", _cfg(lr=0.1), progress=False)
+    for name in ("genotype.json", "best.json", "run.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_a_finished_search_run_again_changes_nothing_and_refuses_other_settings(tmp_path):
+    export = dict(model_name="darts_cifar", model_kwargs={"C": 4, "layers": 3, "num_classes": 2})
+    first = search(TinyData(), tmp_path, _cfg(epochs=1), progress=False, export=export)
+    assert first.export_status == "written" and (tmp_path / "export" / "config.json").is_file()
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file()}
+    again = search(TinyData(), tmp_path, _cfg(epochs=1), progress=False, export=export)
+    assert again.export_status == "unchanged" and again.genotype == first.genotype
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file()} == before
+    for other, diff in ((_cfg(epochs=1, lr=0.1), "config.lr: 0.025 -> 0.1"),
+                        (_cfg(epochs=2), "config.epochs: 1 -> 2")):  # the cosine schedule spans --epochs
+        with pytest.raises(ValueError, match=re.escape(diff)):
+            search(TinyData(), tmp_path, other, progress=False)
+    # workers do not change the run
+    search(TinyData(), tmp_path, _cfg(epochs=1, workers=2), progress=False)
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+class AugmentedData(TinyData):
+    """TinyData with a random flip and noise drawn from the global generators (like torchvision transforms)."""
+
+    def __getitem__(self, i: int):
+        x, y = super().__getitem__(i)
+        if torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        return x + 0.1 * torch.randn(x.shape), y
+
+
+def test_the_same_seed_gives_the_same_search_with_any_number_of_workers(tmp_path):
+    runs = [search(AugmentedData(), tmp_path / str(w), _cfg(epochs=2, workers=w), progress=False)
+            for w in (0, 0, 2)]
+    assert runs[0].history[-1]["alphas_normal"] == runs[1].history[-1]["alphas_normal"] == \
+           runs[2].history[-1]["alphas_normal"]
+    assert [h["train_loss"] for h in runs[0].history] == [h["train_loss"] for h in runs[2].history]
 
 
 def test_search_does_not_touch_the_global_rng(tmp_path):

@@ -17,7 +17,10 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
         "darts", help="DARTS: differentiable search of a normal and a reduction cell",
         description="Run the DARTS search (quark0/darts train_search.py; defaults are the original's), log the "
                     "genotype every epoch, checkpoint and resume, and export the derived genotype network as a Hub "
-                    "folder. Runs data-parallel under torchrun (alphas stay identical on all ranks).",
+                    "folder. Runs data-parallel under torchrun (alphas stay identical on all ranks). The same "
+                    "command and --seed give the same run with any --workers; another number of torchrun processes "
+                    "is another run (per-process batches and BatchNorm statistics, as in the original). Some CUDA "
+                    "kernels are not deterministic: on GPUs runs agree up to float rounding.",
         epilog="""Example (CIFAR-10 as torchvision stores it under --data-dir; the original's settings):
   timm-nas search darts --data-dir /path/to/cifar10 --out runs/darts""",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,7 +42,10 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
             ("--workers", int, "2")):
         p.add_argument(flag, type=kind, default=None, help=f"default {what}")
     p.add_argument("--device", default=None, help="default: cuda when available (LOCAL_RANK under torchrun)")
-    p.add_argument("--no-resume", action="store_true", help="start over even if the folder holds a checkpoint")
+    p.add_argument("--overwrite", "--no-resume", dest="overwrite", action="store_true",
+                   help="discard a previous run in --out (its outputs only) and start afresh")
+    p.add_argument("--overwrite-export", action="store_true",
+                   help="replace --out/export even if it holds files the search did not write (refused otherwise)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-export", action="store_true", help="do not export the genotype network")
     p.add_argument("--export-model", choices=("darts_cifar", "darts_imagenet"), default="darts_cifar",
@@ -48,7 +54,6 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
                                                                          "(default: the searched dataset's)")
     p.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="push the export to this Hub repo")
     p.add_argument("--private", action="store_true")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous export folder")
     p.set_defaults(func=_run_search)
 
     t = sub.add_parser(
@@ -116,11 +121,10 @@ def _run_search(args: argparse.Namespace) -> int:
     export = None
     if not args.no_export:
         num_classes = args.export_num_classes or dataset_num_classes(dataset)
-        export = dict(folder=Path(args.out) / "export", model_name=args.export_model,
-                      model_kwargs={"num_classes": num_classes}, overwrite=args.overwrite, push_to=args.push_to_hub,
-                      private=args.private)
-    result = search(dataset, args.out, cfg, resume=not args.no_resume, device=device,
-                    progress=not args.no_progress, export=export)
+        export = dict(model_name=args.export_model, model_kwargs={"num_classes": num_classes},
+                      push_to=args.push_to_hub, private=args.private)
+    result = search(dataset, args.out, cfg, resume=not args.overwrite, device=device,
+                    progress=not args.no_progress, export=export, replace_changed_export=args.overwrite_export)
     print(json.dumps({"genotype": result.genotype.to_dict(), "genotype_text": result.genotype.to_text(),
                       "valid_acc": result.history[-1]["valid_acc"] if result.history else None,
                       "export": str(result.export_dir) if result.export_dir else None}, indent=1))

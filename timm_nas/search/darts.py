@@ -28,13 +28,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
 from ..spaces.base import generator_for
 from ..spaces.darts import PRIMITIVES, Genotype
+from ._rng import seeded, seeded_loader
+from .distributed import Dist
+from .log import EXPORT_DIR, RunFolder
 
 __all__ = [
     "architecture_gradient",
@@ -212,38 +214,6 @@ def _second_order(model: nn.Module, alphas: list[torch.Tensor], train_batch: Bat
     return [g.sub(ig, alpha=eta) for g, ig in zip(dalpha, implicit)]
 
 
-# ------------------------------------------------------------------------------------------- distributed
-def _dist() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_reduce_mean(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Average tensors over all ranks (one flat all-reduce); identity in a single process."""
-    _, world = _dist()
-    tensors = list(tensors)
-    if world == 1 or not tensors:
-        return tensors
-    flat = _flat([t.detach() for t in tensors]).clone()
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat.div_(world)
-    out, offset = [], 0
-    for t in tensors:
-        out.append(flat[offset:offset + t.numel()].view_as(t))
-        offset += t.numel()
-    return out
-
-
-def _broadcast_state(model: nn.Module) -> None:
-    """Make every rank's parameters and buffers equal to rank 0's."""
-    if _dist()[1] == 1:
-        return
-    with torch.no_grad():
-        for t in list(model.parameters()) + list(model.buffers()):
-            dist.broadcast(t.data, src=0)
-
-
 # ----------------------------------------------------------------------------------------- search config
 @dataclasses.dataclass
 class DartsSearchConfig:
@@ -329,6 +299,7 @@ class DartsSearchResult:
     history: list[dict[str, Any]]
     output_dir: Path
     export_dir: Path | None = None
+    export_status: str | None = None  # 'written' | 'replaced' | 'unchanged'
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -392,24 +363,69 @@ class _RandomBatches(torch.utils.data.Sampler):
         return self.num_batches
 
 
-def _loader(dataset: Any, batch_sampler: torch.utils.data.Sampler, workers: int, seed: int, step: int) -> Any:
-    return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers,
-                                       generator=generator_for(seed, step), persistent_workers=False)
-
-
 def _accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
     return (logits.argmax(dim=-1) == target).float().sum().item()
 
 
 # ---------------------------------------------------------------------------------------------- search
-_CHECKPOINT = "checkpoint.pth"
-_LOG = "search_log.jsonl"
+CHECKPOINT_NAME = "checkpoint.pth"
+LOG_NAME = "search_log.jsonl"
+#: What a DARTS run folder holds besides the common files (timm_nas.search.log).
+OUTPUTS = (CHECKPOINT_NAME, LOG_NAME, "genotype.json", "genotype.txt")
 
 
-def _save(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+@dataclasses.dataclass
+class _State:
+    """Everything a DARTS search step changes, and what a checkpoint holds."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    arch_optimizer: torch.optim.Optimizer
+    history: list[dict[str, Any]]
+
+    def checkpoint(self, cfg: DartsSearchConfig) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "arch_optimizer": self.arch_optimizer.state_dict(), "epoch": len(self.history) - 1,
+                "config": cfg.to_dict()}
+
+
+def _build(cfg: DartsSearchConfig, num_classes: int, device: torch.device) -> _State:
+    import timm
+
+    # Model initialisation is seeded without disturbing the caller's global RNG stream.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = timm.create_model("darts_search", num_classes=num_classes, **cfg.model_args())
+    model.to(device)
+    optimizer = torch.optim.SGD(model.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    arch_optimizer = torch.optim.Adam(model.arch_parameters(), lr=cfg.arch_lr, betas=cfg.arch_betas,
+                                      weight_decay=cfg.arch_weight_decay)
+    return _State(model, optimizer, arch_optimizer, [])
+
+
+def _resume(state: _State, folder: RunFolder, records: list[dict[str, Any]], cfg: DartsSearchConfig) -> None:
+    """Load the folder's checkpoint into ``state`` and keep the log records it covers."""
+    from .._checkpoint import load_checkpoint_file
+
+    path = folder.path / CHECKPOINT_NAME
+    if folder.overwrite or not path.is_file():
+        return
+    ckpt = load_checkpoint_file(path)
+    saved = ckpt.get("config", {})
+    if saved and {k: v for k, v in saved.items() if k != "workers"} != \
+            {k: v for k, v in cfg.to_dict().items() if k != "workers"}:
+        raise ValueError(f"{path} was written with different search settings; use another output folder or "
+                         "overwrite=True (--overwrite). Saved: " + json.dumps(saved))
+    state.model.load_state_dict(ckpt["model"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.arch_optimizer.load_state_dict(ckpt["arch_optimizer"])
+    done = int(ckpt["epoch"]) + 1
+    state.history = [r for r in records if r.get("epoch", -1) < done]
+    if [r["epoch"] for r in state.history] != list(range(done)):
+        raise ValueError(f"{folder.log_path} does not hold epochs 0..{done - 1} of the checkpoint; "
+                         "overwrite=True (--overwrite) starts afresh")
+    _logger.info("resuming DARTS search at epoch %d from %s", done, path)
 
 
 def search(
@@ -422,137 +438,152 @@ def search(
         device: str | torch.device = "cpu",
         progress: bool = True,
         export: Mapping[str, Any] | None = None,
+        replace_changed_export: bool = False,
 ) -> DartsSearchResult:
     """Run the DARTS search (the original ``train_search.py`` loop) on ``dataset``.
 
     The first ``train_portion`` of ``dataset`` trains the weights, the rest the alphas (both with the dataset's own
-    transform). Each epoch appends one JSON line to ``search_log.jsonl`` (learning rate, losses, accuracies, the
-    genotype derived after the epoch as dict and original text, the softmaxed alphas) and writes
-    ``checkpoint.pth`` (weights, alphas, both optimisers, epoch); a later call with ``resume=True`` continues after
-    the last finished epoch and reproduces the same run. The final genotype goes to ``genotype.json``.
+    transform). ``output_dir`` is a run folder (:mod:`timm_nas.search.log`): ``run.json``, ``search_log.jsonl``
+    (one line per epoch: learning rate, losses, accuracies, the genotype derived after the epoch as dict and
+    original text, the softmaxed alphas), ``checkpoint.pth`` (weights, alphas, both optimisers, epoch), and at the
+    end ``genotype.json`` / ``genotype.txt``, ``best.json`` (the final genotype and its accuracy) and ``export/``.
+    The same call again continues after the last finished epoch and ends where an uninterrupted run ends; on a
+    finished run it changes nothing.
 
-    Under ``torchrun`` (``torch.distributed`` initialised) every rank takes its shard of the training batches and its
-    own validation batches; weight gradients and every piece of the architecture gradient are averaged over ranks,
-    so weights and alphas stay identical on all ranks; BatchNorm statistics are synchronised from rank 0 after every
-    epoch. Only rank 0 writes files.
+    The run is a function of ``config.seed``: data order, validation batches and every augmentation draw (seeded
+    per item, see :func:`timm_nas.search._rng.seeded_loader`) do not depend on ``workers``. Under ``torchrun``
+    (``torch.distributed`` initialised) every rank takes its shard of the training batches and its own validation
+    batches; weight gradients and every piece of the architecture gradient are averaged over ranks, so weights and
+    alphas stay identical on all ranks; BatchNorm statistics are synchronised from rank 0 after every epoch. Only
+    rank 0 writes files. Another number of processes is another run (per-rank batches and BatchNorm statistics),
+    as in the original.
 
     Args:
         dataset: a map-style dataset of ``(image_tensor, class_index)`` (e.g. from :func:`search_transforms` with
             ``timm.data.create_dataset``).
-        output_dir: folder for the log, checkpoint and genotype.
+        output_dir: the run folder.
         config: search settings (defaults: the original's).
         num_classes: classes of the dataset (default: read from ``dataset.classes`` / ``dataset.targets``).
-        resume: continue from ``output_dir/checkpoint.pth`` when it exists.
+        resume: continue the run in ``output_dir``; ``False`` discards it (its outputs only) and starts afresh.
         device: where to run.
         progress: show a progress bar.
-        export: when given, keyword arguments of :func:`export_genotype` (``folder``, ``model_name``,
-            ``model_kwargs``, ``push_to``, ...) to export the derived genotype network at the end.
+        export: when given, keyword arguments of :func:`export_genotype` (``model_name``, ``model_kwargs``,
+            ``push_to``, ...; ``folder`` defaults to ``output_dir/export``) to export the derived genotype network
+            at the end.
+        replace_changed_export: replace ``export/`` even when it holds files the search did not write.
     """
-    import timm
     from tqdm.auto import tqdm
 
-    from .._checkpoint import load_checkpoint_file
-
     cfg = config or DartsSearchConfig()
-    out = Path(output_dir)
-    rank, world = _dist()
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+    dist = Dist.from_group()
     device = torch.device(device)
     num_classes = num_classes or dataset_num_classes(dataset)
     train_idx, valid_idx = split_indices(len(dataset), cfg.train_portion)
-
-    # Model initialisation is seeded without disturbing the caller's global RNG stream.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = timm.create_model("darts_search", num_classes=num_classes, **cfg.model_args())
-    model.to(device)
-    weights, alphas = model.weight_parameters(), model.arch_parameters()
-    optimizer = torch.optim.SGD(weights, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    arch_optimizer = torch.optim.Adam(alphas, lr=cfg.arch_lr, betas=cfg.arch_betas, weight_decay=cfg.arch_weight_decay)
-
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    ckpt_path, log_path = out / _CHECKPOINT, out / _LOG
-    if resume and ckpt_path.is_file():
-        ckpt = load_checkpoint_file(ckpt_path)
-        saved = ckpt.get("config", {})
-        free = ("epochs", "workers")  # may change between runs; everything else must match
-        if saved and {k: v for k, v in saved.items() if k not in free} != \
-                {k: v for k, v in cfg.to_dict().items() if k not in free}:
-            raise ValueError(f"{ckpt_path} was written with different search settings; use another output_dir or "
-                             "resume=False. Saved: " + json.dumps(saved))
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        arch_optimizer.load_state_dict(ckpt["arch_optimizer"])
-        start_epoch = int(ckpt["epoch"]) + 1
-        history = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] \
-            if log_path.is_file() else []
-        history = [h for h in history if h["epoch"] < start_epoch]
-        _logger.info("resuming DARTS search at epoch %d from %s", start_epoch, ckpt_path)
-    elif rank == 0 and log_path.is_file():
-        log_path.unlink()
-    _broadcast_state(model)
-
-    for epoch in range(start_epoch, cfg.epochs):
-        lr = cfg.lr_at(epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        train_sampler = _EpochBatches(train_idx, cfg.batch_size, cfg.seed, epoch, rank, world)
-        valid_gen = generator_for(cfg.seed + 1 + rank, epoch)
-        valid_sampler = _RandomBatches(valid_idx, cfg.batch_size, len(train_sampler), valid_gen)
-        train_loader = _loader(dataset, train_sampler, cfg.workers, cfg.seed, 2 * epoch)
-        valid_loader = _loader(dataset, valid_sampler, cfg.workers, cfg.seed + 1 + rank, 2 * epoch + 1)
-        model.train()
-        stats = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
-        t0 = time.perf_counter()
-        bar = tqdm(zip(train_loader, valid_loader), total=len(train_sampler), disable=not progress or rank != 0,
+    identity = {"config": {k: v for k, v in cfg.to_dict().items() if k != "workers"}, "num_classes": num_classes,
+                "dataset_size": len(dataset), "world_size": dist.world_size}
+    folder = RunFolder(output_dir, identity, kind="darts", log_name=LOG_NAME, overwrite=not resume,
+                       outputs=OUTPUTS, legacy=(CHECKPOINT_NAME, LOG_NAME),
+                       replace_changed_export=replace_changed_export)
+    records = dist.check(folder.check)
+    state = _build(cfg, num_classes, device)
+    dist.check(lambda: _resume(state, folder, records, cfg))  # rank 0 reads; every rank gets rank 0's state below
+    if dist.is_main:
+        folder.start(keep=len(state.history))
+    model = state.model
+    dist.broadcast_tensors(list(model.parameters()) + list(model.buffers()))
+    for epoch in range(len(state.history), cfg.epochs):
+        train_sampler = _EpochBatches(train_idx, cfg.batch_size, cfg.seed, epoch, dist.rank, dist.world_size)
+        valid_sampler = _RandomBatches(valid_idx, cfg.batch_size, len(train_sampler),
+                                       generator_for(cfg.seed + 1 + dist.rank, epoch))
+        streams = 4 * (epoch * dist.world_size + dist.rank)  # one key stream per epoch, rank and split
+        train_loader = seeded_loader(dataset, train_sampler, seed=cfg.seed, stream=streams, workers=cfg.workers)
+        valid_loader = seeded_loader(dataset, valid_sampler, seed=cfg.seed, stream=streams + 1, workers=cfg.workers)
+        bar = tqdm(zip(train_loader, valid_loader), total=len(train_sampler), disable=not progress or not dist.is_main,
                    desc=f"darts search {epoch + 1}/{cfg.epochs}", leave=False)
-        for (x, y), (xv, yv) in bar:
-            x, y, xv, yv = x.to(device), y.to(device), xv.to(device), yv.to(device)
-            loss, logits = _search_step(model, optimizer, arch_optimizer, (x, y), (xv, yv), lr, cfg)
-            stats += torch.tensor([loss * y.numel(), _accuracy(logits, y), y.numel()], dtype=torch.float64)
-            bar.set_postfix(loss=f"{stats[0] / stats[2]:.3f}")
-        _broadcast_state_buffers(model)
-        valid_loss, valid_acc = _evaluate(model, dataset, valid_idx, cfg, device, rank, world)
-        stats = _sum_over_ranks(stats)
-        genotype = model.derive_arch()
-        record = {
-            "epoch": epoch, "lr": lr,
-            "train_loss": float(stats[0] / stats[2]), "train_acc": float(stats[1] / stats[2]),
-            "valid_loss": valid_loss, "valid_acc": valid_acc, "seconds": time.perf_counter() - t0,
-            "genotype": genotype.to_dict(), "genotype_text": genotype.to_text(),
-            "alphas_normal": F.softmax(model.alphas_normal.detach(), dim=-1).cpu().tolist(),
-            "alphas_reduce": F.softmax(model.alphas_reduce.detach(), dim=-1).cpu().tolist(),
-        }
-        history.append(record)
-        _logger.info("epoch %d lr %.5f train_acc %.4f valid_acc %.4f genotype %s", epoch, lr, record["train_acc"],
-                     valid_acc, record["genotype_text"])
-        if rank == 0:
-            with open(log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-            _save(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "arch_optimizer": arch_optimizer.state_dict(), "epoch": epoch,
-                              "config": cfg.to_dict()})
-
+        with seeded(cfg.seed, streams + 2):
+            record = _epoch(state, epoch, bar, dataset, valid_idx, cfg, device, dist)
+        state.history.append(record)
+        _logger.info("epoch %d lr %.5f train_acc %.4f valid_acc %.4f genotype %s", epoch, record["lr"],
+                     record["train_acc"], record["valid_acc"], record["genotype_text"])
+        if dist.is_main:  # log first: a kill before the checkpoint is written redoes the epoch, logged once
+            folder.append(record)
+            folder.save_checkpoint(CHECKPOINT_NAME, state.checkpoint(cfg))
     genotype = model.derive_arch()
-    result = DartsSearchResult(genotype, history, out)
-    if rank == 0:
-        (out / "genotype.json").write_text(json.dumps(genotype.to_dict(), indent=1) + "\n")
-        (out / "genotype.txt").write_text(genotype.to_text() + "\n")
-        if export is not None:
-            provenance = _provenance(cfg, history, num_classes)
-            result.export_dir = export_genotype(genotype, provenance=provenance, **dict(export))
+    result = DartsSearchResult(genotype, state.history, folder.path)
+    if dist.is_main:
+        _save_results(folder, genotype, state.history, cfg, num_classes, export, result)
+    folder.close()
     return result
 
 
+def _epoch(state: _State, epoch: int, batches: Any, dataset: Any, valid_idx: list[int], cfg: DartsSearchConfig,
+           device: torch.device, dist: Dist) -> dict[str, Any]:
+    """One search epoch: the steps, the BatchNorm synchronisation, the validation pass; returns its log record."""
+    model, lr = state.model, cfg.lr_at(epoch)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    model.train()
+    stats = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
+    t0 = time.perf_counter()
+    for (x, y), (xv, yv) in batches:
+        x, y, xv, yv = x.to(device), y.to(device), xv.to(device), yv.to(device)
+        loss, logits = _search_step(model, state.optimizer, state.arch_optimizer, (x, y), (xv, yv), lr, cfg, dist)
+        stats += torch.tensor([loss * y.numel(), _accuracy(logits, y), y.numel()], dtype=torch.float64)
+        batches.set_postfix(loss=f"{stats[0] / stats[2]:.3f}")
+    dist.broadcast_tensors(model.buffers())
+    valid_loss, valid_acc = _evaluate(model, dataset, valid_idx, cfg, device, dist)
+    stats = dist.all_reduce_sum(stats)
+    genotype = model.derive_arch()
+    return {
+        "epoch": epoch, "lr": lr,
+        "train_loss": float(stats[0] / stats[2]), "train_acc": float(stats[1] / stats[2]),
+        "valid_loss": valid_loss, "valid_acc": valid_acc, "seconds": time.perf_counter() - t0,
+        "genotype": genotype.to_dict(), "genotype_text": genotype.to_text(),
+        "alphas_normal": F.softmax(model.alphas_normal.detach(), dim=-1).cpu().tolist(),
+        "alphas_reduce": F.softmax(model.alphas_reduce.detach(), dim=-1).cpu().tolist(),
+    }
+
+
+def _save_results(folder: RunFolder, genotype: Genotype, history: list[dict[str, Any]], cfg: DartsSearchConfig,
+                  num_classes: int, export: Mapping[str, Any] | None, result: DartsSearchResult) -> None:
+    """``genotype.json`` / ``.txt``, ``best.json`` and the export (rank 0); unchanged files are left alone."""
+    folder.write_json("genotype.json", genotype.to_dict())
+    folder.write_text("genotype.txt", genotype.to_text() + "\n")
+    last = history[-1] if history else {}
+    folder.write_json("best.json", {"genotype": genotype.to_dict(), "genotype_text": genotype.to_text(),
+                                    "valid_acc": last.get("valid_acc"), "epochs": len(history),
+                                    "score_name": "search-network accuracy on the held-out split (last epoch)"})
+    if export is None:
+        return
+    kwargs = dict(export)
+    target = Path(kwargs.pop("folder", folder.path / EXPORT_DIR))
+    push_to = kwargs.pop("push_to", None)
+    private, token = kwargs.pop("private", False), kwargs.pop("token", None)
+    kwargs["provenance"] = _provenance(cfg, history, num_classes)
+    kwargs.setdefault("seed", cfg.seed)  # the export of a run is a function of the run
+    if target.resolve() == (folder.path / EXPORT_DIR).resolve():
+        kwargs.pop("overwrite", None)
+        result.export_dir, result.export_status = folder.export(lambda f: export_genotype(genotype, f, **kwargs))
+    else:
+        result.export_dir = export_genotype(genotype, target, **kwargs)
+        result.export_status = "written"
+    if push_to:
+        from .. import hub
+
+        hub.push(result.export_dir, push_to, private=private, token=token)
+        if target.resolve() == (folder.path / EXPORT_DIR).resolve():
+            folder.record_export()
+
+
 def _search_step(model: nn.Module, optimizer: torch.optim.Optimizer, arch_optimizer: torch.optim.Optimizer,
-                 train_batch: Batch, valid_batch: Batch, lr: float, cfg: DartsSearchConfig) -> tuple[float, torch.Tensor]:
+                 train_batch: Batch, valid_batch: Batch, lr: float, cfg: DartsSearchConfig,
+                 dist: Dist | None = None) -> tuple[float, torch.Tensor]:
     """One step of the original: the architecture step (Adam on the alphas), then the weight step (SGD)."""
+    dist = dist or Dist()
     weights, alphas = model.weight_parameters(), model.arch_parameters()
     grads = _architecture_gradient(
         model, train_batch, valid_batch, eta=lr, weight_decay=cfg.weight_decay, network_momentum=cfg.momentum,
-        momentum_buffers=momentum_buffers(optimizer, weights), order=cfg.order, r=cfg.r, reduce=_all_reduce_mean)
+        momentum_buffers=momentum_buffers(optimizer, weights), order=cfg.order, r=cfg.r, reduce=dist.all_reduce_mean)
     arch_optimizer.zero_grad(set_to_none=True)
     kinds = {cell.reduction for cell in model.cells}
     for a, g, used in zip(alphas, grads, (False in kinds, True in kinds)):
@@ -571,46 +602,27 @@ def _search_step(model: nn.Module, optimizer: torch.optim.Optimizer, arch_optimi
     finally:
         for a in alphas:
             a.requires_grad_(True)
-    if _dist()[1] > 1:
-        for p, g in zip(weights, _all_reduce_mean([p.grad for p in weights])):
+    if dist.world_size > 1:
+        for p, g in zip(weights, dist.all_reduce_mean([p.grad for p in weights])):
             p.grad.copy_(g)
     nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
     optimizer.step()
     return loss.item(), logits.detach()
 
 
-def _broadcast_state_buffers(model: nn.Module) -> None:
-    if _dist()[1] > 1:
-        with torch.no_grad():
-            for b in model.buffers():
-                dist.broadcast(b.data, src=0)
-
-
-def _sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
-    if _dist()[1] > 1:
-        t = t.clone()
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
 @torch.no_grad()
 def _evaluate(model: nn.Module, dataset: Any, indices: list[int], cfg: DartsSearchConfig, device: torch.device,
-              rank: int, world: int) -> tuple[float, float]:
+              dist: Dist) -> tuple[float, float]:
     """Loss and accuracy of the search network on the validation split (eval mode), the original's ``infer``."""
-    mine = indices[rank::world]
+    from ..training.evaluate import EvalTotals, evaluate_batches
+
+    mine = indices[dist.rank::dist.world_size]
     batches = [mine[i:i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)]
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
-                                         generator=generator_for(cfg.seed, -1))  # not the global RNG
+    loader = seeded_loader(dataset, batches, seed=cfg.seed, stream=-1, workers=cfg.workers)
     model.eval()
-    stats = torch.zeros(3, dtype=torch.float64)
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        logits = model(x)
-        stats += torch.tensor([F.cross_entropy(logits, y, reduction="sum").item(), _accuracy(logits, y), y.numel()],
-                              dtype=torch.float64)
+    totals = EvalTotals.from_tensor(dist.all_reduce_sum(evaluate_batches(model, loader, device).to_tensor()))
     model.train()
-    stats = _sum_over_ranks(stats)
-    return float(stats[0] / stats[2]), float(stats[1] / stats[2])
+    return totals.loss, totals.correct1 / totals.count
 
 
 def dataset_num_classes(dataset: Any) -> int:
@@ -658,11 +670,13 @@ def export_genotype(
         push_to: str | None = None,
         private: bool = False,
         token: str | None = None,
+        seed: int | None = None,
 ) -> Path:
     """Build the genotype network (``darts_cifar`` or ``darts_imagenet``) and export it as a Hub folder with
     :func:`timm_nas.hub.export` (``config.json`` holds ``genotype`` under ``model_args``); optionally push it.
 
-    The network's weights are freshly initialised: DARTS trains a searched genotype from scratch.
+    The network's weights are freshly initialised (from ``seed`` when given, without touching the global
+    generator's stream): DARTS trains a searched genotype from scratch.
     """
     import timm
     from timm.models._input import update_model_args
@@ -673,7 +687,10 @@ def export_genotype(
         raise ValueError(f"model_name={model_name!r} is not allowed; allowed values: ['darts_cifar', 'darts_imagenet']")
     genotype = Genotype.resolve(genotype)
     kwargs = dict(model_kwargs or {})
-    model = timm.create_model(model_name, genotype=genotype.to_dict(), **kwargs)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = timm.create_model(model_name, genotype=genotype.to_dict(), **kwargs)
     # Record every architecture argument, not only the ones passed, so config.json and the card's cost count
     # describe this network on their own.
     arch = dict(genotype=genotype.to_dict(), C=model.C, layers=len(model.cells), stem_type=model.stem_type,
@@ -862,7 +879,7 @@ def train_genotype_network(train_dataset: Any, valid_dataset: Any, output_dir: s
                 ema.update(model)
             seen += y.numel()
             loss_sum += loss.item() * y.numel()
-        top1, top5, vloss = _validate(ema.module if ema is not None else model, valid_dataset, cfg, device, accuracy)
+        top1, top5, vloss = _validate(ema.module if ema is not None else model, valid_dataset, cfg, device)
         record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "drop_path_prob": model.drop_path_prob,
                   "train_loss": loss_sum / max(seen, 1), "valid_loss": vloss, "top1": top1, "top5": top5}
         history.append(record)
@@ -874,19 +891,14 @@ def train_genotype_network(train_dataset: Any, valid_dataset: Any, output_dir: s
 
 
 @torch.no_grad()
-def _validate(model: nn.Module, dataset: Any, cfg: DartsTrainConfig, device: torch.device,
-              accuracy: Callable) -> tuple[float, float, float]:
+def _validate(model: nn.Module, dataset: Any, cfg: DartsTrainConfig, device: torch.device) -> tuple[float, float, float]:
+    """Top-1 (%), top-5 (%) and mean loss of the network on ``dataset`` in eval mode."""
+    from ..training.evaluate import evaluate_batches
+
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
                                          generator=generator_for(cfg.seed, -1))  # not the global RNG
     model.eval()
-    n, top1, top5, loss = 0, 0., 0., 0.
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        logits = model(x)
-        k = min(5, logits.shape[-1])
-        a1, a5 = accuracy(logits, y, topk=(1, k))
-        top1 += a1.item() * y.numel()
-        top5 += a5.item() * y.numel()
-        loss += F.cross_entropy(logits, y, reduction="sum").item()
-        n += y.numel()
-    return top1 / max(n, 1), top5 / max(n, 1), loss / max(n, 1)
+    totals = evaluate_batches(model, loader, device)
+    if totals.count == 0:
+        return 0.0, 0.0, 0.0
+    return totals.top1, totals.top5, totals.loss

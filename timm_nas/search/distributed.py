@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -89,3 +89,55 @@ class Dist:
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier(group=self.group)
+
+    def check(self, action: Callable[[], Any], *, src: int = 0) -> Any:
+        """Run ``action`` on rank ``src`` only and hand its result to every rank; an exception it raises is
+        raised on every rank (as ``ValueError`` with the same message elsewhere), so no rank waits forever in the
+        next collective. Used for the checks of a run folder, which only rank 0 reads."""
+        if self.rank == src:
+            try:
+                status: tuple[str, Any] = ("ok", action())
+            except Exception as e:
+                if self.world_size == 1:
+                    raise
+                self.broadcast(("error", f"{type(e).__name__}\0{e}"), src=src)
+                raise
+        else:
+            status = ("ok", None)
+        status = self.broadcast(status, src=src)
+        if status[0] == "error":
+            kind, _, message = status[1].partition("\0")
+            raise ValueError(message)
+        return status[1]
+
+    # ----------------------------------------------------------------------------------- tensor collectives
+    # (on the default group: NCCL tensors on GPUs, gloo on CPUs)
+    def all_reduce_mean(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The tensors averaged over ranks (one flat all-reduce); the tensors themselves in a single process."""
+        tensors = list(tensors)
+        if self.world_size == 1 or not tensors:
+            return tensors
+        flat = torch.cat([t.detach().reshape(-1) for t in tensors]).clone()
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat.div_(self.world_size)
+        out, offset = [], 0
+        for t in tensors:
+            out.append(flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+        return out
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over ranks (a copy; the tensor itself in a single process)."""
+        if self.world_size == 1:
+            return tensor
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def broadcast_tensors(self, tensors: Iterable[torch.Tensor], src: int = 0) -> None:
+        """Make every rank's tensors (in place) equal to rank ``src``'s."""
+        if self.world_size == 1:
+            return
+        with torch.no_grad():
+            for t in tensors:
+                dist.broadcast(t.data, src=src)

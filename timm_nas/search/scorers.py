@@ -84,17 +84,12 @@ class AccuracyScorer:
 
     @torch.no_grad()
     def __call__(self, config: Any) -> float:
-        correct = total = 0
+        from ..training.evaluate import evaluate_batches
+
         ctx = self.model.use_subnet(config) if config is not None else contextlib.nullcontext()
         with ctx, scoring_mode(self.model, False):
-            for images, labels in self.loader:
-                images, labels = images.to(self.device), labels.to(self.device)
-                logits = self.model(images)
-                correct += int((logits.argmax(-1) == labels).sum())
-                total += labels.numel()
-        if total == 0:
-            raise ValueError("the evaluation data is empty")
-        return 100.0 * correct / total
+            totals = evaluate_batches(self.model, self.loader, self.device)
+        return totals.top1  # raises on empty data
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "top1", **self._describe}

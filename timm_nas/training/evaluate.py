@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["parse_subnet", "subnet_config", "create_eval_loader", "evaluate_subnet"]
+__all__ = ["parse_subnet", "subnet_config", "create_eval_loader", "evaluate_subnet", "EvalTotals", "evaluate_batches"]
 
 _logger = logging.getLogger(__name__)
 
@@ -171,6 +171,75 @@ def _num_classes_of(loader: torch.utils.data.DataLoader) -> int | None:
     return len(class_to_idx) if class_to_idx else None
 
 
+@dataclasses.dataclass
+class EvalTotals:
+    """Sums over evaluated images: cross-entropy, top-1 and top-5 hits, and the count (add them over ranks with
+    :meth:`to_tensor` / :meth:`from_tensor`)."""
+
+    loss_sum: float = 0.0
+    correct1: float = 0.0
+    correct5: float = 0.0
+    count: int = 0
+
+    def to_tensor(self) -> torch.Tensor:
+        return torch.tensor([self.loss_sum, self.correct1, self.correct5, self.count], dtype=torch.float64)
+
+    @classmethod
+    def from_tensor(cls, t: torch.Tensor) -> "EvalTotals":
+        loss_sum, c1, c5, n = (float(v) for v in t.tolist())
+        return cls(loss_sum, c1, c5, int(n))
+
+    def _mean(self, value: float) -> float:
+        if self.count == 0:
+            raise ValueError("the evaluation data is empty")
+        return value / self.count
+
+    @property
+    def top1(self) -> float:
+        """Top-1 accuracy, percent."""
+        return self._mean(100.0 * self.correct1)
+
+    @property
+    def top5(self) -> float:
+        """Top-5 accuracy, percent (top-k with k = the number of classes when there are fewer than 5)."""
+        return self._mean(100.0 * self.correct5)
+
+    @property
+    def loss(self) -> float:
+        """Mean cross-entropy."""
+        return self._mean(self.loss_sum)
+
+
+@torch.no_grad()
+def evaluate_batches(model: nn.Module, loader: Any, device: torch.device | str | None = None, *,
+                     amp_dtype: torch.dtype | None = None) -> EvalTotals:
+    """The top-1 / top-5 / cross-entropy loop every evaluation in timm-nas runs (searches' accuracy scorers,
+    validation passes, inherited-weight evaluation).
+
+    ``model`` runs as it is (the caller sets eval mode or an active subnet); the top-1 hit is ``argmax == label``.
+
+    Raises:
+        ValueError: a class index the model has no output for.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    totals = EvalTotals()
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        with autocast:
+            logits = model(x)
+        logits = logits.float()
+        if y.numel() and int(y.max()) >= logits.shape[-1]:
+            raise ValueError(f"class index {int(y.max())} is out of range for {logits.shape[-1]} outputs")
+        k = min(5, logits.shape[-1])
+        hits = logits.topk(k, dim=-1).indices.eq(y[:, None])
+        totals.correct1 += float((logits.argmax(-1) == y).sum())
+        totals.correct5 += float(hits.any(dim=-1).sum())
+        totals.loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        totals.count += y.numel()
+    return totals
+
+
 def evaluate_subnet(
         supernet: nn.Module,
         subnet: Mapping[str, Any] | Any,
@@ -207,26 +276,12 @@ def evaluate_subnet(
     device = torch.device(device)
     was_training = supernet.training
     supernet.eval()
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-    correct1 = correct5 = seen = 0
-    loss_sum = 0.0
     try:
-        with torch.inference_mode(), supernet.use_subnet(cfg), autocast:
-            for x, y in loader:
-                x, y = x.to(device), y.to(device)
-                logits = supernet(x).float()  # (B, classes)
-                if int(y.max()) >= logits.shape[-1]:
-                    raise ValueError(f"class index {int(y.max())} is out of range for {logits.shape[-1]} outputs")
-                k = min(5, logits.shape[-1])
-                top = logits.topk(k, dim=-1).indices  # (B, k)
-                hits = top.eq(y[:, None])
-                correct1 += int(hits[:, 0].sum())
-                correct5 += int(hits.any(dim=-1).sum())
-                loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-                seen += y.numel()
+        with supernet.use_subnet(cfg):
+            totals = evaluate_batches(supernet, loader, device, amp_dtype=amp_dtype)
     finally:
         supernet.train(was_training)
-    if seen == 0:
+    if totals.count == 0:
         raise ValueError("the loader gave no images")
     params = None
     if hasattr(supernet, "extract"):
@@ -235,12 +290,12 @@ def evaluate_subnet(
     result = {
         "subnet": cfg.to_dict(),
         "in_space": bool(space.contains(cfg)) if space is not None else None,
-        "top1": 100.0 * correct1 / seen,
-        "top5": 100.0 * correct5 / seen,
-        "loss": loss_sum / seen,
-        "num_images": seen,
+        "top1": totals.top1,
+        "top5": totals.top5,
+        "loss": totals.loss,
+        "num_images": totals.count,
         "params": params,
     }
     _logger.info("subnet %s: top-1 %.3f top-5 %.3f loss %.4f on %d images", cfg, result["top1"], result["top5"],
-                 result["loss"], seen)
+                 result["loss"], totals.count)
     return result
