@@ -87,18 +87,33 @@ def test_search_writes_the_original_files_and_exports(data_dir, tmp_path):
 
 def test_resumed_search_equals_an_uninterrupted_one(data_dir, tmp_path):
     cfg = _config()
-    train, _ = _datasets(data_dir, cfg)
-    torch.manual_seed(0)  # the random initial weights (pretrained=False) come from the global RNG
+    train, _ = _datasets(data_dir, cfg, augment=True)  # augmentation and drop-path draws are seeded too
+    cfg = _config(drop_path=0.1)
     full = search(train, tmp_path / "full", cfg, progress=False)
-    torch.manual_seed(0)
-    search(train, tmp_path / "split", _config(stop_epoch=0), progress=False)
-    with pytest.raises(ValueError, match="was written with target_flops=0.002, not 0.5"):
-        search(train, tmp_path / "split", _config(target_flops=0.5), progress=False)
-    resumed = search(train, tmp_path / "split", cfg, progress=False)
+    search(train, tmp_path / "split", _config(drop_path=0.1, stop_epoch=0), progress=False)
+    with pytest.raises(ValueError, match=r"different arguments \(.*config.target_flops: 0.002 -> 0.5"):
+        search(train, tmp_path / "split", _config(drop_path=0.1, target_flops=0.5), progress=False)
+    resumed = search(train, tmp_path / "split", cfg, progress=False)  # extended: stop_epoch 0 -> 1
     assert [h["epoch"] for h in resumed.history] == [0, 1] and resumed.model.step == full.model.step == 8
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
-        torch.testing.assert_close(a, b, msg=k)
-    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in full.history])
+        torch.testing.assert_close(a, b, msg=k, rtol=0, atol=0)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+    assert (tmp_path / "full" / "arch.json").read_bytes() == (tmp_path / "split" / "arch.json").read_bytes()
+    with pytest.raises(ValueError, match="can be extended .* but not shortened to 0"):
+        search(train, tmp_path / "split", _config(drop_path=0.1, stop_epoch=0), progress=False)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_same_seed_gives_the_same_search(data_dir, tmp_path, workers):
+    """Augmentation (RandAugment, random erasing), Mixup and drop-path: one run per seed, for any workers."""
+    cfg = _config(stop_epoch=0, mixup=0.8, cutmix=1.0, drop_path=0.1, workers=workers)
+    train, _ = _datasets(data_dir, cfg, augment=True)
+    a = search(train, tmp_path / "a", cfg, progress=False)
+    b = search(train, tmp_path / "b", _config(stop_epoch=0, mixup=0.8, cutmix=1.0, drop_path=0.1, workers=0),
+               progress=False)
+    assert a.history[0]["loss"] == b.history[0]["loss"]
+    for (k, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        torch.testing.assert_close(x, y, msg=k, rtol=0, atol=0)
 
 
 def test_optimiser_groups_follow_the_original():
@@ -164,6 +179,29 @@ def test_cli_search_and_arch(data_dir, tmp_path, capsys):
     assert main(["spvit-arch", "--config", str(tmp_path / "x.json")]) == 2
     assert "--config needs --masks" in capsys.readouterr().err
     assert main(["search", "spvit", "--data-dir", str(tmp_path / "nope"), "--output", str(out)]) == 2
+
+
+def test_cli_rerun_of_a_finished_search_changes_nothing(data_dir, tmp_path, capsys):
+    out = tmp_path / "cli"
+    argv = ["search", "spvit", "--data-dir", str(data_dir), "--out", str(out), "--model", "spvit_search_deit",
+            "--model-args", json.dumps(TINY_ARGS), "--val-split", "", "--no-pretrained", "--input-size", "32",
+            "--batch-size", "4", "--stop-epoch", "0", "--max-steps-per-epoch", "2", "--target-flops", "0.01",
+            "--loss-lambda", "1", "--workers", "0", "--no-progress"]
+    assert main(argv) == 0
+    assert {p.name for p in out.iterdir()} >= {"run.json", "log.jsonl", "last_checkpoint.pth", "arch.json",
+                                               "best.json", "export", "export.sha256"}
+    first = capsys.readouterr().out
+    (out / "export" / "notes.md").write_text("mine")
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    assert main(argv) == 0 and capsys.readouterr().out == first
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()} == before
+    # timm train.py's --aa: a policy, 'none', or one clear error line
+    assert main(argv[:5] + [str(tmp_path / "aa")] + argv[6:] + ["--aa", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--aa 'bogus' is not an auto-augment policy" in err
+    assert not (tmp_path / "aa").exists()
+    assert main(argv[:5] + [str(tmp_path / "aa")] + argv[6:] + ["--aa", "none"]) == 0
+    assert json.loads((tmp_path / "aa" / "run.json").read_text())["arguments"]["config"]["aa"] is None
 
 
 def test_training_transform_survives_zero_bit_posterize_draws():

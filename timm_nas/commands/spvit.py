@@ -14,7 +14,11 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     p = search.add_parser(
         "spvit", help="SPViT: prune a pretrained DeiT's attention into convolutions against a FLOPs target",
         description="Train SPViT gates on a pretrained DeiT (the original's search recipe), derive the pruned "
-                    "architecture and export the pruned model as a Hub folder. Defaults are the original's.",
+                    "architecture and export the pruned model as a Hub folder. Defaults are the original's. The "
+                    "same command and --seed give the same run with any --workers; another number of torchrun "
+                    "processes is another run (the learning rate scales with it and each process samples its own "
+                    "gates, as in the original). Some CUDA kernels are not deterministic: on GPUs runs agree up to "
+                    "float rounding.",
         epilog="""Example (DeiT-S weights from a local file, so nothing is downloaded):
   timm-nas search spvit --data-dir /path/to/imagenet --model spvit_search_deit_small \\
       --pretrained-file /path/to/deit_small_patch16_224.pth --out runs/spvit-small""",
@@ -44,10 +48,17 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     p.add_argument("--cutmix", type=float, default=None)
     p.add_argument("--drop-path", type=float, default=None)
     p.add_argument("--no-repeated-aug", action="store_true", help="plain shuffling instead of repeated augmentation")
+    p.add_argument("--aa", default=None, metavar="POLICY",
+                   help="auto-augment policy as timm's train.py takes it (default: the original's "
+                        "rand-m9-mstd0.5-inc1, whose 0-bit posterize draws give a black image as older Pillow "
+                        "did); 'none' turns it off")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--device", default=None, help="default: cuda when available (LOCAL_RANK under torchrun)")
-    p.add_argument("--no-resume", action="store_true", help="start over even if the folder holds a checkpoint")
+    p.add_argument("--overwrite", "--no-resume", dest="overwrite", action="store_true",
+                   help="discard a previous run in --out (its outputs only) and start afresh")
+    p.add_argument("--overwrite-export", action="store_true",
+                   help="replace --out/export even if it holds files the search did not write (refused otherwise)")
     p.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke tests)")
     p.add_argument("--no-export", action="store_true", help="do not export the pruned model")
     p.add_argument("--export-skip-mode", choices=("zero", "original"), default="zero",
@@ -55,7 +66,6 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     add_renamed(p, "--push-to-hub", "--push-to", default=None, metavar="REPO_ID",
                 help="push the export to this Hub repo")
     p.add_argument("--private", action="store_true")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous export folder")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_search)
 
@@ -89,6 +99,8 @@ def _run_search(args: argparse.Namespace) -> int:
     if extra:
         overrides["model_kwargs"] = extra
     overrides["pretrained_file"] = args.pretrained_file
+    if args.aa is not None:
+        overrides["aa"] = None if args.aa.lower() in ("", "none") else args.aa
     cfg = SPViTSearchConfig(**overrides)
     if not Path(args.data_dir).exists():
         raise UsageError(f"--data-dir {args.data_dir} does not exist")
@@ -97,16 +109,22 @@ def _run_search(args: argparse.Namespace) -> int:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
+    try:
+        transform = search_transforms(cfg, is_training=True)
+    except (AssertionError, ValueError, KeyError) as e:  # timm asserts on an unknown policy
+        raise UsageError(f"--aa {args.aa!r} is not an auto-augment policy timm knows ({e}); e.g. "
+                         "rand-m9-mstd0.5-inc1, augmix-m5, v0, originalr, or 'none'") from e
     train = create_dataset(args.dataset, root=args.data_dir, split=args.train_split, is_training=True)
-    train.transform = search_transforms(cfg, is_training=True)
+    train.transform = transform
     val = None
     if args.val_split:
         val = create_dataset(args.dataset, root=args.data_dir, split=args.val_split, is_training=False)
         val.transform = search_transforms(cfg, is_training=False)
-    export = None if args.no_export else dict(folder=Path(args.out) / "export", skip_mode=args.export_skip_mode,
-                                               overwrite=args.overwrite, push_to=args.push_to_hub, private=args.private)
-    result = search(train, args.out, cfg, val_dataset=val, resume=not args.no_resume, device=device,
-                    progress=not args.no_progress, export=export, max_steps_per_epoch=args.max_steps_per_epoch)
+    export = None if args.no_export else dict(skip_mode=args.export_skip_mode, push_to=args.push_to_hub,
+                                               private=args.private)
+    result = search(train, args.out, cfg, val_dataset=val, resume=not args.overwrite, device=device,
+                    progress=not args.no_progress, export=export, max_steps_per_epoch=args.max_steps_per_epoch,
+                    replace_changed_export=args.overwrite_export)
     summary = {"arch_file": str(Path(args.out) / "arch.json"), "ops": list(result.arch.ops),
                "ffn_hidden": list(result.arch.ffn_hidden),
                "gflops": result.history[-1]["gflops"] if result.history else None,

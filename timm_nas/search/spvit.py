@@ -15,10 +15,12 @@ cosine over ``epochs`` (300) towards ``min_lr`` (1e-4 in the search configs, so 
 epoch. The search stops after epoch index 20 (21 epochs); the FFN masks are saved every 10 epochs.
 
 What this module adds: explicit seeds for the gate samples (``generator_for(seed + rank, step)``, the step kept in
-the model) and for the data order, a progress bar with the current FLOPs against the target, a resumable
-``last_checkpoint.pth`` in the original's format, a JSONL log, the derived architecture in our and the original's
-formats, and the export of the pruned model as a Hub folder (:func:`timm_nas.hub.export`). Augmentation
-(timm's transforms, Mixup) and drop-path draw from the global RNGs, which are not reseeded here.
+the model), for the data order and for every draw of the global generators (augmentation seeded per item,
+Mixup and drop-path per epoch: :mod:`timm_nas.search._rng`), so a run is a function of its seed for any number of
+data workers and after any resume; a progress bar with the current FLOPs against the target; a run folder
+(:mod:`timm_nas.search.log`) with a resumable ``last_checkpoint.pth`` in the original's format, a JSONL log, the
+derived architecture in our and the original's formats, and the export of the pruned model as a Hub folder
+(:func:`timm_nas.hub.export`).
 """
 from __future__ import annotations
 
@@ -31,10 +33,12 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 
 from ..spaces.spvit import SPViTArch
+from ._rng import seeded, seeded_loader
+from .distributed import Dist
+from .log import EXPORT_DIR, RunFolder
 
 __all__ = [
     "SPViTSearchConfig",
@@ -61,6 +65,8 @@ REPEATED_AUG_REPEATS = 3
 CHECKPOINT_NAME = "last_checkpoint.pth"
 LOG_NAME = "log.jsonl"
 ARCH_NAME = "arch.json"
+#: What an SPViT run folder holds besides the common files (timm_nas.search.log).
+OUTPUTS = (CHECKPOINT_NAME, LOG_NAME, ARCH_NAME, "search_*epoch.pth")
 
 
 @dataclasses.dataclass
@@ -173,6 +179,7 @@ class SPViTSearchResult:
     history: list[dict[str, Any]]
     output_dir: Path
     export_path: Path | None = None
+    export_status: str | None = None  # 'written' | 'replaced' | 'unchanged'
 
 
 def _posterize(img: Any, bits_to_keep: int, **_: Any) -> Any:
@@ -232,12 +239,6 @@ def weight_param_groups(model: nn.Module, weight_decay: float) -> tuple[list[dic
             [{"params": gates, "weight_decay": 0.}])
 
 
-def _dist_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _num_classes(dataset: Any) -> int:
     for attr in ("classes", "class_to_idx"):
         value = getattr(dataset, attr, None)
@@ -251,9 +252,10 @@ def _num_classes(dataset: Any) -> int:
 
 def _loader(dataset: Any, batch_size: int, *, train: bool, workers: int, seed: int, epoch: int, rank: int,
             world: int, drop_last: bool, repeated_aug: bool = False) -> torch.utils.data.DataLoader:
-    """A loader whose order depends only on (seed, epoch, rank): for training timm's ``RepeatAugSampler`` (DeiT's
+    """A loader whose batches depend only on (seed, epoch, rank): for training timm's ``RepeatAugSampler`` (DeiT's
     ``RASampler``, shuffled by epoch) or a ``DistributedSampler`` (as the original uses for every run, even on one
-    process); sequential for evaluation."""
+    process); sequential for evaluation. Every item's augmentation is seeded by its place in the epoch
+    (:func:`timm_nas.search._rng.seeded_loader`), so the batches do not depend on ``workers``."""
     if train:
         if repeated_aug:
             from timm.data.distributed_sampler import RepeatAugSampler
@@ -266,31 +268,24 @@ def _loader(dataset: Any, batch_size: int, *, train: bool, workers: int, seed: i
         sampler.set_epoch(epoch)
     else:
         sampler = torch.utils.data.SequentialSampler(dataset)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                                       drop_last=drop_last, pin_memory=torch.cuda.is_available())
+    batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last)
+    stream = 2 * (epoch * world + rank) + (0 if train else 1)
+    return seeded_loader(dataset, batches, seed=seed, stream=stream, workers=workers,
+                         pin_memory=torch.cuda.is_available())
 
 
 @torch.no_grad()
 def _evaluate(model: nn.Module, dataset: Any, batch_size: int, device: torch.device, workers: int,
               amp: bool) -> dict[str, float]:
-    from timm.utils import accuracy
+    from ..training.evaluate import evaluate_batches
 
     model.eval()
     loader = _loader(dataset, batch_size, train=False, workers=workers, seed=0, epoch=0, rank=0, world=1,
                      drop_last=False)
-    n, top1, top5, loss = 0, 0.0, 0.0, 0.0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        with torch.autocast(device.type, enabled=amp):
-            out = model(x)
-        k = min(5, out.shape[-1])
-        a1, a5 = accuracy(out.float(), y, topk=(1, k))
-        b = x.shape[0]
-        n += b
-        top1 += a1.item() * b
-        top5 += a5.item() * b
-        loss += nn.functional.cross_entropy(out.float(), y, reduction="sum").item()
-    return {"acc1": top1 / max(n, 1), "acc5": top5 / max(n, 1), "loss": loss / max(n, 1)}
+    totals = evaluate_batches(model, loader, device, amp_dtype=torch.get_autocast_dtype(device.type) if amp else None)
+    if totals.count == 0:
+        return {"acc1": 0.0, "acc5": 0.0, "loss": 0.0}
+    return {"acc1": totals.top1, "acc5": totals.top5, "loss": totals.loss}
 
 
 def _arch_summary(model: Any) -> dict[str, Any]:
@@ -300,16 +295,103 @@ def _arch_summary(model: Any) -> dict[str, Any]:
     return {"gflops": gflops, "ops": list(arch.ops), "ffn_hidden": list(arch.ffn_hidden)}
 
 
-def _save(path: Path, payload: Mapping[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(dict(payload), tmp)
-    os.replace(tmp, path)
+@dataclasses.dataclass
+class _State:
+    """What an SPViT search step changes: the search network (and its DDP wrapper), both optimisers, their
+    schedules, the AMP scaler and the log so far; :meth:`checkpoint` is the original's checkpoint layout."""
+
+    raw: nn.Module
+    model: nn.Module
+    optimizer1: torch.optim.Optimizer
+    optimizer2: torch.optim.Optimizer
+    scheduler1: Any
+    scheduler2: Any
+    scaler: Any
+    history: list[dict[str, Any]]
+
+    def checkpoint(self, cfg: SPViTSearchConfig) -> dict[str, Any]:
+        return {"model": self.raw.state_dict(), "optimizer1": self.optimizer1.state_dict(),
+                "lr_scheduler1": self.scheduler1.state_dict(), "optimizer2": self.optimizer2.state_dict(),
+                "lr_scheduler2": self.scheduler2.state_dict(), "epoch": len(self.history) - 1,
+                "scaler": self.scaler.state_dict(), "args": cfg.to_dict()}
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def _build(cfg: SPViTSearchConfig, num_classes: int, device: torch.device, amp: bool, dist: Dist) -> _State:
+    import timm
+    from timm.scheduler import CosineLRScheduler
+
+    model_kwargs: dict[str, Any] = dict(cfg.model_kwargs, num_classes=num_classes, drop_path_rate=cfg.drop_path,
+                                        img_size=cfg.input_size, gate_seed=cfg.seed + dist.rank)
+    for key in ("target_flops", "loss_lambda", "theta"):
+        if getattr(cfg, key) is not None:
+            model_kwargs[key] = getattr(cfg, key)
+    overlay = dict(file=str(cfg.pretrained_file)) if cfg.pretrained_file else None
+    with torch.random.fork_rng(devices=[]):  # the heads' initialisation: a function of the seed
+        torch.manual_seed(cfg.seed)
+        raw = timm.create_model(cfg.model, pretrained=cfg.pretrained, pretrained_cfg_overlay=overlay, **model_kwargs)
+    if not hasattr(raw, "complexity_loss"):
+        raise ValueError(f"{cfg.model} is not an SPViT search network; use spvit_search_deit[_tiny|_small|_base]")
+    if raw.target_flops is None or raw.loss_lambda is None:
+        raise ValueError(f"{cfg.model} has no FLOPs target / loss weight: set target_flops and loss_lambda")
+    raw.to(device)
+    model = raw
+    if dist.world_size > 1:
+        model = nn.parallel.DistributedDataParallel(raw, device_ids=[device.index] if device.type == "cuda" else None)
+    lr = cfg.lr * cfg.batch_size * dist.world_size / SPVIT_LR_BATCH
+    weight_groups, gate_groups = weight_param_groups(raw, cfg.weight_decay)
+    optimizer1 = torch.optim.AdamW(weight_groups, lr=lr, eps=cfg.opt_eps, weight_decay=0.)
+    optimizer2 = torch.optim.AdamW(gate_groups, lr=cfg.resolved_arc_lr(), eps=cfg.opt_eps, weight_decay=0.)
+    scheduler1 = CosineLRScheduler(optimizer1, t_initial=cfg.epochs, lr_min=cfg.min_lr, warmup_t=cfg.warmup_epochs,
+                                   warmup_lr_init=cfg.warmup_lr, t_in_epochs=True)
+    # the original passes min_lr=arc_lr here, but its create_scheduler uses args.min_lr for every schedule
+    arc_min_lr = cfg.min_lr if cfg.arc_min_lr is None else cfg.arc_min_lr
+    scheduler2 = CosineLRScheduler(optimizer2, t_initial=cfg.epochs, lr_min=arc_min_lr, warmup_t=0,
+                                   warmup_lr_init=cfg.warmup_lr, t_in_epochs=True)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    return _State(raw, model, optimizer1, optimizer2, scheduler1, scheduler2, scaler, [])
+
+
+def _criterion(cfg: SPViTSearchConfig, num_classes: int) -> tuple[Any, nn.Module]:
+    """The original's Mixup / CutMix and loss: soft-target cross-entropy with Mixup, else label smoothing."""
+    from timm.data import Mixup
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
+                      switch_prob=cfg.mixup_switch_prob, mode=cfg.mixup_mode, label_smoothing=cfg.smoothing,
+                      num_classes=num_classes)
+        return mixup, SoftTargetCrossEntropy()
+    if cfg.smoothing:
+        return None, LabelSmoothingCrossEntropy(smoothing=cfg.smoothing)
+    return None, nn.CrossEntropyLoss()
+
+
+def _resume(state: _State, folder: RunFolder, records: list[dict[str, Any]], cfg: SPViTSearchConfig) -> None:
+    """Load the folder's checkpoint into ``state`` and keep the log records it covers."""
+    from .._checkpoint import load_checkpoint_file
+
+    path = folder.path / CHECKPOINT_NAME
+    if folder.overwrite or not path.is_file():
+        return
+    ckpt = load_checkpoint_file(path)
+    saved = ckpt.get("args") or {}
+    for key in ("model", "model_kwargs", "target_flops", "loss_lambda", "epochs", "seed", "batch_size"):
+        if key in saved and saved[key] != getattr(cfg, key):
+            raise ValueError(f"{path} was written with {key}={saved[key]!r}, not {getattr(cfg, key)!r}; "
+                             "use another output folder or overwrite=True (--overwrite)")
+    state.raw.load_state_dict(ckpt["model"], strict=True)
+    state.optimizer1.load_state_dict(ckpt["optimizer1"])
+    state.optimizer2.load_state_dict(ckpt["optimizer2"])
+    state.scheduler1.load_state_dict(ckpt["lr_scheduler1"])
+    state.scheduler2.load_state_dict(ckpt["lr_scheduler2"])
+    if ckpt.get("scaler"):
+        state.scaler.load_state_dict(ckpt["scaler"])
+    done = int(ckpt["epoch"]) + 1
+    state.history = [r for r in records if r.get("epoch", -1) < done]
+    if [r["epoch"] for r in state.history] != list(range(done)):
+        raise ValueError(f"{folder.log_path} does not hold epochs 0..{done - 1} of the checkpoint; "
+                         "overwrite=True (--overwrite) starts afresh")
+    _logger.info("resuming %s from epoch %d", folder.path, done)
 
 
 def search(
@@ -324,16 +406,21 @@ def search(
         progress: bool = True,
         export: Mapping[str, Any] | None = None,
         max_steps_per_epoch: int | None = None,
+        replace_changed_export: bool = False,
 ) -> SPViTSearchResult:
     """Run the SPViT search (the original ``main_pruning.py`` search loop) and derive the pruned architecture.
 
-    Files in ``output_dir`` (rank 0 writes): ``last_checkpoint.pth`` after every epoch (the original's keys:
-    ``model``, ``optimizer1``, ``lr_scheduler1``, ``optimizer2``, ``lr_scheduler2``, ``epoch``, ``scaler``,
-    ``args`` as a plain dict), ``search_{epoch}epoch.pth`` every ``ffn_save_every`` epochs (the original's FFN mask
-    file: the whole search state dict under ``model``), ``log.jsonl`` (one line per epoch: losses, learning rates,
-    GFLOPs against the target, ops, FFN widths, validation accuracy), and at the end ``arch.json`` (our
-    :class:`SPViTArch` dict, plus the original's ``assigned_indicators``). A later call with ``resume=True``
-    continues after the last finished epoch (the gate sampling continues too: its step is in the checkpoint).
+    ``output_dir`` is a run folder (:mod:`timm_nas.search.log`; rank 0 writes): ``run.json``, ``log.jsonl`` (one
+    line per epoch: losses, learning rates, GFLOPs against the target, ops, FFN widths, validation accuracy),
+    ``last_checkpoint.pth`` after every epoch (the original's keys: ``model``, ``optimizer1``, ``lr_scheduler1``,
+    ``optimizer2``, ``lr_scheduler2``, ``epoch``, ``scaler``, ``args`` as a plain dict),
+    ``search_{epoch}epoch.pth`` every ``ffn_save_every`` epochs (the original's FFN mask file: the whole search
+    state dict under ``model``), and at the end ``arch.json`` (our :class:`SPViTArch` dict, plus the original's
+    ``assigned_indicators``), ``best.json`` and ``export/``. The same call again continues after the last finished
+    epoch (the gate sampling continues too: its step is in the checkpoint) and ends where an uninterrupted run
+    ends; on a finished run it changes nothing. The run is a function of ``config.seed`` for any number of data
+    workers; another number of processes is another run (the learning rate scales with it, and each process
+    samples its own gates), as in the original.
 
     Args:
         train_dataset: map-style dataset of ``(image, class)`` with its transform (see :func:`search_transforms`).
@@ -341,165 +428,147 @@ def search(
         config: settings (default: the original's for DeiT-S).
         val_dataset: optional evaluation dataset (accuracy of the search network after every epoch).
         num_classes: classes (default: read from ``train_dataset``).
-        resume: continue from ``output_dir/last_checkpoint.pth`` when it exists.
+        resume: continue the run in ``output_dir``; ``False`` discards it (its outputs only) and starts afresh.
         device: where to run.
         progress: show a progress bar with the loss and the current GFLOPs against the target (rank 0).
-        export: when given, keyword arguments of :func:`export_pruned` (``folder``, ``skip_mode``, ``push_to``,
-            ``overwrite``, ...) to export the derived pruned model at the end.
+        export: when given, keyword arguments of :func:`export_pruned` (``skip_mode``, ``push_to``, ...;
+            ``folder`` defaults to ``output_dir/export``) to export the derived pruned model at the end.
         max_steps_per_epoch: cap on training steps per epoch (smoke tests); ``None`` for full epochs.
+        replace_changed_export: replace ``export/`` even when it holds files the search did not write.
     """
-    import timm
-    from timm.data import Mixup
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-    from timm.scheduler import CosineLRScheduler
-    from tqdm.auto import tqdm
-
-    from .._checkpoint import load_checkpoint_file
-
     cfg = config or SPViTSearchConfig()
     device = torch.device(device)
-    rank, world = _dist_info()
-    out = Path(output_dir)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+    dist = Dist.from_group()
     num_classes = _num_classes(train_dataset) if num_classes is None else num_classes
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     amp = device.type == "cuda" if cfg.amp is None else cfg.amp
-
-    model_kwargs: dict[str, Any] = dict(cfg.model_kwargs, num_classes=num_classes, drop_path_rate=cfg.drop_path,
-                                        img_size=cfg.input_size, gate_seed=cfg.seed + rank)
-    for key in ("target_flops", "loss_lambda", "theta"):
-        if getattr(cfg, key) is not None:
-            model_kwargs[key] = getattr(cfg, key)
-    overlay = dict(file=str(cfg.pretrained_file)) if cfg.pretrained_file else None
-    model = timm.create_model(cfg.model, pretrained=cfg.pretrained, pretrained_cfg_overlay=overlay, **model_kwargs)
-    if not hasattr(model, "complexity_loss"):
-        raise ValueError(f"{cfg.model} is not an SPViT search network; use spvit_search_deit[_tiny|_small|_base]")
-    if model.target_flops is None or model.loss_lambda is None:
-        raise ValueError(f"{cfg.model} has no FLOPs target / loss weight: set target_flops and loss_lambda")
-    model.to(device)
-    raw = model
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    lr = cfg.lr * cfg.batch_size * world / SPVIT_LR_BATCH
-    weight_groups, gate_groups = weight_param_groups(raw, cfg.weight_decay)
-    optimizer1 = torch.optim.AdamW(weight_groups, lr=lr, eps=cfg.opt_eps, weight_decay=0.)
-    optimizer2 = torch.optim.AdamW(gate_groups, lr=cfg.resolved_arc_lr(), eps=cfg.opt_eps, weight_decay=0.)
-    scheduler1 = CosineLRScheduler(optimizer1, t_initial=cfg.epochs, lr_min=cfg.min_lr, warmup_t=cfg.warmup_epochs,
-                                   warmup_lr_init=cfg.warmup_lr, t_in_epochs=True)
-    # the original passes min_lr=arc_lr here, but its create_scheduler uses args.min_lr for every schedule
-    arc_min_lr = cfg.min_lr if cfg.arc_min_lr is None else cfg.arc_min_lr
-    scheduler2 = CosineLRScheduler(optimizer2, t_initial=cfg.epochs, lr_min=arc_min_lr, warmup_t=0,
-                                   warmup_lr_init=cfg.warmup_lr, t_in_epochs=True)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
-
-    mixup_fn = None
-    if cfg.mixup > 0 or cfg.cutmix > 0:
-        mixup_fn = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
-                         switch_prob=cfg.mixup_switch_prob, mode=cfg.mixup_mode, label_smoothing=cfg.smoothing,
-                         num_classes=num_classes)
-        criterion: nn.Module = SoftTargetCrossEntropy()
-    elif cfg.smoothing:
-        criterion = LabelSmoothingCrossEntropy(smoothing=cfg.smoothing)
-    else:
-        criterion = nn.CrossEntropyLoss()
-
-    start_epoch, history = 0, []
-    ckpt_path = out / CHECKPOINT_NAME
-    if resume and ckpt_path.is_file():
-        ckpt = load_checkpoint_file(ckpt_path)
-        saved = ckpt.get("args") or {}
-        for key in ("model", "model_kwargs", "target_flops", "loss_lambda", "epochs", "seed", "batch_size"):
-            if key in saved and saved[key] != getattr(cfg, key):
-                raise ValueError(f"{ckpt_path} was written with {key}={saved[key]!r}, not {getattr(cfg, key)!r}; "
-                                 "use another output folder or resume=False")
-        raw.load_state_dict(ckpt["model"], strict=True)
-        optimizer1.load_state_dict(ckpt["optimizer1"])
-        optimizer2.load_state_dict(ckpt["optimizer2"])
-        scheduler1.load_state_dict(ckpt["lr_scheduler1"])
-        scheduler2.load_state_dict(ckpt["lr_scheduler2"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start_epoch = int(ckpt["epoch"]) + 1
-        log_path = out / LOG_NAME
-        if log_path.is_file():
-            history = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            history = [h for h in history if h["epoch"] < start_epoch]
-        _logger.info("resuming %s from epoch %d", out, start_epoch)
-
-    target = raw.target_flops
-    for epoch in range(start_epoch, cfg.stop_epoch + 1):
-        model.train()
-        loader = _loader(train_dataset, cfg.batch_size, train=True, workers=cfg.workers, seed=cfg.seed, epoch=epoch,
-                         rank=rank, world=world, drop_last=True, repeated_aug=cfg.repeated_aug)
-        total = len(loader) if max_steps_per_epoch is None else min(len(loader), max_steps_per_epoch)
-        if total == 0:
-            raise ValueError(f"the training set gives no full batch of {cfg.batch_size}: lower batch_size")
-        bar = tqdm(loader, total=total, disable=not progress or rank != 0, desc=f"spvit epoch {epoch}", leave=False)
-        sums = {"loss": 0.0, "loss_cls": 0.0, "loss_bop": 0.0}
-        steps = 0
-        for x, y in bar:
-            if steps >= total:
-                break
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if mixup_fn is not None:
-                x, y = mixup_fn(x, y)
-            with torch.autocast(device.type, enabled=amp):
-                logits = model(x)
-                loss_cls = criterion(logits, y)
-                loss_bop = raw.complexity_loss()
-                loss = loss_cls + loss_bop
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {steps}; stopping")
-            optimizer1.zero_grad()
-            optimizer2.zero_grad()
-            scaler.scale(loss).backward()
-            scaler.step(optimizer1)
-            scaler.step(optimizer2)
-            scaler.update()
-            steps += 1
-            for k, v in (("loss", loss), ("loss_cls", loss_cls), ("loss_bop", loss_bop)):
-                sums[k] += float(v.detach())
-            with torch.no_grad():
-                gflops = float(raw.complexity()["flops"]) / 1e9
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", gflops=f"{gflops:.3f}/{target:.3f}")
-        bar.close()
-        lrs = {"lr": optimizer1.param_groups[0]["lr"], "arc_lr": optimizer2.param_groups[0]["lr"]}
-        scheduler1.step(epoch)  # the original steps with the finished epoch's index (the lr lags one epoch)
-        scheduler2.step(epoch)
-
-        record: dict[str, Any] = {"epoch": epoch, **{k: v / steps for k, v in sums.items()}, **lrs,
-                                  "target_gflops": target, **_arch_summary(raw), "gate_step": raw.step}
-        if rank == 0:
-            _save(ckpt_path, {"model": raw.state_dict(), "optimizer1": optimizer1.state_dict(),
-                              "lr_scheduler1": scheduler1.state_dict(), "optimizer2": optimizer2.state_dict(),
-                              "lr_scheduler2": scheduler2.state_dict(), "epoch": epoch,
-                              "scaler": scaler.state_dict(), "args": cfg.to_dict()})
+    identity = {"config": {k: v for k, v in cfg.to_dict().items() if k != "workers"}, "num_classes": num_classes,
+                "train_size": len(train_dataset), "val_size": None if val_dataset is None else len(val_dataset),
+                "max_steps_per_epoch": max_steps_per_epoch, "world_size": dist.world_size, "amp": amp}
+    # stop_epoch may grow: the schedules span `epochs`, so the first epochs of a longer run are those of a shorter one
+    folder = RunFolder(output_dir, identity, kind="spvit", log_name=LOG_NAME, overwrite=not resume, outputs=OUTPUTS,
+                       legacy=(CHECKPOINT_NAME, LOG_NAME), extendable=("config.stop_epoch",),
+                       replace_changed_export=replace_changed_export)
+    records = dist.check(folder.check)
+    state = _build(cfg, num_classes, device, amp, dist)
+    mixup, criterion = _criterion(cfg, num_classes)
+    dist.check(lambda: _resume(state, folder, records, cfg))
+    if dist.is_main:
+        folder.start(keep=len(state.history))
+    if dist.world_size > 1:  # every rank continues from rank 0's checkpoint
+        state.history = dist.broadcast(state.history)
+        dist.broadcast_tensors(list(state.raw.parameters()) + list(state.raw.buffers()))
+    for epoch in range(len(state.history), cfg.stop_epoch + 1):
+        with seeded(cfg.seed, 2 * (epoch * dist.world_size + dist.rank)):  # Mixup, drop-path
+            record = _epoch(state, epoch, train_dataset, cfg, mixup, criterion, device, amp, dist, progress,
+                            max_steps_per_epoch)
+        if dist.is_main:
             if val_dataset is not None:
-                record.update({f"val_{k}": v for k, v in _evaluate(raw, val_dataset, int(1.5 * cfg.batch_size),
+                record.update({f"val_{k}": v for k, v in _evaluate(state.raw, val_dataset, int(1.5 * cfg.batch_size),
                                                                    device, cfg.workers, amp).items()})
+            folder.append(record)  # log first: a kill before the checkpoint redoes the epoch, logged once
+            state.history.append(record)
+            folder.save_checkpoint(CHECKPOINT_NAME, state.checkpoint(cfg))
             if (epoch + 1) % cfg.ffn_save_every == 0 and epoch > 0:
-                _save(out / f"search_{epoch}epoch.pth", {"model": raw.state_dict()})
-            with open(out / LOG_NAME, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+                folder.save_checkpoint(f"search_{epoch}epoch.pth", {"model": state.raw.state_dict()})
             _logger.info("epoch %d: loss %.4f, %.3f GFLOPs (target %.3f), ops %s", epoch, record["loss"],
-                         record["gflops"], target, record["ops"])
-        history.append(record)
-        if world > 1:
-            dist.barrier()
+                         record["gflops"], record["target_gflops"], record["ops"])
+        else:
+            state.history.append(record)
+        dist.barrier()
 
+    raw = state.raw
     arch = raw.derive_arch()
-    export_path = None
-    if rank == 0:
-        _write_json(out / ARCH_NAME, {"arch": arch.to_dict(), "assigned_indicators": arch.indicators(),
-                                      "gflops": _arch_summary(raw)["gflops"], "model": cfg.model})
-        if export is not None:
-            last = history[-1] if history else {}
-            metrics = {k[4:]: last[k] for k in ("val_acc1", "val_acc5") if k in last}
-            export_path = export_pruned(raw, arch=arch, provenance=_provenance(cfg, raw, history),
-                                        metrics=metrics or None, **dict(export))
+    result = SPViTSearchResult(arch=arch, model=raw, history=state.history, output_dir=folder.path)
+    if dist.is_main:
+        _save_results(folder, state, arch, cfg, export, result)
+    folder.close()
     raw.eval()
-    return SPViTSearchResult(arch=arch, model=raw, history=history, output_dir=out, export_path=export_path)
+    return result
+
+
+def _epoch(state: _State, epoch: int, dataset: Any, cfg: SPViTSearchConfig, mixup: Any, criterion: nn.Module,
+           device: torch.device, amp: bool, dist: Dist, progress: bool, max_steps: int | None) -> dict[str, Any]:
+    """One epoch of the original's ``train_one_epoch_pruning``; returns its log record (without validation)."""
+    from tqdm.auto import tqdm
+
+    raw, model = state.raw, state.model
+    model.train()
+    loader = _loader(dataset, cfg.batch_size, train=True, workers=cfg.workers, seed=cfg.seed, epoch=epoch,
+                     rank=dist.rank, world=dist.world_size, drop_last=True, repeated_aug=cfg.repeated_aug)
+    total = len(loader) if max_steps is None else min(len(loader), max_steps)
+    if total == 0:
+        raise ValueError(f"the training set gives no full batch of {cfg.batch_size}: lower batch_size")
+    target = raw.target_flops
+    bar = tqdm(loader, total=total, disable=not progress or not dist.is_main, desc=f"spvit epoch {epoch}",
+               leave=False)
+    sums = {"loss": 0.0, "loss_cls": 0.0, "loss_bop": 0.0}
+    steps = 0
+    for x, y in bar:
+        if steps >= total:
+            break
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if mixup is not None:
+            x, y = mixup(x, y)
+        with torch.autocast(device.type, enabled=amp):
+            logits = model(x)
+            loss_cls = criterion(logits, y)
+            loss_bop = raw.complexity_loss()
+            loss = loss_cls + loss_bop
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {steps}; stopping")
+        state.optimizer1.zero_grad()
+        state.optimizer2.zero_grad()
+        state.scaler.scale(loss).backward()
+        state.scaler.step(state.optimizer1)
+        state.scaler.step(state.optimizer2)
+        state.scaler.update()
+        steps += 1
+        for k, v in (("loss", loss), ("loss_cls", loss_cls), ("loss_bop", loss_bop)):
+            sums[k] += float(v.detach())
+        with torch.no_grad():
+            gflops = float(raw.complexity()["flops"]) / 1e9
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", gflops=f"{gflops:.3f}/{target:.3f}")
+    bar.close()
+    lrs = {"lr": state.optimizer1.param_groups[0]["lr"], "arc_lr": state.optimizer2.param_groups[0]["lr"]}
+    state.scheduler1.step(epoch)  # the original steps with the finished epoch's index (the lr lags one epoch)
+    state.scheduler2.step(epoch)
+    return {"epoch": epoch, **{k: v / steps for k, v in sums.items()}, **lrs, "target_gflops": target,
+            **_arch_summary(raw), "gate_step": raw.step}
+
+
+def _save_results(folder: RunFolder, state: _State, arch: SPViTArch, cfg: SPViTSearchConfig,
+                  export: Mapping[str, Any] | None, result: SPViTSearchResult) -> None:
+    """``arch.json``, ``best.json`` and the export (rank 0); unchanged files are left alone."""
+    raw, history = state.raw, state.history
+    summary = _arch_summary(raw)
+    folder.write_json(ARCH_NAME, {"arch": arch.to_dict(), "assigned_indicators": arch.indicators(),
+                                  "gflops": summary["gflops"], "model": cfg.model})
+    last = history[-1] if history else {}
+    folder.write_json("best.json", {"arch": arch.to_dict(), "gflops": summary["gflops"],
+                                    "target_gflops": raw.target_flops, "epochs": len(history),
+                                    **{k: last[k] for k in ("val_acc1", "val_acc5", "val_loss") if k in last}})
+    if export is None:
+        return
+    kwargs = dict(export)
+    target = Path(kwargs.pop("folder", folder.path / EXPORT_DIR))
+    push_to = kwargs.pop("push_to", None)
+    private, token = kwargs.pop("private", False), kwargs.pop("token", None)
+    metrics = {k[4:]: last[k] for k in ("val_acc1", "val_acc5") if k in last}
+    kwargs.update(arch=arch, provenance=_provenance(cfg, raw, history), metrics=metrics or None)
+    ours = target.resolve() == (folder.path / EXPORT_DIR).resolve()
+    if ours:
+        kwargs.pop("overwrite", None)
+        result.export_path, result.export_status = folder.export(lambda f: export_pruned(raw, f, **kwargs))
+    else:
+        result.export_path, result.export_status = export_pruned(raw, target, **kwargs), "written"
+    if push_to:
+        from .. import hub
+
+        hub.push(result.export_path, push_to, private=private, token=token)
+        if ours:
+            folder.record_export()
 
 
 def _provenance(cfg: SPViTSearchConfig, model: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
