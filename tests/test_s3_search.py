@@ -197,15 +197,25 @@ def test_end_to_end_cli_space_evolution_then_search(image_folder, tmp_path, caps
     cfg = json.loads((out / "search" / "export" / "config.json").read_text())
     assert cfg["model_args"]["subnet"] == best["config"]
 
-    # the same command resumes: nothing is recomputed, the log is unchanged
-    before = (out / "space_evolution.jsonl").read_text()
+    # the same command on the finished run: nothing recomputed, no file changed (final space and search included)
+    capsys.readouterr()
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
     assert main(argv) == 0
-    assert (out / "space_evolution.jsonl").read_text() == before
-    # another space in the same folder is refused
+    assert "a finished search: nothing to do" in capsys.readouterr().out
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()} == before
+    # the same seed with data-loader workers gives the same run
+    other_out = tmp_path / "workers"
+    argv2 = [a if a != str(out) else str(other_out) for a in argv]
+    argv2[argv2.index("--workers") + 1] = "2"
+    assert main(argv2 + ["--no-progress"]) == 0
+    for name in ("space_evolution.jsonl", "step_0.jsonl", "step_1.jsonl", "supernet_0.safetensors",
+                 "supernet_1.safetensors", "final_space.json"):
+        assert (out / name).read_bytes() == (other_out / name).read_bytes(), name
+    # another space in the same folder is refused, naming the difference
     other = dict(SPACE32, mlp_ratio=[3.0, 4.0])
     space_file.write_text(json.dumps(other))
     assert main(argv) == 2
-    assert "holds a space evolution with another space" in capsys.readouterr().err
+    assert "different arguments (space.mlp_ratio" in capsys.readouterr().err
 
 
 def test_evolve_space_api_without_a_folder():

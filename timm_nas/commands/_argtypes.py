@@ -65,7 +65,16 @@ def space_arg(text: str, what: str = "--space") -> str | dict[str, Any]:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Help with each option's default and the description / epilog (the command's example) printed as written."""
+    """Help with each option's default and the description / epilog (the command's example) printed as written.
+
+    The default is added once: not when the help already states it, and not for required options, flags and
+    options without a default (``None`` / empty)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text.lower() or action.required or action.default in (None, False, "", argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 
 def model_args(value: str | dict[str, Any] | None, what: str = "--model-args") -> dict[str, Any]:

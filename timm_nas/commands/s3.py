@@ -11,16 +11,16 @@ Examples::
     timm-nas search s3-space --space space.json --img-size 32 --num-classes 10 --data-dir data --train-steps 500 \\
         --finetune-steps 100 --iterations 1 --num-samples 50 --search-generations 5 --out runs/s3-small
 
-``--out`` receives ``space_evolution.jsonl`` (one line per step: the space, its E-T error, the per-subspace fits and
-the next space), ``step_<t>.jsonl`` (each sampled architecture with its error and cost), ``supernet_<t>.safetensors``,
-``space_evolution.png``, ``final_space.json`` and, with ``--search-generations``, ``search/`` (the evolution's
-``candidates.jsonl``, ``best.json``, ``pareto.*``) and ``search/export/`` (the best subnet, Hub-ready). The same
-command on the same ``--out`` resumes after the last completed step.
+``--out`` is a run folder (``timm_nas.search.log``): ``run.json``, ``space_evolution.jsonl`` (one line per step: the
+space, its E-T error, the per-subspace fits and the next space), ``step_<t>.jsonl`` (each sampled architecture with
+its error and cost), ``supernet_<t>.safetensors``, ``space_evolution.png``, ``final_space.json``, ``best.json`` and,
+with ``--search-generations``, ``search/`` (the evolution's run folder: ``candidates.jsonl``, ``best.json``,
+``pareto.*``, ``export/`` with the best subnet, Hub-ready). The same command on the same ``--out`` resumes after the
+last completed step; on a finished run it changes nothing.
 """
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,10 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     r.add_argument("--seed", type=int, default=0, help="seed of the samples and of the supernet's init")
     r.add_argument("--out", required=True, help="output folder (resumed when it holds the same run)")
     r.add_argument("--overwrite", action="store_true", help="discard a previous run in --out")
+    r.add_argument("--overwrite-export", action="store_true",
+                   help="replace --out/search/export even if it holds files the search did not write")
     r.add_argument("--no-plot", action="store_true", help="do not draw space_evolution.png")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_s3_space)
 
 
@@ -148,48 +151,74 @@ def run_s3_space(args: argparse.Namespace) -> int:
 
     probe = make_supernet(space).eval()  # checks the space at this input size before any data is read
     constraints.check_latency_table(probe)
-    train_loader = _train_loader(probe, data_dir, args, device) if (args.train_steps or args.finetune_steps) else None
-    eval_loader, _ = _eval_loader(probe, data_dir, args, device)
+    train_data = _train_dataset(probe, data_dir, args) if (args.train_steps or args.finetune_steps) else None
+    eval_loader, eval_data = _eval_loader(probe, data_dir, args, device)
 
     def train(model: Any, t: int) -> None:
         steps = args.train_steps if t == 0 else args.finetune_steps
         if steps:
-            losses = train_supernet(model, train_loader, steps, lr=args.lr, weight_decay=args.weight_decay,
-                                    device=device)
+            loader = _train_batches(train_data, args, steps, t)
+            losses = train_supernet(model, loader, steps, lr=args.lr, weight_decay=args.weight_decay, device=device)
             print(f"step {t}: trained the supernet {steps} steps, last loss {losses[-1]:.4f}")
 
     initial = None
+    weights: dict[str, Any] = {"random_init_seed": args.seed}
     if args.checkpoint is not None:
-        initial = to_timm_layout(unwrap_state_dict(load_checkpoint_file(Path(args.checkpoint).expanduser())))
+        path = Path(args.checkpoint).expanduser().resolve()
+        initial = to_timm_layout(unwrap_state_dict(load_checkpoint_file(path)))
+        weights = {"checkpoint": str(path), "bytes": path.stat().st_size}
+    arguments = {"model_args": {"img_size": args.img_size, "patch_size": args.patch_size,
+                                "num_classes": args.num_classes},
+                 "weights": weights, "eval_data": eval_data,
+                 "training": {"train_split": args.train_split, "train_steps": args.train_steps,
+                              "finetune_steps": args.finetune_steps, "lr": args.lr, "weight_decay": args.weight_decay,
+                              "batch_size": args.batch_size}}
+    progress = not args.no_progress
     result = evolve_space(space, iterations=args.iterations, make_supernet=make_supernet, train=train,
-                          evaluate=lambda model, cfgs: evaluate_errors(model, cfgs, eval_loader, device),
+                          evaluate=lambda model, cfgs: evaluate_errors(model, cfgs, eval_loader, device,
+                                                                       progress=progress),
                           settings=settings, out=out, initial_state=initial, evaluate_final=not args.no_final_eval,
-                          overwrite=args.overwrite, plot=not args.no_plot)
+                          overwrite=args.overwrite, plot=not args.no_plot, arguments=arguments, progress=progress)
     for rec in result.steps:
         q = rec["et_error"]
         moved = [f"s{f['stage']}.{f['dim']}: {f['choices']} -> {f['new_choices']}" for f in rec["fits"]
                  if f["steps"]]
         print(f"step {rec['step']}: E-T error {q['q']:.3f} (Q_e {q['q_e']:.3f}, Q_t {q['q_t']:.3f}, "
               f"{q['n']} architectures)" + (f"; moved {', '.join(moved)}" if moved else ""))
-    (out / "final_space.json").write_text(json.dumps(result.space.to_dict(), indent=1), encoding="utf-8")
-    print(f"final space written to {out / 'final_space.json'}; log {out / 'space_evolution.jsonl'}")
+    print(f"final space: {out / 'final_space.json'}; log {out / 'space_evolution.jsonl'}")
 
     if args.search_generations:
         _search_final(result, make_supernet, eval_loader, constraints, args, device, out)
     return 0
 
 
-def _train_loader(model: Any, data_dir: Path, args: argparse.Namespace, device: Any) -> Any:
-    from timm.data import create_dataset, create_loader, resolve_data_config
+def _train_dataset(model: Any, data_dir: Path, args: argparse.Namespace) -> Any:
+    from timm.data import create_dataset, create_transform, resolve_data_config
 
     ds = create_dataset(args.dataset, root=str(data_dir), split=args.train_split, is_training=True)
     if len(ds) == 0:
         raise ValueError(f"no training images under {data_dir} (split {args.train_split!r})")
     cfg = resolve_data_config(model=model)
-    return create_loader(ds, input_size=(3, args.img_size, args.img_size), batch_size=args.batch_size,
-                         is_training=True, use_prefetcher=False, interpolation=cfg["interpolation"],
-                         mean=cfg["mean"], std=cfg["std"], num_workers=args.workers, persistent_workers=False,
-                         device=device)
+    ds.transform = create_transform((3, args.img_size, args.img_size), is_training=True,
+                                    interpolation=cfg["interpolation"], mean=cfg["mean"], std=cfg["std"])
+    return ds
+
+
+def _train_batches(dataset: Any, args: argparse.Namespace, steps: int, t: int) -> Any:
+    """``steps`` shuffled training batches for space-evolution step ``t``: passes over the data in seeded orders,
+    every item's augmentation seeded by its place (the same batches for any --workers, and after a resume)."""
+    import torch
+
+    from ..search._rng import seeded_loader
+    from ..spaces.base import generator_for
+
+    n = len(dataset)
+    per_pass = max(n // args.batch_size, 1)
+    batches: list[list[int]] = []
+    for p in range(-(-steps // per_pass)):
+        order = torch.randperm(n, generator=generator_for(args.seed, t * 100_003 + p)).tolist()
+        batches += [order[i * args.batch_size:(i + 1) * args.batch_size] for i in range(per_pass)]
+    return seeded_loader(dataset, batches[:steps], seed=args.seed, stream=t, workers=args.workers)
 
 
 def _eval_loader(model: Any, data_dir: Path, args: argparse.Namespace, device: Any) -> Any:
@@ -206,7 +235,7 @@ def _search_final(result: Any, make_supernet: Any, loader: Any, constraints: Any
     the best subnet exported Hub-ready."""
     from ..search import AccuracyScorer, EvolutionSearch, run_search
     from ..search.space_evolution import inherit_weights
-    from .search import export_best
+    from .search import _EXPORT_STATUS, export_best
 
     supernet = make_supernet(result.space)
     inherit_weights(supernet, result.state_dict)  # identical shapes unless --no-final-eval left the space untrained
@@ -216,12 +245,15 @@ def _search_final(result: Any, make_supernet: Any, loader: Any, constraints: Any
                                topk=max(1, population // 5), generations=args.search_generations,
                                mutations=population // 2, crossovers=population // 2)
     found = run_search(strategy, AccuracyScorer(supernet, loader, device=device), out=out / "search",
-                       arguments={"model": "s3_supernet", "space_evolution": str(out)}, overwrite=args.overwrite)
+                       arguments={"model": "s3_supernet", "space_evolution": str(out)}, overwrite=args.overwrite,
+                       replace_changed_export=args.overwrite_export, plot=not args.no_plot)
     best = found.best
-    print(f"search in the final space: best top-1 {best.score:.3f}% with {best.params / 1e6:.2f}M params")
-    folder = export_best(supernet, found, out / "search" / "export", provenance={
+    print(f"search in the final space: best top-1 {best.score:.3f}% with {best.params / 1e6:.2f}M params"
+          + ("" if found.scored else " (a finished search: nothing to do)"))
+    provenance = {
         "method": "S3 space evolution + AutoFormer evolutionary search", "supernet": "s3_supernet",
         "space": result.space.to_dict(), "seed": args.seed,
         "constraints": {k: v for k, v in constraints.to_dict().items() if k != "cost_kwargs"},
-        "weights": {"space_evolution": str(out)}, **constraints.latency_record(best.config)})
-    print(f"exported the best subnet to {folder}")
+        "weights": {"space_evolution": str(out)}, **constraints.latency_record(best.config)}
+    folder, status = found.folder.export(lambda f: export_best(supernet, found, f, provenance=provenance))
+    print(_EXPORT_STATUS[status].format(folder=folder))

@@ -49,6 +49,7 @@ import torch.nn as nn
 from ..models.s3 import paste_overlap
 from ..spaces.base import generator_for
 from ..spaces.s3 import DIMENSIONS, S3Space, S3Subnet, effective_window
+from ._rng import seeded
 from .constraints import Constraints
 
 __all__ = [
@@ -440,12 +441,16 @@ def train_supernet(model: nn.Module, loader: Iterable, steps: int, *, lr: float 
 
 
 def evaluate_errors(model: nn.Module, configs: Sequence[S3Subnet], loader: Iterable,
-                    device: torch.device | str | None = None) -> list[float]:
-    """Top-1 error (%) of each subnet with the supernet's inherited weights (eval mode)."""
+                    device: torch.device | str | None = None, *, progress: bool = False) -> list[float]:
+    """Top-1 error (%) of each subnet with the supernet's inherited weights (eval mode); ``progress`` shows a bar
+    over the subnets."""
+    from tqdm.auto import tqdm
+
     from .scorers import AccuracyScorer
 
     scorer = AccuracyScorer(model, loader, device=device)
-    return [100.0 - scorer(cfg) for cfg in configs]
+    return [100.0 - scorer(cfg) for cfg in tqdm(configs, disable=not progress, desc="E-T error", unit="arch",
+                                                leave=False)]
 
 
 # --------------------------------------------------------------------------------------------------- the loop
@@ -462,24 +467,16 @@ class SpaceEvolutionResult:
         return [s["et_error"]["q"] for s in self.steps]
 
 
-def _read_log(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut short by an interruption: redo that step
-    return records
+#: What a space-evolution run folder holds besides the common files (timm_nas.search.log).
+OUTPUTS = (LOG_NAME, PLOT_NAME, "step_*.jsonl", "supernet_*.safetensors", "final_space.json", "search")
 
 
-def _append(path: Path, record: Mapping[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+def _save_state(path: Path, state: Mapping[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    from .._io import atomic_write
+
+    atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, str(tmp)))
 
 
 def evolve_space(
@@ -495,19 +492,23 @@ def evolve_space(
         evaluate_final: bool = True,
         overwrite: bool = False,
         plot: bool = True,
+        arguments: Mapping[str, Any] | None = None,
+        progress: bool = False,
 ) -> SpaceEvolutionResult:
     """Run S3's space evolution: ``iterations`` updates of ``space``, each preceded by training its supernet and
     estimating its E-T error.
 
     Step ``t``: build the supernet of ``A(t)`` (``make_supernet``), inherit the previous step's weights (or
-    ``initial_state``), ``train(model, t)``, sample ``settings.num_samples`` constrained architectures, evaluate
-    their errors (``evaluate``), compute ``Q(A(t))``, fit and move every subspace -> ``A(t+1)``. With
-    ``evaluate_final`` the last space is trained and evaluated too (its record has no fits).
+    ``initial_state``), ``train(model, t)`` (its global-generator draws seeded by ``(settings.seed, t)``), sample
+    ``settings.num_samples`` constrained architectures, evaluate their errors (``evaluate``), compute
+    ``Q(A(t))``, fit and move every subspace -> ``A(t+1)``. With ``evaluate_final`` the last space is trained and
+    evaluated too (its record has no fits).
 
-    With ``out``, each step appends one JSON line to ``space_evolution.jsonl`` (space, E-T error, fits, next
-    space), writes the step's architectures and errors to ``step_<t>.jsonl`` and its supernet weights to
-    ``supernet_<t>.safetensors``, and redraws ``space_evolution.png``. A second call with the same arguments
-    resumes after the last completed step.
+    With ``out`` (a run folder, :mod:`timm_nas.search.log`), each step writes the step's architectures and errors
+    to ``step_<t>.jsonl`` and its supernet weights to ``supernet_<t>.safetensors`` (atomically), then appends one
+    line to ``space_evolution.jsonl`` (space, E-T error, fits, next space) and redraws ``space_evolution.png``;
+    at the end ``final_space.json`` and ``best.json`` (the final space and its E-T error). The same call again
+    resumes after the last completed step; on a finished run it changes nothing.
 
     Args:
         space: the initial space ``A(0)``.
@@ -521,46 +522,58 @@ def evolve_space(
         evaluate_final: also train and evaluate the final space.
         overwrite: discard a previous run in ``out``.
         plot: draw the PNG (skipped with a warning when matplotlib is missing).
+        arguments: more JSON-native values that define the run (the data, the training), recorded in
+            ``run.json`` and compared on resume.
+        progress: show a progress bar over the steps.
 
     Raises:
-        ValueError: if ``out`` holds a different run (other space or settings) and ``overwrite`` is false.
+        ValueError: if ``out`` holds a different run (other space, settings or arguments) and ``overwrite`` is
+            false.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+    from tqdm.auto import tqdm
+
+    from .log import RunFolder
 
     settings = settings or SpaceEvolution()
     if iterations < 0:
         raise ValueError(f"iterations must be non-negative, got {iterations}")
-    folder = Path(out) if out is not None else None
+    folder = None
     done: list[dict[str, Any]] = []
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        log = folder / LOG_NAME
-        if overwrite:
-            for p in [log, folder / PLOT_NAME, *folder.glob("step_*.jsonl"), *folder.glob("supernet_*.safetensors")]:
-                p.unlink(missing_ok=True)
-        done = _read_log(log)
-        if done and (done[0]["space"] != space.to_dict() or done[0]["settings"] != settings.to_dict()
-                     or done[0]["iterations"] != iterations):
-            raise ValueError(f"{folder} holds a space evolution with another space, settings or number of "
+    if out is not None:
+        identity = {"space": space.to_dict(), "settings": settings.to_dict(), "iterations": iterations,
+                    "evaluate_final": evaluate_final, **dict(arguments or {})}
+        folder = RunFolder(out, identity, kind="s3-space", log_name=LOG_NAME, overwrite=overwrite, outputs=OUTPUTS,
+                           legacy=(LOG_NAME,))
+        records = folder.check()
+        if records and (records[0].get("space") != space.to_dict() or records[0].get("settings") !=
+                        settings.to_dict() or records[0].get("iterations") != iterations):
+            raise ValueError(f"{folder.path} holds a space evolution with another space, settings or number of "
                              "iterations; pass overwrite=True (--overwrite) or choose another folder")
-        # keep only steps whose weights were saved
-        done = [r for r in done if (folder / f"supernet_{r['step']}.safetensors").is_file()]
-        log.write_text("".join(json.dumps(r) + "\n" for r in done), encoding="utf-8")
+        for r in records:  # the completed steps: their files are written before their log line
+            if r.get("step") != len(done) or not (folder.path / f"supernet_{r['step']}.safetensors").is_file():
+                break
+            done.append(r)
+        folder.start(keep=len(done))
     state: dict[str, torch.Tensor] | None = dict(initial_state) if initial_state is not None else None
     current = space
     if done:
-        current = S3Space.from_dict(done[-1]["next_space"]) if done[-1]["next_space"] else current
-        state = load_file(str(folder / f"supernet_{done[-1]['step']}.safetensors"))  # type: ignore[operator]
-        _logger.info("resuming the space evolution after step %d", done[-1]["step"])
+        last_record = done[-1]
+        current = S3Space.from_dict(last_record["next_space"] or last_record["space"])
+        state = load_file(str(folder.path / f"supernet_{last_record['step']}.safetensors"))  # type: ignore[union-attr]
+        _logger.info("resuming the space evolution after step %d", last_record["step"])
     records = list(done)
     last = iterations if evaluate_final else iterations - 1
-    for t in range(len(done), last + 1):
+    steps = tqdm(range(len(done), last + 1), total=last + 1, initial=len(done), disable=not progress,
+                 desc="space evolution", unit="step")
+    for t in steps:
         model = make_supernet(current)
         if state is not None:
             fresh = inherit_weights(model, state)
             if fresh:
                 _logger.info("step %d: %d tensors start from their initialisation (new blocks)", t, len(fresh))
-        train(model, t)
+        with seeded(settings.seed, t):
+            train(model, t)
         configs = sample_subnets(current, settings.num_samples, settings.constraints, seed=settings.seed, step=t)
         errors = [float(e) for e in evaluate(model, configs)]
         q = et_error(errors, settings.top_k)
@@ -573,20 +586,33 @@ def evolve_space(
                   "fits": [f.to_dict() for f in fits], "next_space": next_space.to_dict() if next_space else None,
                   "iterations": iterations, "settings": settings.to_dict()}
         _logger.info("step %d: E-T error %.3f (Q_e %.3f, Q_t %.3f over %d architectures)", t, q.q, q.q_e, q.q_t, q.n)
+        steps.set_postfix(et_error=f"{q.q:.3f}")
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         if folder is not None:
-            with open(folder / f"step_{t}.jsonl", "w", encoding="utf-8") as f:
-                for cfg, err in zip(configs, errors):
-                    cost = settings.constraints.cost(cfg)
-                    f.write(json.dumps({"config": cfg.to_dict(), "error": err, "params": cost.params,
-                                        "macs": cost.macs}) + "\n")
-            save_file({k: v.contiguous() for k, v in state.items()}, str(folder / f"supernet_{t}.safetensors"))
-            _append(folder / LOG_NAME, record)
+            lines = []
+            for cfg, err in zip(configs, errors):
+                cost = settings.constraints.cost(cfg)
+                lines.append(json.dumps({"config": cfg.to_dict(), "error": err, "params": cost.params,
+                                         "macs": cost.macs}) + "\n")
+            folder.write_text(f"step_{t}.jsonl", "".join(lines))
+            _save_state(folder.path / f"supernet_{t}.safetensors", state)
+            folder.append(record)  # last: a logged step has its files
         records.append(record)
         if plot and folder is not None:
-            plot_space_evolution(records, folder / PLOT_NAME)
+            plot_space_evolution(records, folder.path / PLOT_NAME)
         if next_space is not None:
             current = next_space
+    steps.close()
+    if folder is not None:
+        if plot and records and not (folder.path / PLOT_NAME).is_file():
+            plot_space_evolution(records, folder.path / PLOT_NAME)
+        folder.write_json("final_space.json", current.to_dict())
+        if records:
+            final = records[-1]
+            folder.write_json("best.json", {"space": current.to_dict(), "step": final["step"],
+                                            "et_error": final["et_error"] if final["space"] == current.to_dict()
+                                            else None, "steps": len(records)})
+        folder.close()
     return SpaceEvolutionResult(records, current, state)
 
 
