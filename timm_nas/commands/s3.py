@@ -245,7 +245,8 @@ def _search_final(result: Any, make_supernet: Any, loader: Any, constraints: Any
                                topk=max(1, population // 5), generations=args.search_generations,
                                mutations=population // 2, crossovers=population // 2)
     found = run_search(strategy, AccuracyScorer(supernet, loader, device=device), out=out / "search",
-                       arguments={"model": "s3_supernet", "space_evolution": str(out)}, overwrite=args.overwrite,
+                       arguments={"model": "s3_supernet", "weights": "the space evolution's last supernet (../)"},
+                       overwrite=args.overwrite,
                        replace_changed_export=args.overwrite_export, plot=not args.no_plot)
     best = found.best
     print(f"search in the final space: best top-1 {best.score:.3f}% with {best.params / 1e6:.2f}M params"
@@ -254,6 +255,6 @@ def _search_final(result: Any, make_supernet: Any, loader: Any, constraints: Any
         "method": "S3 space evolution + AutoFormer evolutionary search", "supernet": "s3_supernet",
         "space": result.space.to_dict(), "seed": args.seed,
         "constraints": {k: v for k, v in constraints.to_dict().items() if k != "cost_kwargs"},
-        "weights": {"space_evolution": str(out)}, **constraints.latency_record(best.config)}
+        "weights": "inherited from the last supernet of the space evolution", **constraints.latency_record(best.config)}
     folder, status = found.folder.export(lambda f: export_best(supernet, found, f, provenance=provenance))
     print(_EXPORT_STATUS[status].format(folder=folder))

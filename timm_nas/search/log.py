@@ -305,13 +305,20 @@ class RunFolder:
                 return path
         except (OSError, UnicodeDecodeError):
             pass
-        return atomic_write_text(path, text)
+        return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def save_checkpoint(self, name: str, payload: Mapping[str, Any]) -> Path:
         """``torch.save`` ``payload`` to ``name`` atomically (a kill mid-write leaves the previous checkpoint)."""
         import torch
 
         return atomic_write(self.path / name, lambda tmp: torch.save(dict(payload), tmp))
+
+    def save_tensors(self, name: str, tensors: Mapping[str, Any]) -> Path:
+        """Write ``tensors`` as safetensors to ``name`` atomically."""
+        from safetensors.torch import save_file
+
+        data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        return atomic_write(self.path / name, lambda tmp: save_file(data, str(tmp)))
 
     # -------------------------------------------------------------------------------------------- export
     def check_export(self) -> None:

@@ -471,14 +471,6 @@ class SpaceEvolutionResult:
 OUTPUTS = (LOG_NAME, PLOT_NAME, "step_*.jsonl", "supernet_*.safetensors", "final_space.json", "search")
 
 
-def _save_state(path: Path, state: Mapping[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
-
-    from .._io import atomic_write
-
-    atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, str(tmp)))
-
-
 def evolve_space(
         space: S3Space,
         *,
@@ -595,7 +587,7 @@ def evolve_space(
                 lines.append(json.dumps({"config": cfg.to_dict(), "error": err, "params": cost.params,
                                          "macs": cost.macs}) + "\n")
             folder.write_text(f"step_{t}.jsonl", "".join(lines))
-            _save_state(folder.path / f"supernet_{t}.safetensors", state)
+            folder.save_tensors(f"supernet_{t}.safetensors", state)
             folder.append(record)  # last: a logged step has its files
         records.append(record)
         if plot and folder is not None:
