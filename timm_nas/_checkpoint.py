@@ -129,15 +129,27 @@ def load_checkpoint_file(path: str | os.PathLike, extra_safe_globals: Iterable[A
             except Exception as e:  # torch raises UnpicklingError / RuntimeError with the refused global's name
                 refused = _REFUSED.search(str(e))
                 name = refused.group(1) if refused else None
-                if (not stub_unknown or name is None or name in stubs or not _stubbable(name)
+                if name is None:  # not a global refusal: the file is not a (complete) PyTorch checkpoint
+                    raise ValueError(f"cannot read {path}: it is not a PyTorch checkpoint, or it is truncated or "
+                                     f"corrupt ({_first_line(e)})") from e
+                if (not stub_unknown or name in stubs or not _stubbable(name)
                         or len(stubs) >= _MAX_STUBS):
-                    why = "" if not stub_unknown or name is None or name in stubs else (
-                        f" ({name} is not stubbed: only classes of data-holding modules are)")
-                    raise ValueError(f"cannot read {path} with weights_only=True and the allow-list "
-                                     f"{[getattr(g, '__name__', g) for g in SAFE_GLOBALS]} (+ numpy scalars: "
-                                     f"{allow_numpy}){why}: {e}") from e
+                    why = "" if not stub_unknown or name in stubs else (
+                        f"; {name} is not read as inert data: only classes of data-holding modules are")
+                    raise ValueError(f"cannot read {path}: it holds {name}, which is not on the allow-list of "
+                                     f"restricted unpickling ({[getattr(g, '__name__', g) for g in SAFE_GLOBALS]}, "
+                                     f"numpy: {allow_numpy}){why}. Only if you trust the file, pass it in "
+                                     "extra_safe_globals") from e
         _logger.info("%s: %s is not an allowed type; reading it as inert data", path.name, name)
         stubs[name] = _stub(name)
+
+
+def _first_line(e: BaseException) -> str:
+    """The gist of a ``torch.load`` error: its first line, without torch's advice to unpickle without
+    restrictions (never the right move for a file one cannot read)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and "weights_only" not in ln
+             and "torch.load" not in ln]
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
 
 
 def unwrap_state_dict(checkpoint: Any, keys: Iterable[str] = ("model", "state_dict", "model_ema")) -> dict[str, torch.Tensor]:

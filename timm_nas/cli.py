@@ -70,11 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(func(args) or 0)
-    except (UsageError, ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
+    except (UsageError, ValueError, KeyError, OSError) as e:
+        # OSError: a missing or unwritable file or folder, a full disk, an unreachable download (URLError)
         if args.debug:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"timm-nas: error: {msg}", file=sys.stderr)
+        text = " ".join(str(msg).split())  # one line, whatever the message's source
+        print(f"timm-nas: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("timm-nas: interrupted", file=sys.stderr)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 __all__ = ["count", "json_object", "positive_int", "space_arg", "model_args", "kv_pairs", "DeprecatedAlias",
-           "add_renamed", "HelpFormatter"]
+           "add_renamed", "HelpFormatter", "device_arg", "create_model_checked"]
 
 
 def _int_at_least(text: str, low: int, what: str) -> int:
@@ -31,6 +31,54 @@ def positive_int(text: str) -> int:
 def count(text: str) -> int:
     """An integer >= 0."""
     return _int_at_least(text, 0, "a non-negative integer")
+
+
+def device_arg(text: str) -> str:
+    """A ``--device`` value torch understands and this machine has (``cpu``, ``cuda``, ``cuda:1``, ``mps``)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device; e.g. cpu, cuda, cuda:1, mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine (torch "
+                                             f"{torch.__version__}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA "
+                                             "device(s)")
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available on this machine; use --device cpu")
+    return text
+
+
+def create_model_checked(name: str, pretrained: bool = False, **kwargs: Any) -> Any:
+    """``timm_nas.create_model`` for a command: an unknown name, a model without released weights and a download
+    that fails (offline) each become one error line saying what to do."""
+    import difflib
+
+    import timm
+
+    from .._factory import create_model
+
+    if ":" not in name and not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5)
+        raise ValueError(f"unknown model {name!r}" + (f"; did you mean {close}?" if close else "") +
+                         " (timm-nas zoo lists the published models)")
+    try:
+        return create_model(name, pretrained=pretrained, **kwargs)
+    except RuntimeError as e:
+        if "No pretrained weights exist" not in str(e):
+            raise
+        family = name.split(".")[0].rsplit("_", 1)[0]
+        with_weights = sorted({n.split(".")[0] for n in timm.list_models(f"{family}*", pretrained=True)})
+        raise ValueError(f"{name} has no released weights" + (f"; models with weights: {with_weights}" if
+                                                               with_weights else "") +
+                         "; or load a file with --checkpoint") from None
+    except OSError as e:  # urllib's URLError, huggingface_hub's connection and cache errors
+        raise OSError(f"cannot download the weights of {name} ({type(e).__name__}: {e}); without network access, "
+                      "download the file elsewhere and pass --checkpoint FILE") from e
 
 
 def json_object(value: str | None, what: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ._argtypes import add_renamed
+from ._argtypes import add_renamed, device_arg, positive_int
 
 
 def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction) -> None:
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
             ("--init-channels", int, "16"), ("--layers", int, "8"), ("--seed", int, "2"), ("--img-size", int, "32"),
             ("--workers", int, "2")):
         p.add_argument(flag, type=kind, default=None, help=f"default {what}")
-    p.add_argument("--device", default=None, help="default: cuda when available (LOCAL_RANK under torchrun)")
+    p.add_argument("--device", type=device_arg, default=None, help="default: cuda when available (LOCAL_RANK under torchrun)")
     p.add_argument("--overwrite", "--no-resume", dest="overwrite", action="store_true",
                    help="discard a previous run in --out (its outputs only) and start afresh")
     p.add_argument("--overwrite-export", action="store_true",
@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     p.add_argument("--no-export", action="store_true", help="do not export the genotype network")
     p.add_argument("--export-model", choices=("darts_cifar", "darts_imagenet"), default="darts_cifar",
                    help="network built from the genotype for the export (default darts_cifar: C=36, 20 cells)")
-    p.add_argument("--export-num-classes", type=int, default=None, help="classes of the exported network "
+    p.add_argument("--export-num-classes", type=positive_int, default=None, help="classes of the exported network "
                                                                          "(default: the searched dataset's)")
     p.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="push the export to this Hub repo")
     p.add_argument("--private", action="store_true")
@@ -80,7 +80,7 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
                        ("--cutout", int), ("--ema-decay", float), ("--img-size", int), ("--seed", int),
                        ("--workers", int)):
         t.add_argument(flag, type=kind, default=None, help="default: the recipe's")
-    t.add_argument("--device", default=None, help="default: cuda when available")
+    t.add_argument("--device", type=device_arg, default=None, help="default: cuda when available")
     t.add_argument("--no-resume", action="store_true")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_run_train)
@@ -96,13 +96,12 @@ def _device(arg: str | None) -> str:
 
 def _run_search(args: argparse.Namespace) -> int:
     import torch
-    from timm.data import create_dataset
+
+    from ..training.data import open_dataset
 
     from ..cli import UsageError
     from ..search.darts import DartsSearchConfig, dataset_num_classes, search, search_transforms
 
-    if not Path(args.data_dir).exists() and not args.download:
-        raise UsageError(f"--data-dir {args.data_dir} does not exist (add --download for torchvision datasets)")
     names = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "lr_min": "lr_min", "momentum": "momentum",
              "weight_decay": "weight_decay", "grad_clip": "grad_clip", "arch_lr": "arch_lr",
              "arch_weight_decay": "arch_weight_decay", "train_portion": "train_portion", "init_channels": "C",
@@ -115,8 +114,7 @@ def _run_search(args: argparse.Namespace) -> int:
     device = _device(args.device)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
-    dataset = create_dataset(args.dataset, root=args.data_dir, split=args.train_split, is_training=True,
-                             download=args.download)
+    dataset = open_dataset(args.dataset, args.data_dir, args.train_split, is_training=True, download=args.download)
     dataset.transform = search_transforms(cfg.img_size)
     export = None
     if not args.no_export:
@@ -141,7 +139,8 @@ def _read_genotype(value: str) -> Any:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from timm.data import create_dataset, create_transform
+    from ..training.data import open_dataset
+    from timm.data import create_transform
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     from torchvision import transforms
 
@@ -149,8 +148,6 @@ def _run_train(args: argparse.Namespace) -> int:
     from ..models.darts import CIFAR_MEAN, CIFAR_STD
     from ..search.darts import Cutout, DartsTrainConfig, search_transforms, train_genotype_network
 
-    if not Path(args.data_dir).exists() and not args.download:
-        raise UsageError(f"--data-dir {args.data_dir} does not exist (add --download for torchvision datasets)")
     names = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "C": "C",
              "layers": "layers", "auxiliary_weight": "auxiliary_weight", "drop_path": "drop_path_prob",
              "cutout": "cutout", "ema_decay": "ema_decay", "img_size": "img_size", "seed": "seed",
@@ -159,9 +156,8 @@ def _run_train(args: argparse.Namespace) -> int:
     overrides["genotype"] = _read_genotype(args.genotype)
     cfg = DartsTrainConfig.imagenet(**overrides) if args.recipe == "imagenet" else DartsTrainConfig(**overrides)
     dataset = args.dataset if args.dataset is not None else ("torch/cifar10" if args.recipe == "cifar" else "")
-    train = create_dataset(dataset, root=args.data_dir, split=args.train_split, is_training=True,
-                           download=args.download)
-    val = create_dataset(dataset, root=args.data_dir, split=args.val_split, is_training=False, download=args.download)
+    train = open_dataset(dataset, args.data_dir, args.train_split, is_training=True, download=args.download)
+    val = open_dataset(dataset, args.data_dir, args.val_split, download=args.download)
     if args.recipe == "cifar":
         train_tf = [search_transforms(cfg.img_size)] + ([Cutout(cfg.cutout)] if cfg.cutout > 0 else [])
         train.transform = transforms.Compose(train_tf)

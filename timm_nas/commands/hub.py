@@ -9,8 +9,9 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import sys
 
-from ._argtypes import json_object, model_args
+from ._argtypes import create_model_checked, json_object, model_args
 
 __all__ = ["register"]
 
@@ -18,19 +19,28 @@ __all__ = ["register"]
 def _export(args: argparse.Namespace) -> int:
     from .. import hub
     from .._checkpoint import load_checkpoint_file, unwrap_state_dict
-    from .._factory import create_model
 
     margs = model_args(args.model_args)
     card = json_object(args.card, "--card")
-    if args.pretrained and args.checkpoint:
-        raise ValueError("give either --pretrained or --checkpoint, not both")
-    model = create_model(args.model, pretrained=args.pretrained, **margs)
+    if ":" not in args.model:
+        create_model_checked(args.model, device="meta", **margs)  # an unknown name fails first
+    if sum(map(bool, (args.pretrained, args.checkpoint, args.random_weights))) > 1:
+        raise ValueError("give one of --pretrained, --checkpoint and --random-weights")
+    if not (args.pretrained or args.checkpoint or args.random_weights):
+        raise ValueError(f"{args.model} would be exported with randomly initialised weights: give --pretrained "
+                         "(its released or folder weights), --checkpoint FILE, or --random-weights to export an "
+                         "untrained model on purpose")
+    model = create_model_checked(args.model, pretrained=args.pretrained, **margs)
     if args.checkpoint:
         state = unwrap_state_dict(load_checkpoint_file(args.checkpoint))
         diff = hub.state_dict_mismatch(model.state_dict(), state)
         if diff:
             raise ValueError(f"{args.checkpoint} does not fit {args.model}: {diff}")
         model.load_state_dict(state, strict=True)
+    if args.random_weights:
+        note = "The weights are a random initialisation (exported with --random-weights): train the model before use."
+        card = dict(card, notes=f"{card['notes']} {note}" if card.get("notes") else note)
+        print(f"warning: exporting {args.model} with random weights (--random-weights)", file=sys.stderr)
     folder = hub.export(model.eval(), args.out, card=card or None, overwrite=args.overwrite)
     print(folder)
     return 0
@@ -75,6 +85,8 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
                                         "'{\"subnet\": {...}}' (the architecture config under its argument name)")
     p.add_argument("--checkpoint", help="weights to load strictly (.pth read with weights_only=True, or .safetensors)")
     p.add_argument("--pretrained", action="store_true", help="load the model's own pretrained weights")
+    p.add_argument("--random-weights", action="store_true",
+                   help="export the random initialisation (untrained); the card says so")
     p.add_argument("--card", help=card_help)
     p.add_argument("--overwrite", action="store_true", help="replace an existing exported folder")
     p.set_defaults(func=_export)

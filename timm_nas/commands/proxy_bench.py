@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from ._argtypes import HelpFormatter, count, model_args, positive_int
+from ._argtypes import HelpFormatter, count, device_arg, model_args, positive_int
 
 __all__ = ["register"]
 
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     p.add_argument("--ensemble", choices=("log_rank", "mean_rank"), default="log_rank",
                    help="rank aggregation of the proxies (log_rank: AZ-NAS)")
     p.add_argument("--bootstrap", type=count, default=1000, help="bootstrap resamples for the 95%% intervals")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_arg, default="cpu")
     p.add_argument("--no-plot", action="store_true", help="do not write proxy_bench.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)

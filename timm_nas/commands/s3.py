@@ -24,7 +24,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ._argtypes import HelpFormatter, count, positive_int, space_arg
+from ._argtypes import HelpFormatter, count, device_arg, positive_int, space_arg
 
 __all__ = ["register", "run_s3_space"]
 
@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     m.add_argument("--num-classes", type=positive_int, default=1000, help="classifier width")
     m.add_argument("--checkpoint", default=None,
                    help="initial supernet weights (ours, or any S3 checkpoint; shared weights are inherited)")
-    m.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    m.add_argument("--device", type=device_arg, default=None, help="cpu, cuda, ... (default: cuda when available)")
 
     d = p.add_argument_group("data (timm create_dataset / create_loader)")
     d.add_argument("--data-dir", required=True, help="dataset root")
@@ -193,11 +193,11 @@ def run_s3_space(args: argparse.Namespace) -> int:
 
 
 def _train_dataset(model: Any, data_dir: Path, args: argparse.Namespace) -> Any:
-    from timm.data import create_dataset, create_transform, resolve_data_config
+    from timm.data import create_transform, resolve_data_config
 
-    ds = create_dataset(args.dataset, root=str(data_dir), split=args.train_split, is_training=True)
-    if len(ds) == 0:
-        raise ValueError(f"no training images under {data_dir} (split {args.train_split!r})")
+    from ..training.data import open_dataset
+
+    ds = open_dataset(args.dataset, data_dir, args.train_split, is_training=True)
     cfg = resolve_data_config(model=model)
     ds.transform = create_transform((3, args.img_size, args.img_size), is_training=True,
                                     interpolation=cfg["interpolation"], mean=cfg["mean"], std=cfg["std"])

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._argtypes import model_args, positive_int, space_arg
+from ._argtypes import create_model_checked, device_arg, model_args, positive_int, space_arg
 
 __all__ = ["register", "run_cli_search", "search_from_args", "summary_table", "export_best"]
 
@@ -59,14 +59,15 @@ def _add_common(p: argparse.ArgumentParser, strategy: str) -> None:
     g.add_argument("--space", default="tiny",
                    help="search space: a preset (tiny, small, base), a JSON object, or a .json file (default: tiny)")
     g.add_argument("--img-size", type=positive_int, default=None, help="input image size (default: the model's)")
-    g.add_argument("--num-classes", type=int, default=None, help="classifier width (default: the model's, 1000)")
+    g.add_argument("--num-classes", type=positive_int, default=None,
+                   help="classifier width (default: the model's, 1000)")
     g.add_argument("--model-args", default=None,
                    help="more supernet arguments as a JSON object or .json file, e.g. '{\"patch_size\": 8}'; they "
                         "reach the exported subnet too")
     w = g.add_mutually_exclusive_group()
     w.add_argument("--pretrained", action="store_true", help="load the supernet's released weights")
     w.add_argument("--checkpoint", default=None, help="load supernet weights from a file (original .pth or ours)")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    g.add_argument("--device", type=device_arg, default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
 
     s = p.add_argument_group("scoring")
     default_proxy = "dss" if strategy == "tf-tas" else None
@@ -191,8 +192,6 @@ def _build_supernet(args: argparse.Namespace, device: Any) -> Any:
     import timm
     import torch
 
-    from .._factory import create_model
-
     from .. import models  # noqa: F401  (registration)
 
     if not timm.is_model(args.model):
@@ -209,12 +208,16 @@ def _build_supernet(args: argparse.Namespace, device: Any) -> Any:
         raise ValueError(f"--model-args sets {twice}: use the options --space / --img-size / --num-classes / "
                          "--pretrained for these")
     kwargs.update(extra)
+    name = args.model
+    if args.pretrained and isinstance(kwargs.get("space"), str) and timm.is_model(f"{name}_{kwargs['space']}"):
+        name = f"{name}_{kwargs['space']}"  # the preset's released supernet (e.g. autoformer_supernet_tiny)
+        kwargs.pop("space")
     # The supernet's random init (TF-TAS scores a randomly initialised supernet) is seeded, without leaving the
     # global generator changed.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         try:
-            model = create_model(args.model, pretrained=args.pretrained, **kwargs)
+            model = create_model_checked(name, pretrained=args.pretrained, **kwargs)
         except TypeError as e:
             raise ValueError(f"{args.model} does not take these arguments ({e}); is it a supernet?") from e
     if not (hasattr(model, "use_subnet") and hasattr(model, "space")):

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ._argtypes import add_renamed, model_args
+from ._argtypes import add_renamed, device_arg, model_args
 
 def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction) -> None:
     """Add ``search spvit`` and ``spvit-arch``."""
@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
                         "did); 'none' turns it off")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--device", default=None, help="default: cuda when available (LOCAL_RANK under torchrun)")
+    p.add_argument("--device", type=device_arg, default=None, help="default: cuda when available (LOCAL_RANK under torchrun)")
     p.add_argument("--overwrite", "--no-resume", dest="overwrite", action="store_true",
                    help="discard a previous run in --out (its outputs only) and start afresh")
     p.add_argument("--overwrite-export", action="store_true",
@@ -85,10 +85,9 @@ def _run_search(args: argparse.Namespace) -> int:
     import os
 
     import torch
-    from timm.data import create_dataset
-
     from ..cli import UsageError
     from ..search.spvit import SPViTSearchConfig, search, search_transforms
+    from ..training.data import open_dataset
 
     overrides = {k: getattr(args, k) for k in (
         "model", "target_flops", "loss_lambda", "theta", "arc_lr", "batch_size", "lr", "min_lr", "epochs",
@@ -102,8 +101,6 @@ def _run_search(args: argparse.Namespace) -> int:
     if args.aa is not None:
         overrides["aa"] = None if args.aa.lower() in ("", "none") else args.aa
     cfg = SPViTSearchConfig(**overrides)
-    if not Path(args.data_dir).exists():
-        raise UsageError(f"--data-dir {args.data_dir} does not exist")
     device = args.device
     if device is None:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
@@ -114,11 +111,11 @@ def _run_search(args: argparse.Namespace) -> int:
     except (AssertionError, ValueError, KeyError) as e:  # timm asserts on an unknown policy
         raise UsageError(f"--aa {args.aa!r} is not an auto-augment policy timm knows ({e}); e.g. "
                          "rand-m9-mstd0.5-inc1, augmix-m5, v0, originalr, or 'none'") from e
-    train = create_dataset(args.dataset, root=args.data_dir, split=args.train_split, is_training=True)
+    train = open_dataset(args.dataset, args.data_dir, args.train_split, is_training=True)
     train.transform = transform
     val = None
     if args.val_split:
-        val = create_dataset(args.dataset, root=args.data_dir, split=args.val_split, is_training=False)
+        val = open_dataset(args.dataset, args.data_dir, args.val_split)
         val.transform = search_transforms(cfg, is_training=False)
     export = None if args.no_export else dict(skip_mode=args.export_skip_mode, push_to=args.push_to_hub,
                                                private=args.private)

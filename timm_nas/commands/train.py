@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._argtypes import add_renamed, kv_pairs, model_args
+from ._argtypes import add_renamed, count, device_arg, kv_pairs, model_args
 
 __all__ = ["register"]
 
@@ -142,14 +142,14 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
                 help="create_model arguments overriding the recorded ones, as a JSON object or .json file, e.g. "
                      "'{\"space\": \"tiny\", \"img_size\": 224}' (the deprecated --model-kwargs took train.py's k=v "
                      "words)")
-    p.add_argument("--num-classes", type=int, help="classifier size (default: recorded)")
+    p.add_argument("--num-classes", type=count, help="classifier size (default: recorded; 0: no classifier)")
     p.add_argument("--img-size", type=int, help="input image size (default: recorded, else the model's)")
     p.add_argument("--crop-pct", type=float, help="center-crop fraction (default: the model's)")
     p.add_argument("--interpolation", help="resize interpolation (default: the model's)")
     p.add_argument("--use-ema", action="store_true", help="evaluate the EMA weights (train.py --model-ema)")
     p.add_argument("-b", "--batch-size", type=int, default=64, help="batch size (default 64)")
     p.add_argument("-j", "--workers", type=int, default=2, help="data loader workers (default 2)")
-    p.add_argument("--device", help="device (default: cuda if available, else cpu)")
+    p.add_argument("--device", type=device_arg, help="device (default: cuda if available, else cpu)")
     p.add_argument("--amp", action="store_true", help="autocast (bfloat16 by default)")
     p.add_argument("--amp-dtype", default="bfloat16", help="autocast dtype: bfloat16 or float16")
     p.add_argument("--results-file", help="also write the results as a JSON list to this .json file")

@@ -99,14 +99,33 @@ def read_config(source: str | os.PathLike, *, cache_dir: str | os.PathLike | Non
     return _validate_config(cfg, label)
 
 
+def _newer(a: str, b: str) -> bool:
+    """Whether version ``a`` is newer than ``b`` (PEP 440; an unreadable version counts as newer)."""
+    try:
+        from packaging.version import Version
+
+        return Version(a) > Version(b)
+    except Exception:
+        return a != b
+
+
 def _unknown_architecture(arch: str, cfg: Mapping[str, Any], where: str) -> str:
     marker = cfg.get(MARKER_KEY)
     if isinstance(marker, Mapping):
+        import difflib
+
+        import timm
+
         family = f" ({marker['family']} family)" if marker.get("family") else ""
-        wanted = marker.get("version") or __version__
-        return (f"{where} holds architecture {arch!r}{family}, exported with timm-nas {wanted}, but the installed "
-                f"timm-nas {__version__} does not register it; install a version that does: "
-                f"{marker.get('install') or f'pip install -U {PIP_NAME}'} (then import timm_nas)")
+        wanted = str(marker.get("version") or __version__)
+        if _newer(wanted, __version__):
+            return (f"{where} holds architecture {arch!r}{family}, exported with timm-nas {wanted}, but the installed "
+                    f"timm-nas {__version__} does not register it; install a version that does: "
+                    f"{marker.get('install') or f'pip install -U {PIP_NAME}'} (then import timm_nas)")
+        close = difflib.get_close_matches(arch, timm.list_models(), n=3)
+        return (f"{where} holds architecture {arch!r}{family}, which timm-nas {__version__} does not register "
+                f"although the folder was exported with timm-nas {wanted}: its config.json was edited, or comes from "
+                "a development version" + (f"; registered names close to it: {close}" if close else ""))
     return (f"{where} holds architecture {arch!r}, which no imported package registers with timm; install and import "
             f"the package that provides it (timm-nas's models appear after `import timm_nas`)")
 

@@ -36,11 +36,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, Mlp, PatchEmbed, resample_abs_pos_embed, to_2tuple, trunc_normal_
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._input import update_model_args
 from timm.models._manipulate import adapt_input_conv, checkpoint, checkpoint_seq
 
+from ._build import build_model
 from .._checkpoint import load_checkpoint_file, unwrap_state_dict
 from ..family import Family, register_family
 from ..layers import MAX_RELATIVE_POSITION, rel_pos_attention, relative_position_embeddings
@@ -1250,7 +1251,7 @@ def _create_autoformer_supernet(variant: str, pretrained: bool = False, **kwargs
         raise RuntimeError("features_only is not supported by AutoFormer supernets (depth and widths follow the sampled "
                            "subnet): build the subnet with supernet.extract(cfg), or autoformer_subnet, and take its "
                            "features")
-    model = build_model_with_cfg(AutoFormerSupernet, variant, pretrained,
+    model = build_model(AutoFormerSupernet, variant, pretrained,
                                  pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
     if variant in _GENERIC:
         # Record the architecture argument even when it came from the entrypoint's default (timm only records what
@@ -1263,7 +1264,7 @@ def _create_autoformer_supernet(variant: str, pretrained: bool = False, **kwargs
 def _create_autoformer(variant: str, pretrained: bool = False, **kwargs: Any) -> AutoFormer:
     # features_only: timm's "getter" wrapper over forward_intermediates, as for timm's own ViTs
     feature_cfg = dict(feature_cls="getter", out_indices=kwargs.pop("out_indices", 3))
-    model = build_model_with_cfg(AutoFormer, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+    model = build_model(AutoFormer, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
                                  feature_cfg=feature_cfg, **kwargs)
     if variant in _GENERIC and not kwargs.get("features_only"):
         update_model_args(model, subnet=model.subnet.to_dict())  # see _create_autoformer_supernet

@@ -25,10 +25,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import create_classifier, get_device_dtype
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models._input import update_model_args
 from timm.models._manipulate import checkpoint
 
+from ._build import build_model
 from ..cost.darts import _STEM_TYPES, AUX_HIDDEN, AUX_WIDTH, RECIPES, STEM_MULTIPLIER, _cell_plan
 from ..family import Family, register_family
 from ._cnn_api import GLOBAL_POOLS, CellNetApiMixin, check_global_pool  # noqa: F401 (GLOBAL_POOLS: public name)
@@ -576,7 +577,7 @@ def _feature_cfg(layers: int) -> dict[str, Any]:
 
 
 def _create_darts(variant: str, pretrained: bool = False, **kwargs: Any) -> DartsNet:
-    model = build_model_with_cfg(
+    model = build_model(
         DartsNet, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=_feature_cfg(kwargs["layers"]),
@@ -590,7 +591,7 @@ def _create_darts(variant: str, pretrained: bool = False, **kwargs: Any) -> Dart
 
 
 def _create_darts_search(variant: str, pretrained: bool = False, **kwargs: Any) -> DartsSearchNet:
-    return build_model_with_cfg(
+    return build_model(
         DartsSearchNet, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=_feature_cfg(kwargs["layers"]),

@@ -24,10 +24,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import create_classifier
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models._input import update_model_args
 from timm.models._manipulate import checkpoint
 
+from ._build import build_model
 from .._checkpoint import match_model_keys
 from ..cost.nb201 import RECIPE, STAGES
 from ..layers.darts_ops import ReLUConvBN, Zero
@@ -360,7 +361,7 @@ def _feature_cfg() -> dict[str, Any]:
 
 
 def _create(cls: type, variant: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    model = build_model_with_cfg(cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+    model = build_model(cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
                                  feature_cfg=_feature_cfg(), **kwargs)
     if cls is NB201Net and not kwargs.get("features_only"):
         # Record the cell even when it is the default, so an exported config.json rebuilds this network.

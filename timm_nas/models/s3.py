@@ -38,13 +38,14 @@ from timm.layers import (
     trunc_normal_,
     use_fused_attn,
 )
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._input import update_model_args
 from timm.models._manipulate import checkpoint, checkpoint_seq, named_apply
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock, WindowAttention
 from timm.models.vision_transformer import get_init_weights_vit
 
+from ._build import build_model
 from .._checkpoint import load_checkpoint_file, unwrap_state_dict
 from ..cost.s3 import _square_grid, _stage_grids
 from ..family import Family, register_family
@@ -1107,7 +1108,7 @@ def _create_s3(variant: str, model_cls: type, pretrained: bool = False, **kwargs
     if model_cls is S3Supernet:
         # supernet stages take the subnet as an argument, so features come from forward_intermediates
         feature_cfg["feature_cls"] = "getter"
-    model = build_model_with_cfg(model_cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+    model = build_model(model_cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
                                  feature_cfg=feature_cfg, **kwargs)
     # Record the architecture argument even when it is the entrypoint's default (timm records only what the caller
     # passed), so an exported config.json rebuilds this model. Named supernets are fixed by their timm name.

@@ -56,9 +56,10 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import Attention, DropPath, LayerNorm, Mlp, PatchEmbed, get_act_layer, get_norm_layer, \
     resample_abs_pos_embed, to_2tuple, trunc_normal_, use_fused_attn
-from timm.models import VisionTransformer, build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import VisionTransformer, generate_default_cfgs, register_model
 from timm.models._manipulate import adapt_input_conv, checkpoint
 
+from ._build import build_model
 from ..cost.spvit import _kernel_size
 from ..family import Family, register_family
 from ..spaces.base import generator_for
@@ -1435,7 +1436,7 @@ def _create_spvit_search_deit(variant: str, pretrained: bool = False, **kwargs: 
     if kwargs.get("features_only"):
         raise RuntimeError("features_only is not supported by the SPViT search network (its blocks mix gated ops): "
                            "take features from the pruned model, search_model.extract() or spvit_deit")
-    return build_model_with_cfg(SPViTSearchDeiT, variant, pretrained,
+    return build_model(SPViTSearchDeiT, variant, pretrained,
                                 pretrained_filter_fn=search_checkpoint_filter_fn, **kwargs)
 
 
@@ -1446,7 +1447,7 @@ def _create_spvit_deit(variant: str, pretrained: bool = False, record: Sequence[
     from timm.models._input import update_model_args
 
     out_indices = kwargs.pop("out_indices", 3)
-    model = build_model_with_cfg(SPViTDeiT, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+    model = build_model(SPViTDeiT, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
                                  feature_cfg=dict(out_indices=out_indices, feature_cls="getter"), **kwargs)
     recorded = {k: kwargs[k] for k in record if k in kwargs}
     if "arch" in recorded:

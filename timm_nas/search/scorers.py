@@ -164,14 +164,14 @@ def build_eval_loader(model: nn.Module, data_dir: str | os.PathLike, *, dataset:
     Raises:
         FileNotFoundError: if ``data_dir`` does not exist.
     """
-    from timm.data import create_dataset, create_loader, resolve_data_config
+    from timm.data import create_loader, resolve_data_config
+
+    from ..training.data import open_dataset
 
     root = Path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"data folder not found: {root}")
-    ds = create_dataset(dataset, root=str(root), split=split, is_training=False)
-    if len(ds) == 0:
-        raise ValueError(f"no images found under {root} (split {split!r})")
+    ds = open_dataset(dataset, root, split)
     if subset_per_class is not None:
         if subset_per_class < 1:
             raise ValueError(f"subset_per_class (--subset-per-class) must be at least 1, got {subset_per_class}")
