@@ -141,7 +141,7 @@ def test_pretrained_search_takes_the_presets_released_supernet(where, capsys, mo
 def test_export_with_random_weights_says_so(where, capsys):
     out = where / "out"
     assert main(["export", "autoformer_tiny", "--random-weights", "--out", str(out)]) == 0
-    assert "warning: exporting autoformer_tiny with random weights" in capsys.readouterr().err
+    assert "warning: exported autoformer_tiny with random weights" in capsys.readouterr().err
     assert "random initialisation" in (out / "README.md").read_text()
     assert main(["export", "autoformer_tiny", "--random-weights", "--pretrained", "--out", str(where / "b")]) == 2
 

@@ -715,7 +715,7 @@ def test_cli_export_with_model_args_and_card_file(tmp_path: Path, capsys: pytest
     card = tmp_path / "card.json"
     card.write_text(json.dumps(CARD))
     args = json.dumps({"arch": TinyArch(24, 1, 3).to_dict()})
-    assert cli.main(["export", "hubtest_vit", "--model-args", args, "--card", str(card),
+    assert cli.main(["export", "hubtest_vit", "--model-args", args, "--card", str(card), "--random-weights",
                      "--out", str(tmp_path / "out")]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "out")
     loaded = hub.load(tmp_path / "out")
@@ -734,10 +734,11 @@ def test_cli_export_with_checkpoint(tmp_path: Path) -> None:
 def test_cli_export_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out"
     hub.export(_tiny_model(), out)
-    assert cli.main(["export", "hubtest_vit", "--out", str(out)]) == 2
+    assert cli.main(["export", "hubtest_vit", "--out", str(out), "--random-weights"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("timm-nas: error:") and "overwrite=True" in err and "\n" not in err
-    assert cli.main(["export", "hubtest_vit", "--model-args", "{nope", "--out", str(tmp_path / "b")]) == 2
+    assert cli.main(["export", "hubtest_vit", "--model-args", "{nope", "--out", str(tmp_path / "b"),
+                     "--random-weights"]) == 2
     assert "--model-args is not valid JSON" in capsys.readouterr().err
     state = _tiny_model().state_dict()
     state["extra"] = torch.zeros(1)
@@ -746,10 +747,10 @@ def test_cli_export_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
                      "--out", str(tmp_path / "c")]) == 2
     assert "unexpected keys (1): extra" in capsys.readouterr().err
     # a generic entrypoint's default architecture is not recorded: config.json would not say what it is
-    assert cli.main(["export", "hubtest_vit", "--out", str(out), "--overwrite"]) == 2
+    assert cli.main(["export", "hubtest_vit", "--out", str(out), "--overwrite", "--random-weights"]) == 2
     assert "no recorded 'arch'" in capsys.readouterr().err
     assert cli.main(["export", "hubtest_vit", "--model-args", json.dumps({"arch": TINY.to_dict()}),
-                     "--out", str(out), "--overwrite"]) == 0
+                     "--out", str(out), "--overwrite", "--random-weights"]) == 0
 
 
 def test_cli_convert(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

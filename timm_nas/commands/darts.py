@@ -95,12 +95,9 @@ def _device(arg: str | None) -> str:
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..training.data import open_dataset
-
     from ..cli import UsageError
-    from ..search.darts import DartsSearchConfig, dataset_num_classes, search, search_transforms
+    from ..search.darts import DartsSearchConfig, search, search_transforms
+    from ..training.data import dataset_num_classes, open_dataset
 
     names = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "lr_min": "lr_min", "momentum": "momentum",
              "weight_decay": "weight_decay", "grad_clip": "grad_clip", "arch_lr": "arch_lr",
@@ -112,8 +109,9 @@ def _run_search(args: argparse.Namespace) -> int:
     overrides["order"] = 2 if args.unrolled else (args.order or 1)
     cfg = DartsSearchConfig(**overrides)
     device = _device(args.device)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
+    from ..search.distributed import Dist
+
+    Dist.from_env("nccl" if str(device).startswith("cuda") else "gloo")  # joins torchrun's group, if any
     dataset = open_dataset(args.dataset, args.data_dir, args.train_split, is_training=True, download=args.download)
     dataset.transform = search_transforms(cfg.img_size)
     export = None
@@ -139,14 +137,13 @@ def _read_genotype(value: str) -> Any:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from ..training.data import open_dataset
-    from timm.data import create_transform
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
     from torchvision import transforms
 
-    from ..cli import UsageError
     from ..models.darts import CIFAR_MEAN, CIFAR_STD
-    from ..search.darts import Cutout, DartsTrainConfig, search_transforms, train_genotype_network
+    from ..search.darts import search_transforms
+    from ..training.darts import Cutout, DartsTrainConfig, train_genotype_network
+    from ..training.data import open_dataset
 
     names = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "C": "C",
              "layers": "layers", "auxiliary_weight": "auxiliary_weight", "drop_path": "drop_path_prob",

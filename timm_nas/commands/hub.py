@@ -40,8 +40,9 @@ def _export(args: argparse.Namespace) -> int:
     if args.random_weights:
         note = "The weights are a random initialisation (exported with --random-weights): train the model before use."
         card = dict(card, notes=f"{card['notes']} {note}" if card.get("notes") else note)
-        print(f"warning: exporting {args.model} with random weights (--random-weights)", file=sys.stderr)
     folder = hub.export(model.eval(), args.out, card=card or None, overwrite=args.overwrite)
+    if args.random_weights:
+        print(f"warning: exported {args.model} with random weights (--random-weights)", file=sys.stderr)
     print(folder)
     return 0
 

@@ -104,8 +104,9 @@ def _run_search(args: argparse.Namespace) -> int:
     device = args.device
     if device is None:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if str(device).startswith("cuda") else "gloo")
+    from ..search.distributed import Dist
+
+    Dist.from_env("nccl" if str(device).startswith("cuda") else "gloo")  # joins torchrun's group, if any
     try:
         transform = search_transforms(cfg, is_training=True)
     except (AssertionError, ValueError, KeyError) as e:  # timm asserts on an unknown policy

@@ -247,18 +247,7 @@ def run_search(strategy: Strategy, scorer: Callable[[Any], float], *, out: str |
         folder = SearchFolder(out, args, overwrite=overwrite, kind=strategy.name,
                               extendable=[f"search.{k}" for k in getattr(strategy, "extendable", ())],
                               replace_changed_export=replace_changed_export)
-        status: tuple[str, Any]
-        if dist.is_main:
-            try:
-                status = ("ok", folder.check())
-            except ValueError as e:
-                status = ("error", str(e))
-        else:
-            status = ("ok", None)
-        status = dist.broadcast(status)
-        if status[0] == "error":
-            raise ValueError(status[1])
-        logged = status[1]
+        logged = dist.check(folder.check)  # rank 0 reads the folder; an error is raised on every rank
         if dist.is_main:
             folder.start()
         if logged:

@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 
 from ..spaces.spvit import SPViTArch
+from ..training.data import dataset_num_classes
 from ._rng import seeded, seeded_loader
 from .distributed import Dist
 from .log import EXPORT_DIR, RunFolder
@@ -239,17 +240,6 @@ def weight_param_groups(model: nn.Module, weight_decay: float) -> tuple[list[dic
             [{"params": gates, "weight_decay": 0.}])
 
 
-def _num_classes(dataset: Any) -> int:
-    for attr in ("classes", "class_to_idx"):
-        value = getattr(dataset, attr, None)
-        if value:
-            return len(value)
-    reader = getattr(dataset, "reader", None)
-    if reader is not None and getattr(reader, "class_to_idx", None):
-        return len(reader.class_to_idx)
-    raise ValueError("cannot tell the number of classes of the dataset; pass num_classes=")
-
-
 def _loader(dataset: Any, batch_size: int, *, train: bool, workers: int, seed: int, epoch: int, rank: int,
             world: int, drop_last: bool, repeated_aug: bool = False) -> torch.utils.data.DataLoader:
     """A loader whose batches depend only on (seed, epoch, rank): for training timm's ``RepeatAugSampler`` (DeiT's
@@ -439,7 +429,7 @@ def search(
     cfg = config or SPViTSearchConfig()
     device = torch.device(device)
     dist = Dist.from_group()
-    num_classes = _num_classes(train_dataset) if num_classes is None else num_classes
+    num_classes = dataset_num_classes(train_dataset) if num_classes is None else num_classes
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     amp = device.type == "cuda" if cfg.amp is None else cfg.amp

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["open_dataset"]
+__all__ = ["open_dataset", "dataset_num_classes"]
 
 
 def open_dataset(name: str, root: str | os.PathLike, split: str, *, is_training: bool = False, download: bool = False,
@@ -47,3 +47,19 @@ def open_dataset(name: str, root: str | os.PathLike, split: str, *, is_training:
     if len(ds) == 0:
         raise ValueError(f"{option} {path} holds no images for split {split!r} ({what})")
     return ds
+
+
+def dataset_num_classes(dataset: Any) -> int:
+    """Number of classes of a torchvision / timm dataset (``classes``, ``class_to_idx``, the reader's
+    ``class_to_idx`` or ``targets``)."""
+    for attr in ("classes", "class_to_idx"):
+        value = getattr(dataset, attr, None)
+        if value:
+            return len(value)
+    class_to_idx = getattr(getattr(dataset, "reader", None), "class_to_idx", None)  # timm's ImageDataset
+    if class_to_idx:
+        return len(class_to_idx)
+    targets = getattr(dataset, "targets", None)
+    if targets is not None and len(targets):
+        return int(max(int(t) for t in targets)) + 1
+    raise ValueError("cannot tell the number of classes of the dataset; pass num_classes=")
