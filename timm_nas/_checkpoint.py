@@ -37,7 +37,7 @@ _logger = logging.getLogger(__name__)
 SAFE_GLOBALS: list[Any] = [argparse.Namespace]
 
 # A refused global, as torch's weights_only unpickler names it.
-_REFUSED = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")
+_REFUSED = re.compile(r"GLOBAL ([\w.]+) was not an allowed global|unsupported GLOBAL ([\w.]+) whose module")
 # Class names (CamelCase last component) are stubbed; function names (lower case) never are.
 _CLASS_NAME = re.compile(r"^[A-Z]\w*$")
 # Modules whose globals are never stubbed: a checkpoint naming them is trying to run code, not to store data.
@@ -128,7 +128,7 @@ def load_checkpoint_file(path: str | os.PathLike, extra_safe_globals: Iterable[A
                 return torch.load(path, map_location="cpu", weights_only=True)
             except Exception as e:  # torch raises UnpicklingError / RuntimeError with the refused global's name
                 refused = _REFUSED.search(str(e))
-                name = refused.group(1) if refused else None
+                name = (refused.group(1) or refused.group(2)) if refused else None
                 if name is None:  # not a global refusal: the file is not a (complete) PyTorch checkpoint
                     raise ValueError(f"cannot read {path}: it is not a PyTorch checkpoint, or it is truncated or "
                                      f"corrupt ({_first_line(e)})") from e
@@ -137,9 +137,9 @@ def load_checkpoint_file(path: str | os.PathLike, extra_safe_globals: Iterable[A
                     why = "" if not stub_unknown or name in stubs else (
                         f"; {name} is not read as inert data: only classes of data-holding modules are")
                     raise ValueError(f"cannot read {path}: it holds {name}, which is not on the allow-list of "
-                                     f"restricted unpickling ({[getattr(g, '__name__', g) for g in SAFE_GLOBALS]}, "
-                                     f"numpy: {allow_numpy}){why}. Only if you trust the file, pass it in "
-                                     "extra_safe_globals") from e
+                                     "restricted unpickling (torch.load with weights_only=True and "
+                                     f"{[getattr(g, '__name__', g) for g in SAFE_GLOBALS]}, numpy: {allow_numpy})"
+                                     f"{why}. Only if you trust the file, pass it in extra_safe_globals") from e
         _logger.info("%s: %s is not an allowed type; reading it as inert data", path.name, name)
         stubs[name] = _stub(name)
 
