@@ -35,8 +35,10 @@ def test_identity_extension_and_refusals(tmp_path):
     f.append({"i": 0})
     f.append({"i": 1})
     f.close()
-    assert json.loads((tmp_path / "r" / "run.json").read_text()) == {"format": 1, "kind": "toy",
-                                                                      "arguments": {"n": 3, "lr": 0.1}}
+    run = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert {k: run[k] for k in ("format", "kind", "arguments")} == {"format": 1, "kind": "toy",
+                                                                     "arguments": {"n": 3, "lr": 0.1}}
+    assert "CUDA kernels are not deterministic" in run["determinism"] and run["versions"]["torch"]
     assert _run(tmp_path / "r", extendable=("n",)).check() == [{"i": 0}, {"i": 1}]
     grown = _run(tmp_path / "r", {"n": 5, "lr": 0.1}, extendable=("n",))
     assert grown.check() == [{"i": 0}, {"i": 1}] and grown.extended == {"n": (3, 5)}

@@ -234,6 +234,8 @@ def _bar(total: int, enabled: bool) -> Any:
 
 def _plot(result: dict[str, Any], measured: Sequence[float], predicted: Sequence[float], macs: Sequence[int],
           path: Path) -> bool:
+    from .._io import atomic_write
+
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -258,10 +260,5 @@ def _plot(result: dict[str, Any], measured: Sequence[float], predicted: Sequence
     bx.set_ylabel("MACs (G)")
     for a in (ax, bx):
         a.grid(alpha=0.3)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        fig.savefig(str(tmp), dpi=110, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: fig.savefig(str(tmp), dpi=110, format="png"))
     return True

@@ -128,10 +128,17 @@ def _add_evolution(p: argparse.ArgumentParser) -> None:
     e.add_argument("--s-prob", type=float, default=0.4, help="depth / embed-dim mutation probability (0.4)")
 
 
+_RUN_FOLDER = ("--out is a run folder: the same command resumes an interrupted search, changes nothing on a finished "
+               "one, and extends it with more candidates / generations. The same command and --seed give the same "
+               "result with any --workers and any number of torchrun processes (on GPUs up to float rounding: some "
+               "CUDA kernels are not deterministic).")
+
+
 def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction) -> None:
     """Add ``timm-nas search tf-tas|evolution|random`` and ``timm-nas search proxies``."""
     for name, text in _STRATEGIES.items():
-        p = search.add_parser(name, help=text.split(":")[0], description=text, epilog=_EXAMPLES[name],
+        p = search.add_parser(name, help=text.split(":")[0], description=f"{text}. {_RUN_FOLDER}",
+                              epilog=_EXAMPLES[name],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_common(p, name)
         if name == "evolution":

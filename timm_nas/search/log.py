@@ -53,6 +53,9 @@ EXPORT_MANIFEST = "export.sha256"
 OUTPUTS = (RUN_FILE, LOG_FILE, "best.json", "pareto.json", "pareto.png", EXPORT_DIR, EXPORT_MANIFEST)
 #: Format version of run.json and the logs.
 FORMAT = 1
+#: What run.json says about exactness (not part of the run's identity).
+DETERMINISM = ("the same arguments give the same files on CPU, for any number of data-loader workers; on GPUs some "
+               "CUDA kernels are not deterministic, so runs there agree up to float rounding")
 #: How to discard a previous search, in the library's words and the CLI's (its errors reach both).
 OVERWRITE_HINT = "pass overwrite=True (--overwrite)"
 EXPORT_HINT = "pass replace_changed_export=True (--overwrite-export) to replace them"
@@ -259,7 +262,13 @@ class RunFolder:
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         run = self.path / RUN_FILE
         if not run.is_file() or self.extended:
-            atomic_write_text(run, json.dumps({"format": FORMAT, "kind": self.kind, "arguments": self.arguments},
+            import torch
+
+            from ..version import __version__
+
+            atomic_write_text(run, json.dumps({"format": FORMAT, "kind": self.kind, "arguments": self.arguments,
+                                               "determinism": DETERMINISM,
+                                               "versions": {"timm_nas": __version__, "torch": torch.__version__}},
                                               indent=1) + "\n")
         log = self.log_path
         if keep is not None and keep < len(self._records):

@@ -8,11 +8,11 @@ every candidate in grey, each front as a line, and the best candidate starred; i
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Sequence
 
+from .._io import atomic_write
 from .engine import Candidate
 
 __all__ = ["pareto_front", "plot_pareto", "COSTS"]
@@ -67,10 +67,5 @@ def plot_pareto(candidates: Sequence[Candidate], path: str | Path, *, best: Cand
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        fig.savefig(str(tmp), dpi=110, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: fig.savefig(str(tmp), dpi=110, format="png"))
     return True

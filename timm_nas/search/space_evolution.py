@@ -607,6 +607,6 @@ def plot_space_evolution(records: Sequence[Mapping[str, Any]], path: str | os.Pa
         ax.set_xlabel("step")
         ax.legend(fontsize=6)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    return path
+    from .._io import atomic_write
+
+    return atomic_write(Path(path), lambda tmp: fig.savefig(str(tmp), dpi=100, format="png"))
