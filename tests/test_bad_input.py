@@ -194,3 +194,25 @@ def test_s3_space_help_shows_each_default_once(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in text and "(default: )" not in text
     assert text.count("(default: cuda when available)") == 1
+
+
+def test_truncated_weights_through_timm_name_the_folder(tmp_path):
+    """timm.create_model('local-dir:...', pretrained=True) on a cut-short safetensors file names where it came from
+    (a bad config.json is parsed by timm before any timm-nas code runs: timm_nas.hub.load names that file)."""
+    import timm
+
+    from timm_nas import hub
+
+    good = tmp_path / "good"
+    assert main(["export", "autoformer_tiny", "--random-weights", "--out", str(good)]) == 0
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    for p in good.iterdir():
+        (cut / p.name).write_bytes(p.read_bytes())
+    (cut / "model.safetensors").write_bytes((good / "model.safetensors").read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"cannot read the weights of autoformer_tiny from .*cut: SafetensorError.*"
+                                         r"truncated or corrupt"):
+        timm.create_model(f"local-dir:{cut}", pretrained=True)
+    (cut / "config.json").write_text("{bad")
+    with pytest.raises(ValueError, match=r"config.json of .*cut is not valid JSON"):
+        hub.load(cut)
