@@ -47,6 +47,7 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     p.add_argument("--overwrite-export", action="store_true",
                    help="replace --out/export even if it holds files the search did not write (refused otherwise)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--onnx", action="store_true", help="also export model.onnx (pip install 'timm-nas[deploy]')")
     p.add_argument("--no-export", action="store_true", help="do not export the genotype network")
     p.add_argument("--export-model", choices=("darts_cifar", "darts_imagenet"), default="darts_cifar",
                    help="network built from the genotype for the export (default darts_cifar: C=36, 20 cells)")
@@ -117,7 +118,7 @@ def _run_search(args: argparse.Namespace) -> int:
     export = None
     if not args.no_export:
         num_classes = args.export_num_classes or dataset_num_classes(dataset)
-        export = dict(model_name=args.export_model, model_kwargs={"num_classes": num_classes},
+        export = dict(model_name=args.export_model, model_kwargs={"num_classes": num_classes}, onnx=args.onnx,
                       push_to=args.push_to_hub, private=args.private)
     result = search(dataset, args.out, cfg, resume=not args.overwrite, device=device,
                     progress=not args.no_progress, export=export, replace_changed_export=args.overwrite_export)

@@ -40,7 +40,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.random_weights:
         note = "The weights are a random initialisation (exported with --random-weights): train the model before use."
         card = dict(card, notes=f"{card['notes']} {note}" if card.get("notes") else note)
-    folder = hub.export(model.eval(), args.out, card=card or None, overwrite=args.overwrite)
+    folder = hub.export(model.eval(), args.out, card=card or None, overwrite=args.overwrite, onnx=args.onnx)
     if args.random_weights:
         print(f"warning: exported {args.model} with random weights (--random-weights)", file=sys.stderr)
     print(folder)
@@ -88,6 +88,9 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     p.add_argument("--pretrained", action="store_true", help="load the model's own pretrained weights")
     p.add_argument("--random-weights", action="store_true",
                    help="export the random initialisation (untrained); the card says so")
+    p.add_argument("--onnx", action="store_true",
+                   help="also write model.onnx (dynamic batch, checked with onnxruntime; pip install "
+                        "'timm-nas[deploy]'); static models only")
     p.add_argument("--card", help=card_help)
     p.add_argument("--overwrite", action="store_true", help="replace an existing exported folder")
     p.set_defaults(func=_export)

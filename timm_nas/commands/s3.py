@@ -102,6 +102,7 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     r.add_argument("--overwrite-export", action="store_true",
                    help="replace --out/search/export even if it holds files the search did not write")
     r.add_argument("--no-plot", action="store_true", help="do not draw space_evolution.png")
+    r.add_argument("--onnx", action="store_true", help="also export the searched subnet as model.onnx")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_s3_space)
 
@@ -256,5 +257,6 @@ def _search_final(result: Any, make_supernet: Any, loader: Any, constraints: Any
         "space": result.space.to_dict(), "seed": args.seed,
         "constraints": {k: v for k, v in constraints.to_dict().items() if k != "cost_kwargs"},
         "weights": "inherited from the last supernet of the space evolution", **constraints.latency_record(best.config)}
-    folder, status = found.folder.export(lambda f: export_best(supernet, found, f, provenance=provenance))
+    folder, status = found.folder.export(lambda f: export_best(supernet, found, f, provenance=provenance,
+                                                               onnx=args.onnx))
     print(_EXPORT_STATUS[status].format(folder=folder))

@@ -113,6 +113,7 @@ def _add_common(p: argparse.ArgumentParser, strategy: str) -> None:
     r.add_argument("--top", type=positive_int, default=10, help="rows of the summary table (default 10)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--no-export", action="store_true", help="do not export the best subnet")
+    r.add_argument("--onnx", action="store_true", help="also export model.onnx (pip install 'timm-nas[deploy]')")
     r.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="push the exported subnet to this Hub repo")
     r.add_argument("--private", action="store_true", help="create the Hub repo private")
 
@@ -185,6 +186,8 @@ def _validate(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"checkpoint file not found: {args.checkpoint}")
     if args.push_to_hub is not None and args.no_export:
         raise ValueError("--push-to-hub pushes the export: it cannot be combined with --no-export")
+    if args.onnx and args.no_export:
+        raise ValueError("--onnx is part of the export: it cannot be combined with --no-export")
 
 
 def _constraints(args: argparse.Namespace, cost_kwargs: dict[str, Any] | None = None) -> Any:
@@ -413,7 +416,8 @@ def search_from_args(args: argparse.Namespace) -> tuple[Any, Any, Path | None]:
             "space": args.space if not args.space.strip().startswith("{") else space.to_dict(),
             "constraints": {k: v for k, v in constraints.to_dict().items() if k != "cost_kwargs"},
             "seed": args.seed, "scorer": scorer.describe(), "weights": _weights_arg(args), **latency}
-        folder, status = result.folder.export(lambda f: export_best(supernet, result, f, provenance=provenance))
+        folder, status = result.folder.export(lambda f: export_best(supernet, result, f, provenance=provenance,
+                                                                    onnx=args.onnx))
         print(_EXPORT_STATUS[status].format(folder=folder))
         if args.push_to_hub:
             from .. import hub
@@ -459,7 +463,7 @@ def supernet_args(supernet: Any) -> dict[str, Any]:
     return args
 
 
-def export_best(supernet: Any, result: Any, folder: Path, *, provenance: dict[str, Any]) -> Path:
+def export_best(supernet: Any, result: Any, folder: Path, *, provenance: dict[str, Any], onnx: bool = False) -> Path:
     """Extract the best subnet (inherited weights) and export it with :func:`timm_nas.hub.export` into ``folder``
     (replacing an earlier export there); a search's CLI calls it through its run folder's
     :meth:`~timm_nas.search.log.RunFolder.export`, which keeps the user's files safe."""
@@ -475,4 +479,4 @@ def export_best(supernet: Any, result: Any, folder: Path, *, provenance: dict[st
         "provenance": {**provenance, "score": best.score, "candidate": best.index,
                        "candidates": len(result.candidates), "params": best.params, "macs": best.macs},
     }
-    return hub.export(model, folder, card=card, overwrite=True)
+    return hub.export(model, folder, card=card, overwrite=True, onnx=onnx)

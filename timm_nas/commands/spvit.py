@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     p.add_argument("--overwrite-export", action="store_true",
                    help="replace --out/export even if it holds files the search did not write (refused otherwise)")
     p.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke tests)")
+    p.add_argument("--onnx", action="store_true", help="also export model.onnx (pip install 'timm-nas[deploy]')")
     p.add_argument("--no-export", action="store_true", help="do not export the pruned model")
     p.add_argument("--export-skip-mode", choices=("zero", "original"), default="zero",
                    help="skip layers of the exported model: 'zero' reproduces the search network (default)")
@@ -118,8 +119,8 @@ def _run_search(args: argparse.Namespace) -> int:
     if args.val_split:
         val = open_dataset(args.dataset, args.data_dir, args.val_split)
         val.transform = search_transforms(cfg, is_training=False)
-    export = None if args.no_export else dict(skip_mode=args.export_skip_mode, push_to=args.push_to_hub,
-                                               private=args.private)
+    export = None if args.no_export else dict(skip_mode=args.export_skip_mode, onnx=args.onnx,
+                                               push_to=args.push_to_hub, private=args.private)
     result = search(train, args.out, cfg, val_dataset=val, resume=not args.overwrite, device=device,
                     progress=not args.no_progress, export=export, max_steps_per_epoch=args.max_steps_per_epoch,
                     replace_changed_export=args.overwrite_export)

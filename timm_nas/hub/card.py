@@ -189,7 +189,24 @@ def _cost_section(cost: Mapping[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-def _usage_section(repo_id: str) -> str:
+def _onnx_section() -> list[str]:
+    return [
+        "",
+        "`model.onnx` is the same model for deployment (ONNX, dynamic batch; `pip install onnxruntime`):",
+        "",
+        "```python",
+        "import numpy as np",
+        "import onnxruntime",
+        "",
+        'session = onnxruntime.InferenceSession("model.onnx")',
+        "name = session.get_inputs()[0].name",
+        "batch = np.random.randn(1, *session.get_inputs()[0].shape[1:]).astype(np.float32)  # preprocessed images",
+        "logits = session.run(None, {name: batch})[0]",
+        "```",
+    ]
+
+
+def _usage_section(repo_id: str, onnx: bool = False) -> str:
     # push() rewrites the create_model line's repo id (see timm_nas.hub.push): keep its shape
     return "\n".join([
         "```python",
@@ -208,13 +225,14 @@ def _usage_section(repo_id: str) -> str:
         "A local copy of this folder loads the same way with `timm.create_model(\"local-dir:/path/to/folder\", "
         "pretrained=True)`, and `timm_nas.create_model(...)` is the same call with the import guaranteed. "
         "Without `import timm_nas`, timm only reports `Unknown model`.",
+        *(_onnx_section() if onnx else []),
     ])
 
 
 # ------------------------------------------------------------------------------------------------------ render
 def render_card(config: Mapping[str, Any], card: Mapping[str, Any] | None = None, *,
                 cost: Mapping[str, Any] | None = None,
-                architecture: tuple[Mapping[str, Any], str] | None = None) -> str:
+                architecture: tuple[Mapping[str, Any], str] | None = None, onnx: bool = False) -> str:
     """Render a folder's ``README.md`` from its ``config.json`` content and card information.
 
     Args:
@@ -225,6 +243,7 @@ def render_card(config: Mapping[str, Any], card: Mapping[str, Any] | None = None
             :func:`~timm_nas.hub.export`; omitted from the card when ``None``.
         architecture: ``(config dict, where it comes from)`` for the architecture table; default: the marker's
             ``arch_arg`` entry of ``model_args``, if any.
+        onnx: the folder holds ``model.onnx``: the card says how to run it.
 
     Returns:
         The card: YAML front matter (``library_name: timm``, tags with ``timm-nas`` and the family, license,
@@ -280,7 +299,7 @@ def render_card(config: Mapping[str, Any], card: Mapping[str, Any] | None = None
         title=name,
         summary=(info.get("description") or f"`{arch}`, a timm model made with timm-nas.") + weights_note,
         install=f"pip install '{PIP_NAME}>={marker.get('version', __version__)}'",
-        usage=_usage_section(info.get("repo_id") or REPO_ID_PLACEHOLDER),
+        usage=_usage_section(info.get("repo_id") or REPO_ID_PLACEHOLDER, onnx=onnx),
         architecture=_arch_section(config, architecture),
         cost=_cost_section(cost),
         results=results,

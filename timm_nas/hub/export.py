@@ -233,7 +233,7 @@ def _save_weights(state: Mapping[str, torch.Tensor], path: Path) -> None:
 
 
 def export(model: nn.Module, folder: str | os.PathLike, *, card: Mapping[str, Any] | None = None,
-           overwrite: bool = False) -> Path:
+           overwrite: bool = False, onnx: bool = False) -> Path:
     """Write a Hub-ready folder: ``config.json``, ``model.safetensors`` (when the model has weights) and
     ``README.md``.
 
@@ -253,6 +253,9 @@ def export(model: nn.Module, folder: str | os.PathLike, *, card: Mapping[str, An
             :func:`~timm_nas.hub.push` fills it otherwise) and ``base_model`` (the Hub ids of the models these
             weights come from).
         overwrite: replace an existing non-empty folder that holds a previous export.
+        onnx: also write ``model.onnx`` (:func:`timm_nas.deploy.export_onnx`: one file, dynamic batch, checked
+            against eager PyTorch with onnxruntime); the card says how to run it. Static models only: a supernet
+            or search network is refused before anything is written (extract it first).
 
     Returns:
         The folder's path.
@@ -267,6 +270,10 @@ def export(model: nn.Module, folder: str | os.PathLike, *, card: Mapping[str, An
     folder = Path(folder)
     info = check_card(card)
     check_destination(folder, overwrite)
+    if onnx:
+        from ..deploy import check_static
+
+        check_static(model)
     arch = _architecture(model)
     family = family_of(arch)
     overrides = _export_args(model, arch, family)
@@ -297,9 +304,13 @@ def export(model: nn.Module, folder: str | os.PathLike, *, card: Mapping[str, An
         input_size = config["pretrained_cfg"].get("input_size") or (3, 224, 224)
         cost = _cost(model, arch_info.obj if arch_info else None, config.get("model_args", {}), input_size)
         readme = render_card(config, dict(card or {}, name=info.get("name") or folder.name), cost=cost,
-                             architecture=(arch_info.config, arch_info.source) if arch_info else None)
+                             architecture=(arch_info.config, arch_info.source) if arch_info else None, onnx=onnx)
         if has_weights:  # weights before config.json: a folder cut short never holds a config that loads
             _save_weights(state, tmp / WEIGHTS_NAME)
+        if onnx:
+            from ..deploy import ONNX_NAME, export_onnx
+
+            export_onnx(model, tmp / ONNX_NAME)
         (tmp / README_NAME).write_text(readme, encoding="utf-8")
         os.replace(partial_config, tmp / CONFIG_NAME)
 

@@ -84,8 +84,9 @@ PER_QUERY_MIN_ROWS = 16
 
 @torch.jit.ignore
 def _many_rows(q: torch.Tensor) -> bool:
-    if isinstance(q, torch.fx.Proxy):
-        return True  # FX records one path; the shape is not known while tracing
+    if isinstance(q, torch.fx.Proxy) or torch.compiler.is_compiling():
+        # FX / torch.export / the ONNX exporter record one path for every batch size (the batch is symbolic)
+        return True
     return q.shape[0] * q.shape[1] >= PER_QUERY_MIN_ROWS
 
 

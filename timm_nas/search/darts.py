@@ -659,12 +659,13 @@ def export_genotype(
         private: bool = False,
         token: str | None = None,
         seed: int | None = None,
+        onnx: bool = False,
 ) -> Path:
     """Build the genotype network (``darts_cifar`` or ``darts_imagenet``) and export it as a Hub folder with
     :func:`timm_nas.hub.export` (``config.json`` holds ``genotype`` under ``model_args``); optionally push it.
 
     The network's weights are freshly initialised (from ``seed`` when given, without touching the global
-    generator's stream): DARTS trains a searched genotype from scratch.
+    generator's stream): DARTS trains a searched genotype from scratch. ``onnx`` also writes ``model.onnx``.
     """
     import timm
     from timm.models._input import update_model_args
@@ -686,7 +687,7 @@ def export_genotype(
     update_model_args(model, **dict(kwargs, **arch))
     card: dict[str, Any] = {"provenance": dict(provenance or {}, genotype=genotype.to_dict(),
                                                 genotype_text=genotype.to_text())}
-    path = Path(hub.export(model, folder, card=card, overwrite=overwrite))
+    path = Path(hub.export(model, folder, card=card, overwrite=overwrite, onnx=onnx))
     if push_to:
         hub.push(path, push_to, private=private, token=token)
     return path

@@ -591,6 +591,7 @@ def export_pruned(
         push_to: str | None = None,
         private: bool = False,
         token: str | None = None,
+        onnx: bool = False,
 ) -> Path:
     """Export the pruned model of a search network (:meth:`SPViTSearchDeiT.extract`) with
     :func:`timm_nas.hub.export`; optionally push it with :func:`timm_nas.hub.push`.
@@ -606,6 +607,7 @@ def export_pruned(
         overwrite: replace a previous export in ``folder``.
         push_to: a Hub repo id to push to.
         private, token: passed to :func:`timm_nas.hub.push`.
+        onnx: also write ``model.onnx`` (:func:`timm_nas.deploy.export_onnx`).
     """
     from .. import hub
 
@@ -620,7 +622,7 @@ def export_pruned(
             card["metrics"]["dataset"] = "search validation split"
     if datasets:
         card["datasets"] = list(datasets)
-    path = Path(hub.export(pruned, folder, card=card, overwrite=overwrite))
+    path = Path(hub.export(pruned, folder, card=card, overwrite=overwrite, onnx=onnx))
     if push_to:
         hub.push(path, push_to, private=private, token=token)
     return path
