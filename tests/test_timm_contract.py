@@ -47,11 +47,15 @@ CONTRACT: dict[str, dict] = {
             },
         }),
     "darts": dict(
-        non_std=False, feat_inter=False,
+        non_std=False, feat_inter=True,
         skips={
             "darts_search": {
                 "test_model_forward_torchscript": "search cells index their edges with a running Python offset "
                                                   "(ModuleList[int expr]), which TorchScript cannot compile",
+                "test_model_forward_intermediates": "the search network's cells mix every operation; features come "
+                                                    "from the genotype network (darts_cifar / darts_imagenet)",
+                "test_model_forward_intermediates_features": "see test_model_forward_intermediates",
+                "test_prune_intermediate_layers_contract": "see test_model_forward_intermediates",
             },
         }),
     "nb201": dict(non_std=False, feat_inter=False, skips={}),
@@ -181,3 +185,39 @@ def test_timm_model_contract(family: str, tmp_path: Path) -> None:
             # timm's ids put the batch size first: test_model_forward[1-autoformer_tiny]
             hit = re.search(rf"PASSED test_models\.py::{test}\[\d+-{re.escape(m)}\]", res.stdout)
             assert hit, f"{test} did not pass for {m}:\n{tail}"
+
+
+#: Our models in timm's resize-and-reload test (``test_model_input.py::test_default_resize_hub_roundtrip``):
+#: (model, constructor arguments, image size, resized image size).
+RESIZE_ROUNDTRIP = [
+    ("autoformer_subnet", dict(subnet=dict(embed_dim=64, depth=2, num_heads=[2, 2], mlp_ratio=[2.0, 1.0]),
+                               patch_size=8, head_dim=32), 32, 48),
+    ("autoformer_subnet", dict(subnet=dict(embed_dim=64, depth=1, num_heads=[1], mlp_ratio=[1.0]), head_dim=64,
+                               dynamic_img_size=True), 64, 96),
+    ("spvit_deit_tiny", dict(), 64, 96),
+]
+
+
+@pytest.mark.contract
+def test_timm_model_input_contract(tmp_path: Path) -> None:
+    """timm's resize round trip on our ViTs: ``set_input_size``, timm's ``save_for_hf``, ``local-dir:`` reload with
+    identical structure, weights and outputs."""
+    src = _timm_tests_dir()
+    if not (src / "test_model_input.py").is_file():
+        pytest.skip(f"timm {timm.__version__}'s sdist has no tests/test_model_input.py")
+    text = (src / "test_model_input.py").read_text()
+    entries = "".join(f"    ({name!r}, {kwargs!r}, {size}, {new}),\n" for name, kwargs, size, new in RESIZE_ROUNDTRIP)
+    text, n = re.subn(r"^_RESIZE_ROUNDTRIP = \[\n", "_RESIZE_ROUNDTRIP = [\n" + entries, text, count=1, flags=re.M)
+    assert n == 1, "timm's test_model_input.py layout changed: update the list patching"
+    (tmp_path / "test_model_input.py").write_text(text)
+    (tmp_path / "conftest.py").write_text("import timm_nas  # noqa: F401  (register our models before collection)\n")
+    names = sorted({name for name, *_ in RESIZE_ROUNDTRIP})
+    expr = "test_default_resize_hub_roundtrip and (" + " or ".join(names) + ")"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", str(tmp_path / "test_model_input.py"),
+           "-k", expr]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
+    print((res.stdout.strip().splitlines() or [""])[-1])
+    assert res.returncode == 0, f"timm's model input contract failed:\n{(res.stdout + res.stderr)[-6000:]}"
+    passed = len(re.findall(r"PASSED test_model_input\.py::test_default_resize_hub_roundtrip", res.stdout))
+    assert passed == len(RESIZE_ROUNDTRIP), res.stdout[-3000:]

@@ -39,7 +39,7 @@ from timm.layers import DropPath, Mlp, PatchEmbed, resample_abs_pos_embed, to_2t
 from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._input import update_model_args
-from timm.models._manipulate import adapt_input_conv, checkpoint, checkpoint_seq
+from timm.models._manipulate import adapt_input_conv, checkpoint
 
 from ._build import build_model
 from .._checkpoint import load_checkpoint_file, unwrap_state_dict
@@ -338,13 +338,20 @@ class RelPosAttention(nn.Module):
         self.proj = nn.Linear(qk, dim, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """``x`` ``(B, 1 + H W, E)``; ``grid_size`` ``(H, W)`` of this input (default: the built grid)."""
         B, N, _ = x.shape
+        grid = self.grid_size if grid_size is None else grid_size
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # (B, h, N, d) each
-        x = rel_pos_attention(q, k, v, self.rel_pos_k.tables(), self.rel_pos_v.tables(), self.grid_size,
+        x = rel_pos_attention(q, k, v, self.rel_pos_k.tables(), self.rel_pos_v.tables(), grid,
                               self.max_relative_position, self.scale, self.attn_drop, self.training)
         return self.proj_drop(self.proj(x))
+
+    def set_grid_size(self, grid_size: Tuple[int, int]) -> None:
+        """Build for another patch grid (the relative-position index follows it; the tables are unchanged)."""
+        self.grid_size = (int(grid_size[0]), int(grid_size[1]))
+        self.rel_pos_k.grid_size = self.rel_pos_v.grid_size = self.grid_size
 
 
 class ElasticRelPosAttention(nn.Module):
@@ -464,8 +471,8 @@ class AutoFormerBlock(nn.Module):
         self.mlp = Mlp(dim, mlp_hidden, act_layer=nn.GELU, drop=proj_drop, **dd)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path1(self.attn_out_drop(self.attn(self.norm1(x))))
+    def forward(self, x: torch.Tensor, grid_size: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        x = x + self.drop_path1(self.attn_out_drop(self.attn(self.norm1(x), grid_size)))
         return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
@@ -779,6 +786,10 @@ class AutoFormer(ViTApiMixin, nn.Module):
         drop_rate: dropout on the embeddings, after projections and in the MLP.
         attn_drop_rate: dropout on attention weights and on the attention branch.
         drop_path_rate: stochastic depth, linear over this model's depth.
+        dynamic_img_size: accept any input size (as timm's ViT): the position embedding is resampled to the
+            input's patch grid and the relative-position index follows it (distances beyond
+            ``max_relative_position`` are clipped, as for the built size).
+        dynamic_img_pad: pad inputs to a multiple of the patch size (with ``dynamic_img_size``).
     """
 
     def __init__(
@@ -795,6 +806,8 @@ class AutoFormer(ViTApiMixin, nn.Module):
             drop_rate: float = 0.0,
             attn_drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
+            dynamic_img_size: bool = False,
+            dynamic_img_pad: bool = False,
             device: Optional[torch.device] = None,
             dtype: Optional[torch.dtype] = None,
     ) -> None:
@@ -803,6 +816,7 @@ class AutoFormer(ViTApiMixin, nn.Module):
         cfg = AutoFormerSubnet.resolve(subnet)
         E = cfg.embed_dim
         self.subnet = cfg
+        self.dynamic_img_size = dynamic_img_size
         self.num_classes = num_classes
         self.global_pool = check_global_pool(global_pool)
         self.in_chans = in_chans
@@ -813,7 +827,10 @@ class AutoFormer(ViTApiMixin, nn.Module):
         self.num_prefix_tokens = NUM_PREFIX_TOKENS
         self.grad_checkpointing = False
 
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, E, **dd)
+        embed_args: Dict[str, Any] = dict(strict_img_size=False, output_fmt="NHWC", flatten=False) \
+            if dynamic_img_size else {}
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, E, dynamic_img_pad=dynamic_img_pad,
+                                      **embed_args, **dd)
         # The cost formulas' shape arguments (timm_nas.cost.model_cost).
         self.cost_args = _cost_args(self.patch_embed, in_chans, num_classes, self.global_pool, qkv_bias, head_dim,
                                     max_relative_position)
@@ -839,16 +856,51 @@ class AutoFormer(ViTApiMixin, nn.Module):
         trunc_normal_(self.cls_token, std=INIT_STD)
         self.apply(_init_weights)
 
+    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[Tuple[int, int]]]:
+        """Tokens ``(B, 1 + H W, E)`` with the class token and position embedding, and the patch grid of this
+        input (``None``: the built grid)."""
+        x = self.patch_embed(x)
+        grid: Optional[Tuple[int, int]] = None
+        pos_embed = self.pos_embed
+        if self.dynamic_img_size:
+            B, H, W, C = x.shape
+            grid = (H, W)
+            pos_embed = resample_abs_pos_embed(self.pos_embed, [H, W], num_prefix_tokens=self.num_prefix_tokens)
+            x = x.reshape(B, H * W, C)
+        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        return self.pos_drop(x + pos_embed), grid
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Unpooled features ``(B, N+1, E)`` after the final norm."""
-        x = self.patch_embed(x)
-        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
-        x = self.pos_drop(x + self.pos_embed)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
+        x, grid = self._embed(x)
+        for block in self.blocks:
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(block, x, grid)
+            else:
+                x = block(x, grid)
         return self.norm(x)
+
+    @torch.jit.ignore
+    def set_input_size(self, img_size: Optional[Union[int, Tuple[int, int]]] = None,
+                       patch_size: Optional[Union[int, Tuple[int, int]]] = None) -> None:
+        """Rebuild for another input size (and patch size), as timm's ViT: the patch embedding (its kernel
+        resampled for a new patch size) and the position embedding follow, and so does every block's
+        relative-position index. The new sizes are recorded for :func:`timm_nas.hub.export`, so the export
+        reloads as the resized model."""
+        from timm.models._input import update_model_input_size
+
+        prev = self.patch_embed.grid_size
+        self.patch_embed.set_input_size(img_size=img_size, patch_size=patch_size)
+        grid = self.patch_embed.grid_size
+        if tuple(grid) != tuple(prev):
+            self.pos_embed = nn.Parameter(resample_abs_pos_embed(
+                self.pos_embed.detach(), list(grid), old_size=list(prev), num_prefix_tokens=self.num_prefix_tokens))
+        for block in self.blocks:
+            block.attn.set_grid_size(grid)
+        self.cost_args.update(img_size=_json_size(self.patch_embed.img_size),
+                              patch_size=self.patch_embed.patch_size[0])
+        update_model_input_size(self, self.patch_embed.img_size,
+                                patch_size=self.patch_embed.patch_size[0] if patch_size is not None else None)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.global_pool == "avg":
@@ -873,7 +925,7 @@ class AutoFormer(ViTApiMixin, nn.Module):
         """Block outputs as timm's ``VisionTransformer.forward_intermediates`` returns them.
 
         Args:
-            x: images ``(B, C, H, W)`` at the model's ``img_size``.
+            x: images ``(B, C, H, W)`` at the model's ``img_size`` (any size with ``dynamic_img_size``).
             indices: the last ``n`` blocks (int), the given block indices (list; negative counts from the end),
                 or every block (``None``).
             return_prefix_tokens: pair each intermediate with its class token ``(B, 1, E)``.
@@ -889,19 +941,20 @@ class AutoFormer(ViTApiMixin, nn.Module):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
         take_indices, max_index = feature_take_indices(len(self.blocks), indices)
         B = x.shape[0]
-        x = self.patch_embed(x)
-        x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
-        x = self.pos_drop(x + self.pos_embed)
+        x, grid = self._embed(x)
         blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[:max_index + 1]
         intermediates: List[torch.Tensor] = []
         for i, block in enumerate(blocks):
-            x = checkpoint(block, x) if self.grad_checkpointing and not torch.jit.is_scripting() else block(x)
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(block, x, grid)
+            else:
+                x = block(x, grid)
             if i in take_indices:
                 intermediates.append(self.norm(x) if norm else x)
         prefix = [y[:, :self.num_prefix_tokens] for y in intermediates]
         spatial = [y[:, self.num_prefix_tokens:] for y in intermediates]
         if output_fmt == "NCHW":
-            h, w = self.patch_embed.grid_size
+            h, w = self.patch_embed.grid_size if grid is None else grid
             spatial = [y.reshape(B, h, w, -1).permute(0, 3, 1, 2).contiguous() for y in spatial]
         out: List[Any] = list(zip(spatial, prefix)) if return_prefix_tokens else spatial
         if intermediates_only:

@@ -27,6 +27,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import create_classifier, get_device_dtype
 from timm.models import generate_default_cfgs, register_model
 from timm.models._input import update_model_args
+from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 
 from ._build import build_model
@@ -309,6 +310,76 @@ class DartsNet(CellNetApiMixin, nn.Module):
             else:
                 s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
         return s1
+
+    def _taps(self) -> list[int]:
+        """Cell index of every feature tap after the stem (``feature_info[1:]``)."""
+        return [int(info["module"].split(".")[1]) for info in self.feature_info[1:]]
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | list[int] | None = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = "NCHW",
+            intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Feature maps at the taps of ``feature_info`` (the stem, then the last cell of each resolution), as
+        timm's CNNs return them (``features_only=True`` gives the same maps).
+
+        Args:
+            x: images.
+            indices: the last ``n`` taps (int), the given tap indices (list), or every tap (``None``).
+            norm: unused (no final norm in a DARTS network; kept for timm's signature).
+            stop_early: stop after the last requested tap.
+            output_fmt: only ``'NCHW'``.
+            intermediates_only: return only the intermediates.
+
+        Returns:
+            ``(final features, intermediates)``, or the intermediates alone.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt={output_fmt!r} is not supported; DARTS feature maps are 'NCHW'")
+        taps = self._taps()
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        intermediates: list[torch.Tensor] = []
+        s0, s1 = self._stems(x)
+        if 0 in take_indices:
+            intermediates.append(s0)
+        last = len(self.cells) - 1
+        if stop_early:
+            last = taps[max_index - 1] if max_index > 0 else -1
+        for i, cell in enumerate(self.cells):
+            if i > last:
+                break
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                s0, s1 = s1, checkpoint(cell, s0, s1, self.drop_path_prob)
+            else:
+                s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i in taps and taps.index(i) + 1 in take_indices:
+                intermediates.append(s1)
+        if intermediates_only:
+            return intermediates
+        return s1, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: int | list[int] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> list[int]:
+        """Drop the cells after the last tap of ``indices`` (and the classifier when asked); returns the kept tap
+        indices, as timm's CNNs do."""
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        taps = self._taps()
+        keep = taps[max_index - 1] + 1 if max_index > 0 else 0
+        self.cells = self.cells[:keep]
+        self.feature_info = self.feature_info[:max_index + 1]
+        if self.auxiliary_head is not None and self.aux_index >= keep:
+            self.auxiliary_head = None
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices
 
     @torch.jit.ignore
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

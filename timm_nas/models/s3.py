@@ -85,8 +85,8 @@ def resolve_subnet(subnet: Union[str, Mapping[str, Any], S3Subnet, None]) -> S3S
 
 
 def _check_fmt(output_fmt: str) -> None:
-    if output_fmt != "NCHW":
-        raise ValueError(f"output_fmt={output_fmt!r} is not supported; intermediates are returned as 'NCHW'")
+    if output_fmt not in ("NCHW", "NHWC"):
+        raise ValueError(f"output_fmt={output_fmt!r} is not supported; choose 'NCHW' or 'NHWC' (timm's Swin layout)")
 
 
 def _check_subnet_windows(cfg: S3Subnet, grids: Sequence[int]) -> None:
@@ -636,14 +636,14 @@ class S3Transformer(_S3Common, nn.Module):
             output_fmt: str = "NCHW",
             intermediates_only: bool = False,
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Stage outputs (NCHW) and the final features, as timm's Swin.
+        """Stage outputs (NCHW, or NHWC) and the final features, as timm's Swin.
 
         Args:
             x: input images.
             indices: last n stages if an int, all if None, else the stage indices to return.
             norm: apply the final norm to the last stage's intermediate.
             stop_early: stop after the last requested stage.
-            output_fmt: only ``'NCHW'``.
+            output_fmt: ``'NCHW'`` or ``'NHWC'`` (the stages' own layout).
             intermediates_only: return only the intermediates.
         """
         _check_fmt(output_fmt)
@@ -657,7 +657,7 @@ class S3Transformer(_S3Common, nn.Module):
             x = stage(x)
             if i in take_indices:
                 inter = self.norm(x) if norm and i == last else x
-                intermediates.append(inter.permute(0, 3, 1, 2).contiguous())
+                intermediates.append(inter.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else inter)
         if intermediates_only:
             return intermediates
         if i == last:
@@ -885,7 +885,7 @@ class S3Supernet(SupernetMixin, _S3Common, nn.Module):
             output_fmt: str = "NCHW",
             intermediates_only: bool = False,
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Stage outputs (NCHW) of the subnet this forward runs, and its final features (see
+        """Stage outputs (NCHW, or NHWC) of the subnet this forward runs, and its final features (see
         :meth:`S3Transformer.forward_intermediates`)."""
         _check_fmt(output_fmt)
         take_indices, max_index = feature_take_indices(len(self.layers), indices)
@@ -898,7 +898,7 @@ class S3Supernet(SupernetMixin, _S3Common, nn.Module):
             x = self.layers[i](x, cfg, i)
             if i in take_indices:
                 inter = self._final_norm(x) if norm and i == last else x
-                intermediates.append(inter.permute(0, 3, 1, 2).contiguous())
+                intermediates.append(inter.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else inter)
         if intermediates_only:
             if intermediates:
                 intermediates[-1] = self.tie_unused(intermediates[-1], cfg)
@@ -1106,8 +1106,9 @@ def _create_s3(variant: str, model_cls: type, pretrained: bool = False, **kwargs
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
     feature_cfg: Dict[str, Any] = dict(flatten_sequential=True, out_indices=out_indices)
     if model_cls is S3Supernet:
-        # supernet stages take the subnet as an argument, so features come from forward_intermediates
-        feature_cfg["feature_cls"] = "getter"
+        # supernet stages take the subnet as an argument, so features come from forward_intermediates, in the
+        # layout of the static model's (and timm's Swin's) feature maps: NHWC
+        feature_cfg.update(feature_cls="getter", output_fmt="NHWC")
     model = build_model(model_cls, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
                                  feature_cfg=feature_cfg, **kwargs)
     # Record the architecture argument even when it is the entrypoint's default (timm records only what the caller

@@ -996,6 +996,10 @@ class SPViTDeiT(VisionTransformer):
         qkv_bias, drop_rate, pos_drop_rate, proj_drop_rate, attn_drop_rate, drop_path_rate, fc_norm,
         weight_init, norm_layer, act_layer: as timm's ``VisionTransformer`` (``mlp_ratio`` only sets the width
         the arch's ``ffn_kept`` indices refer to).
+        dynamic_img_size, dynamic_img_pad: as timm's ``VisionTransformer`` (any input size, the position
+            embedding resampled per input). Only for archs without 3x3 conv layers (the released tiny and small
+            models): a 3x3 kernel needs the patch grid, which the token sequence does not carry; resize those with
+            :meth:`set_input_size`.
     """
 
     def __init__(
@@ -1021,6 +1025,8 @@ class SPViTDeiT(VisionTransformer):
             weight_init: Literal["skip", "reset", "jax", "jax_nlhb", "moco", ""] = "",
             norm_layer: Any = None,
             act_layer: Any = None,
+            dynamic_img_size: bool = False,
+            dynamic_img_pad: bool = False,
             device: torch.device | str | None = None,
             dtype: torch.dtype | None = None,
     ) -> None:
@@ -1032,6 +1038,11 @@ class SPViTDeiT(VisionTransformer):
         arch.check_fits(depth, hidden)
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
+        if dynamic_img_size and "bconv3x3" in arch.ops:
+            layers = [i for i, op in enumerate(arch.ops) if op == "bconv3x3"]
+            raise ValueError(f"dynamic_img_size=True needs layers without 3x3 convolutions, but layers {layers} are "
+                             "bconv3x3 (a 3x3 kernel needs the patch grid); use set_input_size(img_size=...) to run "
+                             "at another fixed size")
         img, patch = to_2tuple(img_size), to_2tuple(patch_size)
         grid = (img[0] // patch[0], img[1] // patch[1])
         super().__init__(
@@ -1041,7 +1052,7 @@ class SPViTDeiT(VisionTransformer):
             proj_drop_rate=proj_drop_rate, attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate,
             weight_init=weight_init, norm_layer=norm_layer, act_layer=act_layer,
             block_fn=partial(_pruned_block, arch=arch, skip_mode=skip_mode, grid_size=grid),  # type: ignore[arg-type]
-            device=device, dtype=dtype)
+            dynamic_img_size=dynamic_img_size, dynamic_img_pad=dynamic_img_pad, device=device, dtype=dtype)
         self.arch = arch
         self.skip_mode = skip_mode
         self.num_heads = num_heads
