@@ -7,13 +7,14 @@ mode is not carried over.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes", "atomic_folder"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes", "atomic_folder", "sha256_file"]
 
 
 def _umask_mode() -> int:
@@ -80,3 +81,12 @@ def atomic_folder(folder: str | os.PathLike, write: Callable[[Path], None]) -> P
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

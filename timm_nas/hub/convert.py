@@ -1,7 +1,6 @@
 """Turn an authors' released checkpoint into a Hub-ready folder through the family's ``checkpoint_filter_fn``."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -9,20 +8,13 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from .._io import sha256_file
 from ..version import __version__
 from ._common import check_destination, state_dict_mismatch
 from ._family import get_family
 from .export import export
 
 __all__ = ["convert_checkpoint"]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _try_candidate(name: str, model_args: Mapping[str, Any], state: Mapping[str, torch.Tensor],
@@ -115,7 +107,7 @@ def convert_checkpoint(family: str, checkpoint: str | os.PathLike, out: str | os
     model.eval()
     info = dict(card or {})
     provenance = {"method": f"converted from the authors' release with timm-nas {__version__}",
-                  "checkpoint": checkpoint.name, "sha256": _sha256(checkpoint),
+                  "checkpoint": checkpoint.name, "sha256": sha256_file(checkpoint),
                   "filter": f"{fam.module}.{fam.checkpoint_filter.__name__}", "model": label}
     provenance.update(info.get("provenance") or {})
     info["provenance"] = provenance

@@ -424,10 +424,7 @@ def _resume(state: _State, folder: RunFolder, records: list[dict[str, Any]], cfg
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.arch_optimizer.load_state_dict(ckpt["arch_optimizer"])
     done = int(ckpt["epoch"]) + 1
-    state.history = [r for r in records if r.get("epoch", -1) < done]
-    if [r["epoch"] for r in state.history] != list(range(done)):
-        raise ValueError(f"{folder.log_path} does not hold epochs 0..{done - 1} of the checkpoint; "
-                         "overwrite=True (--overwrite) starts afresh")
+    state.history = folder.records_until(records, done)
     _logger.info("resuming DARTS search at epoch %d from %s", done, path)
 
 

@@ -31,7 +31,6 @@ The rules (:class:`RunFolder` implements them once):
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -40,7 +39,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .._io import atomic_folder, atomic_write, atomic_write_text
+from .._io import atomic_folder, atomic_write, atomic_write_text, sha256_file
 
 __all__ = ["RunFolder", "SearchFolder", "config_key", "atomic_write_text", "RUN_FILE", "LOG_FILE", "OUTPUTS",
            "EXPORT_DIR", "EXPORT_MANIFEST", "ExportChangedError"]
@@ -115,17 +114,9 @@ def _without(data: Mapping[str, Any], dotted: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def folder_digest(folder: Path) -> dict[str, str]:
     """``relative path -> sha256`` of every file under ``folder`` (sorted)."""
-    return {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 class RunFolder:
@@ -296,6 +287,19 @@ class RunFolder:
         self._log_handle.flush()
         os.fsync(self._log_handle.fileno())
         self._records.append(_normalise(dict(record)))
+
+    def records_until(self, records: Sequence[Mapping[str, Any]], done: int, key: str = "epoch") -> list[dict[str, Any]]:
+        """The log records of units ``0 .. done - 1`` (by ``key``), those a checkpoint after unit ``done - 1``
+        holds; later ones (logged before a kill stopped the checkpoint) are left out.
+
+        Raises:
+            ValueError: the log lacks one of those units.
+        """
+        kept = [dict(r) for r in records if r.get(key, -1) < done]
+        if [r.get(key) for r in kept] != list(range(done)):
+            raise ValueError(f"{self.log_path} does not hold {key}s 0..{done - 1} of the checkpoint; "
+                             f"{OVERWRITE_HINT} to start afresh")
+        return kept
 
     @property
     def records(self) -> list[dict[str, Any]]:
