@@ -116,3 +116,65 @@ def test_torchrun_cli(tmp_path):
     best = [json.loads((tmp_path / d / "best.json").read_text()) for d in ("one", "two")]
     assert best[0]["config"] == best[1]["config"]
     assert best[0]["score"] == pytest.approx(best[1]["score"], rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------- S3 space evolution
+S3_SPACE = dict(embed_dim=[[32], [32, 64], [32, 64], [32, 64]], depth=[[1, 2], [1, 2], [1, 2, 3], [1, 2]],
+                window_size=[[2, 4], [2, 4], [1, 2], [1]], mlp_ratio=[2.0, 3.0, 4.0])
+
+
+def _evolve(out: str, dist=None, scored: list | None = None):
+    import timm
+
+    from timm_nas.search.space_evolution import SpaceEvolution, evaluate_errors, evolve_space
+    from timm_nas.spaces.s3 import S3Space
+
+    def make(space):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return timm.create_model("s3_supernet", space=space.to_dict(), img_size=32, num_classes=2)
+
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 2, (4,), generator=g)) for _ in range(2)]
+
+    def evaluate(model, configs):
+        if scored is not None:
+            scored.extend(c.to_dict() for c in configs)
+        return evaluate_errors(model, configs, batches)
+
+    return evolve_space(S3Space.from_dict(S3_SPACE), iterations=1, make_supernet=make, train=lambda m, t: None,
+                        evaluate=evaluate, settings=SpaceEvolution(num_samples=6, top_k=2, tau=0.01), out=out,
+                        plot=False, dist=dist)
+
+
+def _evolve_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from timm_nas.search import Dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        scored: list = []
+        result = _evolve(os.path.join(out_dir, "two"), Dist.from_group(), scored)
+        with open(os.path.join(out_dir, f"evolve.rank{rank}.json"), "w") as f:
+            json.dump({"steps": result.steps, "scored": scored}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_space_evolution_scoring_is_shared_by_two_gloo_processes(tmp_path):
+    torch.set_num_threads(1)
+    try:
+        scored: list = []
+        single = _evolve(str(tmp_path / "one"), scored=scored)
+    finally:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    mp.spawn(_evolve_worker, args=(2, str(tmp_path / "init-evolve"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"evolve.rank{r}.json").read_text()) for r in (0, 1)]
+    for got in ranks:  # every rank ends with the single-process steps (E-T errors, fits, next space)
+        assert got["steps"] == json.loads(json.dumps(single.steps))
+    # each rank scored half of the architectures
+    assert len(ranks[0]["scored"]) + len(ranks[1]["scored"]) == len(scored) and ranks[0]["scored"] != scored
+    for name in ("space_evolution.jsonl", "step_0.jsonl", "step_1.jsonl", "final_space.json"):
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name

@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
             ("--init-channels", int, "16"), ("--layers", int, "8"), ("--seed", int, "2"), ("--img-size", int, "32"),
             ("--workers", int, "2")):
         p.add_argument(flag, type=kind, default=None, help=f"default {what}")
-    p.add_argument("--device", type=device_arg, default=None, help="default: cuda when available (LOCAL_RANK under torchrun)")
+    p.add_argument("--device", type=device_arg, default=None,
+                   help="default: cuda when available (LOCAL_RANK under torchrun)")
     p.add_argument("--overwrite", "--no-resume", dest="overwrite", action="store_true",
                    help="discard a previous run in --out (its outputs only) and start afresh")
     p.add_argument("--overwrite-export", action="store_true",
@@ -81,7 +82,8 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
                        ("--cutout", int), ("--ema-decay", float), ("--img-size", int), ("--seed", int),
                        ("--workers", int)):
         t.add_argument(flag, type=kind, default=None, help="default: the recipe's")
-    t.add_argument("--device", type=device_arg, default=None, help="default: cuda when available")
+    t.add_argument("--device", type=device_arg, default=None,
+                   help="default: cuda when available")
     t.add_argument("--no-resume", action="store_true")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_run_train)

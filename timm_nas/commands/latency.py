@@ -72,7 +72,8 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
 def _add_measure(p: argparse.ArgumentParser, defaults: bool) -> None:
     note = "" if defaults else " (default: the table's; another value is refused)"
     g = p.add_argument_group("measurement")
-    g.add_argument("--device", type=device_arg, default="cpu" if defaults else None, help="cpu, cuda, cuda:1, ..." + (note or
+    g.add_argument("--device", type=device_arg, default="cpu" if defaults else None,
+                   help="cpu, cuda, cuda:1, ..." + (note or
                    " (default cpu)"))
     g.add_argument("--batch-size", type=positive_int, default=1 if defaults else None,
                    help="batch size" + (note or " (default 1)"))

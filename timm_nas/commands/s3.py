@@ -51,7 +51,8 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     m.add_argument("--num-classes", type=positive_int, default=1000, help="classifier width")
     m.add_argument("--checkpoint", default=None,
                    help="initial supernet weights (ours, or any S3 checkpoint; shared weights are inherited)")
-    m.add_argument("--device", type=device_arg, default=None, help="cpu, cuda, ... (default: cuda when available)")
+    m.add_argument("--device", type=device_arg, default=None,
+                   help="cpu, cuda, ... (default: cuda when available)")
 
     d = p.add_argument_group("data (timm create_dataset / create_loader)")
     d.add_argument("--data-dir", required=True, help="dataset root")
@@ -140,7 +141,12 @@ def run_s3_space(args: argparse.Namespace) -> int:
     settings = SpaceEvolution(num_samples=args.num_samples, top_k=args.top_k, tau=args.tau, max_steps=args.max_steps,
                               block_value=args.block_value, dims=tuple(args.dims), constraints=constraints,
                               seed=args.seed)
+    from ..search.distributed import Dist
+
+    dist = Dist.from_env()  # under torchrun: the E-T error's architectures are scored across the processes
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and device.index is None and dist.world_size > 1:
+        device = torch.device("cuda", dist.local_rank)
     out = Path(args.out).expanduser()
 
     def make_supernet(s: Any) -> Any:
@@ -160,7 +166,8 @@ def run_s3_space(args: argparse.Namespace) -> int:
         if steps:
             loader = _train_batches(train_data, args, steps, t)
             losses = train_supernet(model, loader, steps, lr=args.lr, weight_decay=args.weight_decay, device=device)
-            print(f"step {t}: trained the supernet {steps} steps, last loss {losses[-1]:.4f}")
+            if dist.is_main:
+                print(f"step {t}: trained the supernet {steps} steps, last loss {losses[-1]:.4f}")
 
     initial = None
     weights: dict[str, Any] = {"random_init_seed": args.seed}
@@ -179,7 +186,12 @@ def run_s3_space(args: argparse.Namespace) -> int:
                           evaluate=lambda model, cfgs: evaluate_errors(model, cfgs, eval_loader, device,
                                                                        progress=progress),
                           settings=settings, out=out, initial_state=initial, evaluate_final=not args.no_final_eval,
-                          overwrite=args.overwrite, plot=not args.no_plot, arguments=arguments, progress=progress)
+                          overwrite=args.overwrite, plot=not args.no_plot, arguments=arguments, progress=progress,
+                          dist=dist)
+    if not dist.is_main:
+        if args.search_generations:
+            _search_final(result, make_supernet, eval_loader, constraints, args, device, out)
+        return 0
     for rec in result.steps:
         q = rec["et_error"]
         moved = [f"s{f['stage']}.{f['dim']}: {f['choices']} -> {f['new_choices']}" for f in rec["fits"]
@@ -245,10 +257,15 @@ def _search_final(result: Any, make_supernet: Any, loader: Any, constraints: Any
     strategy = EvolutionSearch(result.space, constraints, seed=args.seed, population=population,
                                topk=max(1, population // 5), generations=args.search_generations,
                                mutations=population // 2, crossovers=population // 2)
-    found = run_search(strategy, AccuracyScorer(supernet, loader, device=device), out=out / "search",
+    from ..search import Dist
+
+    dist = Dist.from_env()
+    found = run_search(strategy, AccuracyScorer(supernet, loader, device=device), out=out / "search", dist=dist,
                        arguments={"model": "s3_supernet", "weights": "the space evolution's last supernet (../)"},
                        overwrite=args.overwrite,
                        replace_changed_export=args.overwrite_export, plot=not args.no_plot)
+    if not dist.is_main:
+        return
     best = found.best
     print(f"search in the final space: best top-1 {best.score:.3f}% with {best.params / 1e6:.2f}M params"
           + ("" if found.scored else " (a finished search: nothing to do)"))

@@ -67,7 +67,8 @@ def _add_common(p: argparse.ArgumentParser, strategy: str) -> None:
     w = g.add_mutually_exclusive_group()
     w.add_argument("--pretrained", action="store_true", help="load the supernet's released weights")
     w.add_argument("--checkpoint", default=None, help="load supernet weights from a file (original .pth or ours)")
-    g.add_argument("--device", type=device_arg, default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    g.add_argument("--device", type=device_arg, default=None,
+                   help="cpu, cuda, cuda:1, ... (default: cuda when available)")
 
     s = p.add_argument_group("scoring")
     default_proxy = "dss" if strategy == "tf-tas" else None

@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
                         "did); 'none' turns it off")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--device", type=device_arg, default=None, help="default: cuda when available (LOCAL_RANK under torchrun)")
+    p.add_argument("--device", type=device_arg, default=None,
+                   help="default: cuda when available (LOCAL_RANK under torchrun)")
     p.add_argument("--overwrite", "--no-resume", dest="overwrite", action="store_true",
                    help="discard a previous run in --out (its outputs only) and start afresh")
     p.add_argument("--overwrite-export", action="store_true",

@@ -288,7 +288,8 @@ class RunFolder:
         os.fsync(self._log_handle.fileno())
         self._records.append(_normalise(dict(record)))
 
-    def records_until(self, records: Sequence[Mapping[str, Any]], done: int, key: str = "epoch") -> list[dict[str, Any]]:
+    def records_until(self, records: Sequence[Mapping[str, Any]], done: int,
+                      key: str = "epoch") -> list[dict[str, Any]]:
         """The log records of units ``0 .. done - 1`` (by ``key``), those a checkpoint after unit ``done - 1``
         holds; later ones (logged before a kill stopped the checkpoint) are left out.
 

@@ -453,6 +453,7 @@ def evolve_space(
         plot: bool = True,
         arguments: Mapping[str, Any] | None = None,
         progress: bool = False,
+        dist: Any = None,
 ) -> SpaceEvolutionResult:
     """Run S3's space evolution: ``iterations`` updates of ``space``, each preceded by training its supernet and
     estimating its E-T error.
@@ -484,6 +485,10 @@ def evolve_space(
         arguments: more JSON-native values that define the run (the data, the training), recorded in
             ``run.json`` and compared on resume.
         progress: show a progress bar over the steps.
+        dist: the process group (default: torchrun's, else one process). Every rank trains the same supernet
+            (the same seeded batches and draws); the architectures of each E-T error are scored
+            ``world_size`` at a time, one per rank, and gathered, so the run equals the one-process run. Only rank
+            0 writes.
 
     Raises:
         ValueError: if ``out`` holds a different run (other space, settings or arguments) and ``overwrite`` is
@@ -494,36 +499,52 @@ def evolve_space(
 
     from .log import RunFolder
 
+    from .distributed import Dist
+
     settings = settings or SpaceEvolution()
     if iterations < 0:
         raise ValueError(f"iterations must be non-negative, got {iterations}")
+    dist = dist or Dist.from_env()
     folder = None
+    main = dist.is_main
     done: list[dict[str, Any]] = []
+    state: dict[str, torch.Tensor] | None = dict(initial_state) if initial_state is not None else None
     if out is not None:
         identity = {"space": space.to_dict(), "settings": settings.to_dict(), "iterations": iterations,
                     "evaluate_final": evaluate_final, **dict(arguments or {})}
         folder = RunFolder(out, identity, kind="s3-space", log_name=LOG_NAME, overwrite=overwrite, outputs=OUTPUTS,
                            legacy=(LOG_NAME,))
-        records = folder.check()
-        if records and (records[0].get("space") != space.to_dict() or records[0].get("settings") !=
-                        settings.to_dict() or records[0].get("iterations") != iterations):
-            raise ValueError(f"{folder.path} holds a space evolution with another space, settings or number of "
-                             "iterations; pass overwrite=True (--overwrite) or choose another folder")
-        for r in records:  # the completed steps: their files are written before their log line
-            if r.get("step") != len(done) or not (folder.path / f"supernet_{r['step']}.safetensors").is_file():
-                break
-            done.append(r)
-        folder.start(keep=len(done))
-    state: dict[str, torch.Tensor] | None = dict(initial_state) if initial_state is not None else None
+
+        run = folder
+
+        def completed() -> tuple[list[dict[str, Any]], dict[str, torch.Tensor] | None]:
+            """Rank 0 reads the folder: the completed steps and the last one's weights (sent to every rank)."""
+            records = run.check()
+            if records and (records[0].get("space") != space.to_dict() or records[0].get("settings") !=
+                            settings.to_dict() or records[0].get("iterations") != iterations):
+                raise ValueError(f"{run.path} holds a space evolution with another space, settings or number of "
+                                 "iterations; pass overwrite=True (--overwrite) or choose another folder")
+            kept: list[dict[str, Any]] = []
+            for r in records:  # the completed steps: their files are written before their log line
+                if r.get("step") != len(kept) or not (run.path / f"supernet_{r['step']}.safetensors").is_file():
+                    break
+                kept.append(r)
+            weights = load_file(str(run.path / f"supernet_{kept[-1]['step']}.safetensors")) if kept else None
+            return kept, weights
+
+        done, weights = dist.check(completed)
+        if weights is not None:
+            state = weights
+        if main:
+            folder.start(keep=len(done))
     current = space
     if done:
         last_record = done[-1]
         current = S3Space.from_dict(last_record["next_space"] or last_record["space"])
-        state = load_file(str(folder.path / f"supernet_{last_record['step']}.safetensors"))  # type: ignore[union-attr]
         _logger.info("resuming the space evolution after step %d", last_record["step"])
     records = list(done)
     last = iterations if evaluate_final else iterations - 1
-    steps = tqdm(range(len(done), last + 1), total=last + 1, initial=len(done), disable=not progress,
+    steps = tqdm(range(len(done), last + 1), total=last + 1, initial=len(done), disable=not progress or not main,
                  desc="space evolution", unit="step")
     for t in steps:
         model = make_supernet(current)
@@ -534,7 +555,7 @@ def evolve_space(
         with seeded(settings.seed, t):
             train(model, t)
         configs = sample_subnets(current, settings.num_samples, settings.constraints, seed=settings.seed, step=t)
-        errors = [float(e) for e in evaluate(model, configs)]
+        errors = _sharded(evaluate, model, configs, dist)
         q = et_error(errors, settings.top_k)
         grid = model.grid if hasattr(model, "grid") else model.patch_embed.grid_size[0]
         if t < iterations:
@@ -547,7 +568,7 @@ def evolve_space(
         _logger.info("step %d: E-T error %.3f (Q_e %.3f, Q_t %.3f over %d architectures)", t, q.q, q.q_e, q.q_t, q.n)
         steps.set_postfix(et_error=f"{q.q:.3f}")
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        if folder is not None:
+        if folder is not None and main:
             lines = []
             for cfg, err in zip(configs, errors):
                 cost = settings.constraints.cost(cfg)
@@ -557,12 +578,12 @@ def evolve_space(
             folder.save_tensors(f"supernet_{t}.safetensors", state)
             folder.append(record)  # last: a logged step has its files
         records.append(record)
-        if plot and folder is not None:
+        if plot and folder is not None and main:
             plot_space_evolution(records, folder.path / PLOT_NAME)
         if next_space is not None:
             current = next_space
     steps.close()
-    if folder is not None:
+    if folder is not None and main:
         if plot and records and not (folder.path / PLOT_NAME).is_file():
             plot_space_evolution(records, folder.path / PLOT_NAME)
         folder.write_json("final_space.json", current.to_dict())
@@ -573,6 +594,20 @@ def evolve_space(
                                             else None, "steps": len(records)})
         folder.close()
     return SpaceEvolutionResult(records, current, state)
+
+
+def _sharded(evaluate: Callable[[nn.Module, Sequence[S3Subnet]], Sequence[float]], model: nn.Module,
+             configs: Sequence[S3Subnet], dist: Any) -> list[float]:
+    """``evaluate(model, configs)`` with the configs dealt out over the ranks (rank ``r`` scores ``configs[r::world]``)
+    and the errors gathered back into the configs' order on every rank."""
+    if dist.world_size == 1:
+        return [float(e) for e in evaluate(model, configs)]
+    mine = [float(e) for e in evaluate(model, list(configs[dist.rank::dist.world_size]))]
+    shards = dist.all_gather(mine)
+    errors: list[float] = [0.0] * len(configs)
+    for r, shard in enumerate(shards):
+        errors[r::dist.world_size] = shard
+    return errors
 
 
 def plot_space_evolution(records: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path | None:
