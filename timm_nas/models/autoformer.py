@@ -894,7 +894,8 @@ class AutoFormer(ViTApiMixin, nn.Module):
         grid = self.patch_embed.grid_size
         if tuple(grid) != tuple(prev):
             self.pos_embed = nn.Parameter(resample_abs_pos_embed(
-                self.pos_embed.detach(), list(grid), old_size=list(prev), num_prefix_tokens=self.num_prefix_tokens))
+                self.pos_embed.detach(), list(grid), old_size=list(prev), num_prefix_tokens=self.num_prefix_tokens),
+                requires_grad=self.pos_embed.requires_grad)
         for block in self.blocks:
             block.attn.set_grid_size(grid)
         self.cost_args.update(img_size=_json_size(self.patch_embed.img_size),
