@@ -99,3 +99,27 @@ def test_s3_supernet_and_subnet_give_the_same_feature_layout():
         a, b = supernet(x), subnet(x)
     assert [t.shape for t in a] == [t.shape for t in b] == [(1, 16, 16, 32), (1, 8, 8, 32), (1, 4, 4, 32),
                                                             (1, 2, 2, 32)]  # NHWC, as timm's Swin
+
+
+def test_s3_set_input_size_keeps_the_searched_windows_and_reloads_resized(tmp_path):
+    space = dict(embed_dim=[[32], [32], [32], [32]], depth=[[2], [2], [2], [1]], window_size=[[4], [4], [2], [1]],
+                 mlp_ratio=[2.0])
+    cfg = timm.create_model("s3_supernet", space=space, img_size=64, device="meta").space.largest().to_dict()
+    torch.manual_seed(0)
+    model = timm.create_model("s3_subnet", subnet=cfg, img_size=64, num_classes=10).eval()
+    model.set_input_size(img_size=128)
+    fresh = timm.create_model("s3_subnet", subnet=cfg, img_size=128, num_classes=10, device="meta")
+
+    def windows(m):
+        return [(b.window_size, b.shift_size, b.input_resolution) for b in m.modules() if hasattr(b, "shift_size")]
+
+    assert windows(model) == windows(fresh)
+    x = torch.randn(1, 3, 128, 128)
+    hub.export(model, tmp_path / "s3")
+    restored = timm.create_model(f"local-dir:{tmp_path / 's3'}", pretrained=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(restored(x), model(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"the 5x5 grid of stage 2 is odd and cannot be merged"):
+        model.set_input_size(img_size=80)
+    with pytest.raises(ValueError, match="changes img_size only"):
+        model.set_input_size(img_size=128, window_size=8)

@@ -195,6 +195,11 @@ RESIZE_ROUNDTRIP = [
     ("autoformer_subnet", dict(subnet=dict(embed_dim=64, depth=1, num_heads=[1], mlp_ratio=[1.0]), head_dim=64,
                                dynamic_img_size=True), 64, 96),
     ("spvit_deit_tiny", dict(), 64, 96),
+    ("s3_subnet", dict(subnet=dict(embed_dim=[32, 32, 32, 32], depth=[2, 2, 2, 1],
+                                   num_heads=[[1, 1], [1, 1], [1, 1], [1]],
+                                   window_size=[[4, 4], [4, 4], [2, 2], [1]], mlp_ratio=[[2.0, 2.0], [2.0, 2.0],
+                                                                                       [2.0, 2.0], [2.0]])),
+     64, 128),
 ]
 
 

@@ -627,6 +627,35 @@ class S3Transformer(_S3Common, nn.Module):
         self._reset_head(num_classes, global_pool, self.num_features)
         self.head_hidden_size = self.head.num_features
 
+    @torch.jit.ignore
+    def set_input_size(self, img_size: Optional[Union[int, Tuple[int, int]]] = None,
+                       patch_size: Optional[Union[int, Tuple[int, int]]] = None,
+                       window_size: Any = None, **kwargs: Any) -> None:
+        """Rebuild for another (square) input size, as timm's Swin: every block keeps the window the subnet
+        searched (clamped to a smaller grid, as at construction; its relative-position table is resampled when the
+        effective window changes) and its attention mask follows the new grid. The windows and the patch size are
+        part of the searched architecture and stay; the new size is recorded for :func:`timm_nas.hub.export`.
+
+        Raises:
+            ValueError: ``patch_size`` / ``window_size`` given, or a window that does not tile the new grid.
+        """
+        from timm.models._input import update_model_input_size
+
+        if patch_size is not None or window_size is not None or kwargs.get("window_ratio") is not None:
+            raise ValueError("an S3 model changes img_size only: its patch size and windows are part of the searched "
+                             "architecture (rebuild it with another subnet for other windows)")
+        if img_size is None:
+            return
+        grids = _stage_grids(_square_grid(img_size, self.patch_embed.patch_size[0]), self.num_layers)
+        _check_subnet_windows(self.subnet, grids)
+        self.patch_embed.set_input_size(img_size=img_size)
+        for i, stage in enumerate(self.layers):
+            for j, block in enumerate(stage.blocks):
+                w = self.subnet.window_size[i][j]
+                block.set_input_size(feat_size=(grids[i], grids[i]), window_size=(w, w))
+        self.cost_args["img_size"] = int(self.patch_embed.img_size[0])
+        update_model_input_size(self, self.patch_embed.img_size)
+
     def forward_intermediates(
             self,
             x: torch.Tensor,
