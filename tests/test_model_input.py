@@ -123,3 +123,19 @@ def test_s3_set_input_size_keeps_the_searched_windows_and_reloads_resized(tmp_pa
         model.set_input_size(img_size=80)
     with pytest.raises(ValueError, match="changes img_size only"):
         model.set_input_size(img_size=128, window_size=8)
+
+
+def test_darts_nominal_input_size_follows_set_input_size_into_cost_and_export(tmp_path):
+    from timm_nas import cost
+
+    model = timm.create_model("darts_cifar", C=8, layers=5, num_classes=10).eval()
+    model.set_input_size(img_size=64)
+    x = torch.randn(1, 3, 64, 64)
+    assert cost.model_cost(model)[1] == cost.measure_macs(model, x)
+    hub.export(model, tmp_path / "d", card={"notes": "untrained"})
+    restored = timm.create_model(f"local-dir:{tmp_path / 'd'}", pretrained=True).eval()
+    assert restored.cost_args["img_size"] == 64
+    with torch.no_grad():
+        torch.testing.assert_close(restored(x), model(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"has no \['window_size'\] to change"):
+        model.set_input_size(img_size=64, window_size=4)

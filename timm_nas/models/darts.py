@@ -57,6 +57,14 @@ CIFAR_STD = (0.24703233, 0.24348505, 0.26158768)
 ALPHA_INIT_SCALE = 1e-3
 
 
+def _json_size(size: int | Sequence[int]) -> int | list[int]:
+    """An image size as ``cost_args`` / ``config.json`` hold it: an int when square."""
+    if isinstance(size, int):
+        return size
+    h, w = (int(v) for v in size)
+    return h if h == w else [h, w]
+
+
 def _stage_ends(layers: int) -> list[int]:
     """Index of the last cell before each reduction, and of the last cell (the feature taps)."""
     ends = [layers // 3 - 1, 2 * layers // 3 - 1, layers - 1]
@@ -186,6 +194,9 @@ class DartsNet(CellNetApiMixin, nn.Module):
         in_chans: input channels.
         global_pool: timm pooling type of the head (``'avg'`` is the original's; the ImageNet original's fixed
             ``AvgPool2d(7)`` equals it at 224x224 input).
+        img_size: the nominal input size, recorded for the analytic cost and the export (default: the recipe's, 32
+            or 224). The network itself takes any input size (convolutions and a global pool); for timm's data
+            config, as for its CNNs, the image size is a preprocessing choice.
     """
 
     def __init__(
@@ -200,6 +211,7 @@ class DartsNet(CellNetApiMixin, nn.Module):
             drop_rate: float = 0.,
             in_chans: int = 3,
             global_pool: str = "avg",
+            img_size: int | tuple[int, int] | None = None,
             device=None,
             dtype=None,
     ) -> None:
@@ -215,7 +227,7 @@ class DartsNet(CellNetApiMixin, nn.Module):
         # The cost formulas' shape arguments (timm_nas.cost.model_cost); the network takes any input size, the cost
         # is counted at the recipe's (32 for CIFAR, 224 for ImageNet: the default_cfgs' input_size).
         self.cost_args = dict(stem_type=stem_type, C=C, layers=layers, num_classes=num_classes, auxiliary=auxiliary,
-                              in_chans=in_chans, img_size=RECIPES[stem_type]["img_size"])
+                              in_chans=in_chans, img_size=_json_size(img_size or RECIPES[stem_type]["img_size"]))
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
@@ -294,6 +306,20 @@ class DartsNet(CellNetApiMixin, nn.Module):
             aux = self.auxiliary_head
             aux.classifier = nn.Linear(AUX_WIDTH, num_classes, **dd) if num_classes > 0 else nn.Identity()
             aux.classifier.train(self.training)
+
+    @torch.jit.ignore
+    def set_input_size(self, img_size: int | tuple[int, int] | None = None, **kwargs: Any) -> None:
+        """Change the nominal input size (the analytic cost and the export's ``img_size``); the network runs any
+        size already, so no weight changes."""
+        from timm.models._input import update_model_input_size
+
+        unknown = sorted(k for k, v in kwargs.items() if v is not None)
+        if unknown:
+            raise ValueError(f"a DARTS network has no {unknown} to change; set_input_size takes img_size only")
+        if img_size is None:
+            return
+        self.cost_args["img_size"] = _json_size(img_size)
+        update_model_input_size(self, img_size)
 
     # ------------------------------------------------------------------------------------------ forward
     def _stems(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
