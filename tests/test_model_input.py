@@ -54,15 +54,27 @@ def test_autoformer_set_input_size_equals_the_dynamic_model_and_reloads_resized(
     assert cost.model_cost(fixed)[1] == cost.measure_macs(fixed, x[:1])
 
 
-def test_spvit_dynamic_img_size_and_its_refusal_for_3x3_convolutions():
+def test_spvit_dynamic_img_size_runs_its_conv_layers_on_each_inputs_grid():
+    import copy
+
+    kw = dict(num_classes=5, depth=3, embed_dim=48, num_heads=3, img_size=32, patch_size=8,
+              arch=dict(ops=["bconv3x3", "bconv1x1", "msa"], ffn_kept=[list(range(96)), list(range(64)), [0, 5]]))
     torch.manual_seed(0)
-    tiny = timm.create_model("spvit_deit_tiny", dynamic_img_size=True, num_classes=5, depth=2,
-                             arch=dict(ops=["bconv1x1", "msa"], ffn_kept=[list(range(96)), list(range(64))]),
-                             embed_dim=48, num_heads=3,
-                             img_size=32, patch_size=8).eval()
-    assert tiny(torch.randn(1, 3, 40, 56)).shape == (1, 5)
-    with pytest.raises(ValueError, match=r"layers \[3, 4\] are bconv3x3 .*set_input_size"):
-        timm.create_model("spvit_deit_base", dynamic_img_size=True, device="meta")
+    fixed = timm.create_model("spvit_deit", **kw).eval()
+    dynamic = timm.create_model("spvit_deit", dynamic_img_size=True, **kw).eval()
+    dynamic.load_state_dict(fixed.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(dynamic(x), fixed(x), rtol=0, atol=0)
+        fixed.set_input_size(img_size=(48, 40))
+        x2 = torch.randn(2, 3, 48, 40)
+        torch.testing.assert_close(dynamic(x2), fixed(x2), rtol=0, atol=0)  # the 3x3 kernel saw the 6x5 grid
+        ema = copy.deepcopy(dynamic)  # timm's EMA copies the model: the copy keeps its own grid
+        torch.testing.assert_close(ema(x2), dynamic(x2), rtol=0, atol=0)
+        assert ema(torch.randn(1, 3, 24, 64)).shape == (1, 5)
+        maps = dynamic.forward_intermediates(x2, intermediates_only=True)
+    assert maps[0].shape == (2, 48, 6, 5)
+    torch.jit.script(timm.create_model("spvit_deit", **kw).eval())  # the fixed-size model still scripts
 
 
 def test_darts_forward_intermediates_equal_features_only_and_prune():

@@ -48,7 +48,7 @@ import logging
 import warnings
 from collections import OrderedDict
 from functools import partial
-from typing import Any, Callable, Literal, Mapping, Optional, Sequence
+from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -381,6 +381,25 @@ class UnifiedAttention(nn.Module):
         return mix_ops(gates, self.msa(x), self.bconv(x, MAX_KERNEL_SIZE), self.bconv(x, 1))
 
 
+class _GridBox:
+    """The patch grid of the current input of a ``dynamic_img_size`` model, shared by its conv layers (timm's ViT
+    blocks receive token sequences only; :class:`_RecordGrid` on the patch embedding fills it)."""
+
+    def __init__(self) -> None:
+        self.grid: Any = None
+
+
+class _RecordGrid:
+    """Forward hook of the patch embedding: its ``(B, H, W, C)`` output's grid into a :class:`_GridBox` (a plain
+    object, so deep copies of the model, e.g. timm's EMA, keep hook and layers on one copied box)."""
+
+    def __init__(self, box: _GridBox) -> None:
+        self.box = box
+
+    def __call__(self, module: nn.Module, args: Any, out: torch.Tensor) -> None:
+        self.box.grid = (out.shape[1], out.shape[2])
+
+
 class BConv(nn.Module):
     """A pruned BConv layer with real kernels: ``bconv = Conv(k) -> BN -> ReLU -> Conv1x1`` on the patch grid.
 
@@ -410,6 +429,8 @@ class BConv(nn.Module):
             raise ValueError(f"kernel_size must be 1 or {MAX_KERNEL_SIZE}, got {kernel_size}")
         self.kernel_size = kernel_size
         self.grid_size = (int(grid_size[0]), int(grid_size[1]))
+        self.dynamic = False  # the grid of each input comes from the model's patch embedding (use_dynamic_grid)
+        self._box: Any = None
         self.bconv = nn.Sequential(
             nn.Conv2d(dim, head_dim, kernel_size, padding=kernel_size // 2, **dd),
             nn.BatchNorm2d(head_dim, **dd),
@@ -428,7 +449,7 @@ class BConv(nn.Module):
         if self.kernel_size == 1:
             y = F.linear(patches, self.bconv[0].weight.flatten(1), self.bconv[0].bias)  # (B, N - 1, head_dim)
         else:
-            H, W = self.grid_size
+            H, W = self._input_grid() if self.dynamic else self.grid_size
             y = F.conv2d(patches.transpose(1, 2).reshape(B, C, H, W), self.bconv[0].weight, self.bconv[0].bias,
                          padding=self.kernel_size // 2)  # (B, head_dim, H, W)
             y = y.flatten(2).transpose(1, 2)  # (B, N - 1, head_dim)
@@ -437,6 +458,20 @@ class BConv(nn.Module):
         y = self.bconv[2](self.bconv[1](y.reshape(-1, d, 1, 1))).reshape(B, N - 1, d)
         y = F.linear(y, self.bconv[3].weight.flatten(1), self.bconv[3].bias)  # (B, N - 1, dim)
         return torch.cat([x[:, :1], y], dim=1)
+
+
+    def use_dynamic_grid(self, box: _GridBox) -> None:
+        """Take each input's grid from ``box`` (a ``dynamic_img_size`` model) instead of the built one."""
+        self.dynamic = True
+        self._box = box
+
+    @torch.jit.unused
+    def _input_grid(self):  # the signature as a type comment: TorchScript cannot read this file's postponed ones
+        # type: () -> Tuple[int, int]
+        grid = self._box.grid
+        if grid is None:
+            raise RuntimeError("the patch grid of this input is unknown: a dynamic-size BConv runs inside its model")
+        return grid
 
 
 class SkipAttention(nn.Module):
@@ -997,9 +1032,7 @@ class SPViTDeiT(VisionTransformer):
         weight_init, norm_layer, act_layer: as timm's ``VisionTransformer`` (``mlp_ratio`` only sets the width
         the arch's ``ffn_kept`` indices refer to).
         dynamic_img_size, dynamic_img_pad: as timm's ``VisionTransformer`` (any input size, the position
-            embedding resampled per input). Only for archs without 3x3 conv layers (the released tiny and small
-            models): a 3x3 kernel needs the patch grid, which the token sequence does not carry; resize those with
-            :meth:`set_input_size`.
+            embedding resampled per input); the conv layers take each input's patch grid from the patch embedding.
     """
 
     def __init__(
@@ -1038,11 +1071,6 @@ class SPViTDeiT(VisionTransformer):
         arch.check_fits(depth, hidden)
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}")
-        if dynamic_img_size and "bconv3x3" in arch.ops:
-            layers = [i for i, op in enumerate(arch.ops) if op == "bconv3x3"]
-            raise ValueError(f"dynamic_img_size=True needs layers without 3x3 convolutions, but layers {layers} are "
-                             "bconv3x3 (a 3x3 kernel needs the patch grid); use set_input_size(img_size=...) to run "
-                             "at another fixed size")
         img, patch = to_2tuple(img_size), to_2tuple(patch_size)
         grid = (img[0] // patch[0], img[1] // patch[1])
         super().__init__(
@@ -1061,6 +1089,13 @@ class SPViTDeiT(VisionTransformer):
         self.cost_args = dict(embed_dim=embed_dim, num_heads=num_heads, **_input_cost_args(self.patch_embed),
                               in_chans=in_chans, num_classes=num_classes, skip_mode=skip_mode, qkv_bias=qkv_bias)
         self._sync_grid()
+        if dynamic_img_size:  # 3x3 conv layers read each input's grid from the patch embedding
+            box = _GridBox()
+            convs = [blk.attn for blk in self.blocks if isinstance(getattr(blk, "attn", None), BConv)]
+            for conv in convs:
+                conv.use_dynamic_grid(box)
+            if convs:
+                self.patch_embed.register_forward_hook(_RecordGrid(box))
 
     def _sync_grid(self) -> None:
         for blk in self.blocks:
