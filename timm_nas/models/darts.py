@@ -400,6 +400,8 @@ class DartsNet(CellNetApiMixin, nn.Module):
         taps = self._taps()
         keep = taps[max_index - 1] + 1 if max_index > 0 else 0
         self.cells = self.cells[:keep]
+        if keep == 0:
+            self.stem1 = None  # the features end at the stem tap (the ImageNet stem's second part feeds cells only)
         self.feature_info = self.feature_info[:max_index + 1]
         if self.auxiliary_head is not None and self.aux_index >= keep:
             self.auxiliary_head = None
