@@ -333,3 +333,77 @@ def test_zoo_export_from_the_download_cache_to_a_local_dir_folder(torch_home: Pa
     assert cfg["architecture"] == "autoformer_tiny"
     expected = src.extract(timm.create_model("autoformer_tiny", device="meta").subnet)
     torch.testing.assert_close(_logits(loaded, 224), _logits(expected, 224))
+
+
+# -------------------------------------------------------------------- every listed tag, through its real source
+def _spvit_small_args(name: str) -> dict:
+    """Small dims with the tag's own ops (the release's architecture pattern; FFNs pruned at small widths)."""
+    ops = list(timm.create_model(name, device="meta").arch.ops)
+    arch = dict(ops=ops, ffn_kept=[list(range(0, 192, 2 + i % 3)) for i in range(len(ops))])
+    return dict(embed_dim=48, num_heads=3, img_size=32, patch_size=8, arch=arch)
+
+
+def _deit_small(seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return timm.create_model("deit_tiny_patch16_224", embed_dim=48, num_heads=3, img_size=32,
+                             patch_size=8).state_dict()
+
+
+@pytest.mark.parametrize("tag", _ours())
+def test_every_listed_tag_loads_offline_from_its_source(tag: str, torch_home: Path, fake_hub: FakeHub):
+    """Every tag ``timm.list_pretrained()`` lists for our models loads with ``pretrained=True`` from where timm
+    looks for it (the download cache for a release URL, the Hub for a Hub id) through the family's filter, and
+    gives the source model's logits. Architectures are shrunk with constructor arguments (the tags' files are the
+    same layout at any size)."""
+    name = tag.split(".")[0]
+    cfg = get_pretrained_cfg(tag)
+    if name.startswith("autoformer"):
+        torch.manual_seed(0)
+        src = timm.create_model("autoformer_supernet", **SMALL_AF).eval()
+        for p in src.parameters():
+            p.data.normal_(0, 0.05)
+        _autoformer_release(_cached(torch_home, tag), src)
+        if "supernet" in name:
+            ours, ref = timm.create_model(tag, pretrained=True, **SMALL_AF), src
+        else:
+            ours = timm.create_model(tag, pretrained=True, subnet=SUB_AF,
+                                     **{k: v for k, v in SMALL_AF.items() if k != "space"})
+            ref = src.extract(SUB_AF)
+        size = 32
+    elif name.startswith("s3_"):
+        s3cfg, ref = _s3_small()
+        kw = dict(subnet=s3cfg.to_dict(), img_size=64, num_classes=10)
+        if cfg.hf_hub_id:
+            _serve(fake_hub, cfg.hf_hub_id, ref.state_dict())
+            kw["pretrained_cfg_overlay"] = dict(num_classes=10)
+        else:
+            original = {re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) - 1}.downsample.",
+                               k).replace("head.fc.", "head."): v for k, v in ref.state_dict().items()}
+            torch.save({"model": original, "args": argparse.Namespace(cfg="S3.yaml")}, _cached(torch_home, tag))
+        ours = timm.create_model(tag, pretrained=True, **kw)
+        size = 64
+    elif name.startswith("spvit_deit"):
+        kw = _spvit_small_args(name)
+        deit = _deit_small(1)
+        torch.save({"model": deit, "args": argparse.Namespace(arch=name), "max_accuracy": np.float64(70.0)},
+                   _cached(torch_home, tag))
+        ref = timm.create_model(name, **kw)
+        ref.load_state_dict(spvit_filter(deit, ref), strict=True)
+        ours = timm.create_model(tag, pretrained=True, **kw)
+        size = 32
+    elif name.startswith("spvit_search_deit"):
+        assert cfg.hf_hub_id.startswith("timm/deit_") and tag.endswith(("fb_in1k", "fb_in1k_deit_init"))
+        deit = _deit_small(2)
+        _serve(fake_hub, cfg.hf_hub_id, deit)
+        kw = dict(embed_dim=48, num_heads=3, img_size=32, patch_size=8, num_classes=1000)
+        ours = timm.create_model(tag, pretrained=True, **kw)
+        ref = timm.create_model("deit_tiny_patch16_224", embed_dim=48, num_heads=3, img_size=32, patch_size=8)
+        ref.load_state_dict(deit)
+        size = 32
+        # the search network starts as the DeiT: every gate open (MSA everywhere, full FFNs) gives DeiT's logits
+        ours.eval()
+        torch.testing.assert_close(_logits(ours, size), _logits(ref, size), rtol=1e-5, atol=1e-5)
+        return
+    else:
+        pytest.fail(f"no offline source test for the family of {tag}")
+    torch.testing.assert_close(_logits(ours, size), _logits(ref, size), rtol=0, atol=0)
