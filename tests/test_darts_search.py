@@ -451,3 +451,21 @@ def test_cli_search_and_train(tmp_path):
     assert main(["search", "darts", "--data-dir", str(tmp_path / "missing"), "--output", str(tmp_path / "x")]) == 2
     assert main(["search", "darts", "--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "x"),
                  "--unrolled", "--order", "1"]) == 2
+
+
+def test_search_runs_on_the_nas_bench_201_space(tmp_path):
+    """The DARTS loop on nb201_search (the benchmark's DARTS baseline): alphas over the 6 edges, a cell string per
+    epoch, a resume equal to the uninterrupted run, and the searched cell exported as nb201_cifar."""
+    from timm_nas.spaces.nb201 import NB201Cell
+
+    cfg = _cfg(space="nb201", C=4, cells_per_stage=1, epochs=2)
+    export = dict(model_kwargs={"num_classes": 2})
+    result = search(TinyData(), tmp_path / "a", cfg, progress=False, export=export)
+    lines = [json.loads(x) for x in (tmp_path / "a" / "search_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [0, 1] and len(lines[-1]["alphas"]) == 6
+    cell = NB201Cell.from_string(lines[-1]["genotype_text"])
+    assert result.genotype == cell and (tmp_path / "a" / "genotype.txt").read_text().strip() == cell.to_string()
+    exported = timm.create_model(f"local-dir:{tmp_path / 'a' / 'export'}", pretrained=True)
+    assert type(exported).__name__ == "NB201Net" and NB201Cell.resolve(exported.genotype) == cell
+    with pytest.raises(ValueError, match=r"space='x' is not allowed; allowed values: \['darts', 'nb201'\]"):
+        _cfg(space="x")

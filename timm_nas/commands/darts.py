@@ -32,6 +32,10 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     add_renamed(p, "--out", "--output", required=True,
                 help="run folder (search_log.jsonl, checkpoint.pth, genotype.json)")
+    p.add_argument("--space", choices=("darts", "nb201"), default="darts",
+                   help="cell space: DARTS's (darts_search; default) or NAS-Bench-201's (nb201_search, the "
+                        "benchmark's DARTS baseline; the export is nb201_cifar of the searched cell)")
+    p.add_argument("--cells-per-stage", type=positive_int, default=None, help="NAS-Bench-201 cells per stage (5)")
     p.add_argument("--order", type=int, choices=(1, 2), default=None, help="1: first order (default), 2: second")
     p.add_argument("--unrolled", action="store_true", help="same as --order 2 (the original's flag)")
     for flag, kind, what in (
@@ -105,8 +109,12 @@ def _run_search(args: argparse.Namespace) -> int:
     names = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "lr_min": "lr_min", "momentum": "momentum",
              "weight_decay": "weight_decay", "grad_clip": "grad_clip", "arch_lr": "arch_lr",
              "arch_weight_decay": "arch_weight_decay", "train_portion": "train_portion", "init_channels": "C",
-             "layers": "layers", "seed": "seed", "img_size": "img_size", "workers": "workers"}
+             "layers": "layers", "seed": "seed", "img_size": "img_size", "workers": "workers",
+             "cells_per_stage": "cells_per_stage"}
     overrides: dict[str, Any] = {dst: getattr(args, src) for src, dst in names.items() if getattr(args, src) is not None}
+    overrides["space"] = args.space
+    if args.space == "darts" and args.cells_per_stage is not None:
+        raise UsageError("--cells-per-stage is a NAS-Bench-201 setting: use it with --space nb201")
     if args.unrolled and args.order == 1:
         raise UsageError("--unrolled means --order 2; do not combine it with --order 1")
     overrides["order"] = 2 if args.unrolled else (args.order or 1)

@@ -218,6 +218,12 @@ def _second_order(model: nn.Module, alphas: list[torch.Tensor], train_batch: Bat
 
 
 # ----------------------------------------------------------------------------------------- search config
+#: The cell spaces the DARTS search runs on, and their search networks.
+SEARCH_SPACES = {"darts": "darts_search", "nb201": "nb201_search"}
+#: Fields added after the first release of the config: a checkpoint that lacks one was written with this value.
+_LATER_FIELDS = {"space": "darts", "cells_per_stage": 5}
+
+
 @dataclasses.dataclass
 class DartsSearchConfig:
     """Search settings; the defaults are the original's ``train_search.py`` defaults.
@@ -244,7 +250,12 @@ class DartsSearchConfig:
         r: finite-difference scale of the second order.
         seed: seed of the model initialisation, the data order and the validation batches.
         img_size: training crop size (32 for CIFAR).
-        workers: data-loader worker processes (augmentations are reproducible from the seed only with ``>= 1``).
+        workers: data-loader worker processes (the run does not depend on them: every augmentation draw is seeded
+            by its place in the data stream).
+        space: ``'darts'`` (the DARTS cell space, ``darts_search``) or ``'nb201'`` (the NAS-Bench-201 cell space,
+            ``nb201_search``, the benchmark's DARTS baseline: ``C`` channels, ``cells_per_stage`` cells per stage;
+            ``layers``, ``steps``, ``multiplier``, ``stem_multiplier`` and ``primitives`` are the DARTS space's).
+        cells_per_stage: search cells per stage of the NAS-Bench-201 network (5).
     """
 
     C: int = 16
@@ -269,8 +280,12 @@ class DartsSearchConfig:
     seed: int = 2
     img_size: int = 32
     workers: int = 2
+    space: str = "darts"
+    cells_per_stage: int = 5
 
     def __post_init__(self) -> None:
+        if self.space not in SEARCH_SPACES:
+            raise ValueError(f"space={self.space!r} is not allowed; allowed values: {sorted(SEARCH_SPACES)}")
         if self.order not in (1, 2):
             raise ValueError(f"order={self.order!r} is not allowed; allowed values: [1, 2]")
         if not 0. < self.train_portion < 1.:
@@ -283,7 +298,14 @@ class DartsSearchConfig:
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    @property
+    def model_name(self) -> str:
+        """The search network: ``darts_search`` or ``nb201_search``."""
+        return SEARCH_SPACES[self.space]
+
     def model_args(self) -> dict[str, Any]:
+        if self.space == "nb201":
+            return dict(C=self.C, N=self.cells_per_stage)
         return dict(C=self.C, layers=self.layers, steps=self.steps, multiplier=self.multiplier,
                     stem_multiplier=self.stem_multiplier, primitives=list(self.primitives))
 
@@ -298,7 +320,7 @@ class DartsSearchConfig:
 class DartsSearchResult:
     """What a search returns: the final genotype, the per-epoch history and where the files are."""
 
-    genotype: Genotype
+    genotype: Any  # a Genotype (DARTS space) or an NB201Cell
     history: list[dict[str, Any]]
     output_dir: Path
     export_dir: Path | None = None
@@ -398,7 +420,7 @@ def _build(cfg: DartsSearchConfig, num_classes: int, device: torch.device) -> _S
     # Model initialisation is seeded without disturbing the caller's global RNG stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = timm.create_model("darts_search", num_classes=num_classes, **cfg.model_args())
+        model = timm.create_model(cfg.model_name, num_classes=num_classes, **cfg.model_args())
     model.to(device)
     optimizer = torch.optim.SGD(model.weight_parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
@@ -416,8 +438,9 @@ def _resume(state: _State, folder: RunFolder, records: list[dict[str, Any]], cfg
         return
     ckpt = load_checkpoint_file(path)
     saved = ckpt.get("config", {})
-    if saved and {k: v for k, v in saved.items() if k != "workers"} != \
-            {k: v for k, v in cfg.to_dict().items() if k != "workers"}:
+    current = cfg.to_dict()
+    if saved and any(saved.get(k, _LATER_FIELDS.get(k)) != current.get(k) for k in set(saved) | set(current)
+                     if k != "workers"):
         raise ValueError(f"{path} was written with different search settings; use another output folder or "
                          "overwrite=True (--overwrite). Saved: " + json.dumps(saved))
     state.model.load_state_dict(ckpt["model"])
@@ -511,7 +534,7 @@ def search(
     genotype = model.derive_arch()
     result = DartsSearchResult(genotype, state.history, folder.path)
     if dist.is_main:
-        _save_results(folder, genotype, state.history, cfg, num_classes, export, result)
+        _save_results(folder, genotype, state.history, cfg, num_classes, export, result, model)
     folder.close()
     return result
 
@@ -538,19 +561,20 @@ def _epoch(state: _State, epoch: int, batches: Any, dataset: Any, valid_idx: lis
         "epoch": epoch, "lr": lr,
         "train_loss": float(stats[0] / stats[2]), "train_acc": float(stats[1] / stats[2]),
         "valid_loss": valid_loss, "valid_acc": valid_acc, "seconds": time.perf_counter() - t0,
-        "genotype": genotype.to_dict(), "genotype_text": genotype.to_text(),
-        "alphas_normal": F.softmax(model.alphas_normal.detach(), dim=-1).cpu().tolist(),
-        "alphas_reduce": F.softmax(model.alphas_reduce.detach(), dim=-1).cpu().tolist(),
+        "genotype": genotype.to_dict(), "genotype_text": _arch_text(genotype),
+        **{name: F.softmax(p.detach(), dim=-1).cpu().tolist() for name, p in model.named_parameters()
+           if name.startswith("alphas")},  # alphas_normal / alphas_reduce (DARTS), alphas (NAS-Bench-201)
     }
 
 
-def _save_results(folder: RunFolder, genotype: Genotype, history: list[dict[str, Any]], cfg: DartsSearchConfig,
-                  num_classes: int, export: Mapping[str, Any] | None, result: DartsSearchResult) -> None:
+def _save_results(folder: RunFolder, genotype: Any, history: list[dict[str, Any]], cfg: DartsSearchConfig,
+                  num_classes: int, export: Mapping[str, Any] | None, result: DartsSearchResult,
+                  model: nn.Module | None = None) -> None:
     """``genotype.json`` / ``.txt``, ``best.json`` and the export (rank 0); unchanged files are left alone."""
     folder.write_json("genotype.json", genotype.to_dict())
-    folder.write_text("genotype.txt", genotype.to_text() + "\n")
+    folder.write_text("genotype.txt", _arch_text(genotype) + "\n")
     last = history[-1] if history else {}
-    folder.write_json("best.json", {"genotype": genotype.to_dict(), "genotype_text": genotype.to_text(),
+    folder.write_json("best.json", {"genotype": genotype.to_dict(), "genotype_text": _arch_text(genotype),
                                     "valid_acc": last.get("valid_acc"), "epochs": len(history),
                                     "score_name": "search-network accuracy on the held-out split (last epoch)"})
     if export is None:
@@ -561,11 +585,13 @@ def _save_results(folder: RunFolder, genotype: Genotype, history: list[dict[str,
     private, token = kwargs.pop("private", False), kwargs.pop("token", None)
     kwargs["provenance"] = _provenance(cfg, history, num_classes)
     kwargs.setdefault("seed", cfg.seed)  # the export of a run is a function of the run
+    write = (lambda f: export_genotype(genotype, f, **kwargs)) if cfg.space == "darts" else \
+        (lambda f: _export_cell(model, genotype, f, cfg, **kwargs))
     if target.resolve() == (folder.path / EXPORT_DIR).resolve():
         kwargs.pop("overwrite", None)
-        result.export_dir, result.export_status = folder.export(lambda f: export_genotype(genotype, f, **kwargs))
+        result.export_dir, result.export_status = folder.export(write)
     else:
-        result.export_dir = export_genotype(genotype, target, **kwargs)
+        result.export_dir = write(target)
         result.export_status = "written"
     if push_to:
         from .. import hub
@@ -585,8 +611,7 @@ def _search_step(model: nn.Module, optimizer: torch.optim.Optimizer, arch_optimi
         model, train_batch, valid_batch, eta=lr, weight_decay=cfg.weight_decay, network_momentum=cfg.momentum,
         momentum_buffers=momentum_buffers(optimizer, weights), order=cfg.order, r=cfg.r, reduce=dist.all_reduce_mean)
     arch_optimizer.zero_grad(set_to_none=True)
-    kinds = {cell.reduction for cell in model.cells}
-    for a, g, used in zip(alphas, grads, (False in kinds, True in kinds)):
+    for a, g, used in zip(alphas, grads, _used_alphas(model)):
         # An alpha no cell uses keeps grad None and is left alone by Adam, as in the original.
         a.grad = g.detach().clone() if used else None
     arch_optimizer.step()
@@ -610,6 +635,20 @@ def _search_step(model: nn.Module, optimizer: torch.optim.Optimizer, arch_optimi
     return loss.item(), logits.detach()
 
 
+def _used_alphas(model: nn.Module) -> list[bool]:
+    """Whether some cell uses each architecture parameter (DARTS: normal and reduction alphas; a network of fewer
+    than 3 cells has no normal cell)."""
+    if hasattr(model, "alphas_normal"):
+        kinds = {cell.reduction for cell in model.cells}
+        return [False in kinds, True in kinds]
+    return [True] * len(model.arch_parameters())
+
+
+def _arch_text(arch: Any) -> str:
+    """The architecture in its original text: DARTS's ``Genotype(...)`` or NAS-Bench-201's cell string."""
+    return arch.to_text() if hasattr(arch, "to_text") else arch.to_string()
+
+
 @torch.no_grad()
 def _evaluate(model: nn.Module, dataset: Any, indices: list[int], cfg: DartsSearchConfig, device: torch.device,
               dist: Dist) -> tuple[float, float]:
@@ -625,13 +664,31 @@ def _evaluate(model: nn.Module, dataset: Any, indices: list[int], cfg: DartsSear
     return totals.loss, totals.correct1 / totals.count
 
 
+def _export_cell(search_net: Any, cell: Any, folder: str | os.PathLike, cfg: DartsSearchConfig, *,
+                 model_kwargs: Mapping[str, Any] | None = None, provenance: Mapping[str, Any] | None = None,
+                 seed: int | None = None, overwrite: bool = False, onnx: bool = False, **_: Any) -> Path:
+    """Export the NAS-Bench-201 network of ``cell`` (the search network's skeleton: the benchmark trains the cell
+    there from scratch), freshly initialised from ``seed``."""
+    from .. import hub
+
+    kwargs = {k: v for k, v in dict(model_kwargs or {}).items() if k == "num_classes"}
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = search_net.extract(cell, **kwargs)
+    card = {"provenance": dict(provenance or {}, genotype=cell.to_dict(), genotype_text=cell.to_string())}
+    return Path(hub.export(model, folder, card=card, overwrite=overwrite, onnx=onnx))
+
+
 def _provenance(cfg: DartsSearchConfig, history: list[dict[str, Any]], num_classes: int) -> dict[str, Any]:
     from ..spaces.darts import DartsSpace
+    from ..spaces.nb201 import NB201Space
 
     last = history[-1] if history else {}
+    space = NB201Space() if cfg.space == "nb201" else DartsSpace(cfg.primitives, cfg.steps, cfg.multiplier)
     return {
         "method": "darts" if cfg.order == 1 else "darts (second order)",
-        "space": DartsSpace(cfg.primitives, cfg.steps, cfg.multiplier).to_dict(),
+        "space": space.to_dict(),
         "constraints": None,
         "seed": cfg.seed,
         "score": last.get("valid_acc"),
