@@ -81,7 +81,8 @@ def test_fisher_on_a_linear_model_equals_the_closed_form():
     x, y = _batch()
     logits = model(x).detach()
     dlogits = (F.softmax(logits, dim=1) - F.one_hot(y, 3)) / x.shape[0]  # dCE/dlogits (mean reduction)
-    expected = float((0.5 * (logits * dlogits).pow(2).mean(dim=0)).sum())
+    # each output channel's value counted once per weight of the channel (fan-in 6), as the released code totals it
+    expected = 6 * float((0.5 * (logits * dlogits).pow(2).mean(dim=0)).sum())
     assert proxies.score("fisher", model, x, y) == pytest.approx(expected, rel=1e-5)
 
 
@@ -101,7 +102,11 @@ def test_where_a_proxy_does_not_apply_it_says_why():
         proxies.score("swap", no_bn, x)
     with pytest.raises(ValueError, match="meco needs convolution"):
         proxies.score("meco", _linear(), _batch()[0])
-    with pytest.raises(ValueError, match="at least two images of one class"):
-        proxies.score("epe_nas", _linear(), _batch(3)[0], torch.tensor([0, 1, 2]))
+    many = nn.Sequential(nn.Linear(6, 120))  # above 100 classes a class needs two images, as the authors' code
+    with pytest.raises(ValueError, match="more than 100 classes needs at least two images of one class"):
+        proxies.score("epe_nas", many, _batch(3)[0], torch.tensor([0, 1, 2]))
+    # up to 100 classes a one-image class has the correlation matrix [1] (the authors' code)
+    assert proxies.score("epe_nas", _linear(), _batch(3)[0], torch.tensor([0, 1, 2])) == pytest.approx(
+        3 * math.log(1 + 1e-5))
     with pytest.raises(ValueError, match="zico needs at least 2 mini-batches"):
         proxies.score("zico", _linear(), _batch(1)[0], torch.tensor([0]))

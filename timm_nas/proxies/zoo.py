@@ -5,13 +5,15 @@ l2_norm     Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS", ICLR 20
             linear weights (data-free)
 plain       Abdelfattah et al. 2021 (after Mozer and Smolensky 1989): ``sum dL/dW * W`` (signed)
 fisher      Turner et al., "BlockSwap", ICLR 2020 (after Theis et al. 2018): per conv / linear output channel,
-            ``0.5 * mean_batch (sum_spatial a * dL/da)^2``, summed
+            ``0.5 * mean_batch (sum_spatial a * dL/da)^2``, summed with each channel counted once per weight
+            (as the zero-cost-proxy code totals it)
 grasp       Wang, Zhang, Grosse, "Picking Winning Tickets Before Training by Preserving Gradient Flow", ICLR 2020:
             ``sum -W * (H g)``, ``g = dL/dW`` and ``H`` the Hessian of the loss (a Hessian-gradient product)
 zen         Lin et al., "Zen-NAS", ICCV 2021: ``log E||f(x) - f(x + a e)||_1 + sum_BN log sqrt(mean var)`` of the
             pre-pooling features with N(0, 1) weights, ``a = 0.01`` (needs BatchNorm)
 epe_nas     Lopes, Alirezazadeh, Alexandre, "EPE-NAS", ICANN 2021: per-class input-Jacobian correlation scores
-            ``E_c = sum log(|corr| + k)``, score ``sum_{c,c'} |E_c - E_c'| / #classes``
+            ``E_c = sum log(|corr| + k)``, score ``sum_c |E_c|`` (<= 100 classes) or
+            ``sum_{c,c'} |E_c - E_c'| / #classes``, as the authors' code
 zico        Li et al., "ZiCo: Zero-shot NAS via Inverse Coefficient of Variation on Gradients", ICLR 2023:
             ``sum_layers log sum_theta mean|g| / std(g)`` over mini-batches
 meco        Jiang et al., "MeCo: Zero-Shot NAS with One Data and Single Forward Pass via Minimum Eigenvalue of
@@ -25,9 +27,10 @@ detached parameters and cloned buffers and removes its hooks, so the model (weig
 unchanged; each raises ``ValueError`` naming what the model lacks when it does not apply. "Weights" are the
 parameters named ``*.weight`` with at least two dimensions (conv and linear layers).
 
-These are our implementations of the papers' formulas. They were not compared with the authors' released code in
-this repository (NASLib / zero-cost-nas / the papers' repositories were not run here); the tests check each on small
-cases computed by hand or by a second route.
+These are our implementations of the papers' formulas. ``l2_norm``, ``plain``, ``fisher``, ``grasp`` and
+``epe_nas`` are checked against the released code NASLib ships for them (tests/test_proxies_reference.py, with the
+script that produced the reference numbers); ``zen``, ``zico``, ``meco`` and ``swap`` are not yet compared with their
+authors' code: the tests check them on small cases computed by hand or by a second route.
 """
 from __future__ import annotations
 
@@ -47,6 +50,8 @@ __all__ = ["ZEN_MIXUP", "EPE_K", "SWAP_ACTIVATIONS"]
 ZEN_MIXUP = 0.01
 #: EPE-NAS's constant inside the logarithm (Lopes et al. 2021, eq. 3: ``k = 1e-5``).
 EPE_K = 1e-5
+#: Up to this many output classes EPE-NAS sums ``|E_c|``; above it, the pairwise differences (the authors' code).
+EPE_MAX_CLASSES_PLAIN = 100
 #: Activations whose binary patterns SWAP counts (defined for ReLU networks).
 SWAP_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
 _LAYERS = (nn.Conv2d, nn.Linear)
@@ -136,10 +141,15 @@ def _forward_with_hooks(model: nn.Module, types: tuple[type[nn.Module], ...], x:
                 description="Fisher (Turner et al. 2020): 0.5 * mean (sum_spatial a * dL/da)^2 per conv/linear channel")
 def fisher(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, config: Any = None,
            train: bool = False, **_: Any) -> float:
+    """Each channel's value counts once per weight of the channel (its fan-in), as the released zero-cost-proxy
+    code totals it (Abdelfattah et al.'s ``fisher`` broadcasts the channel value to the channel's weights before
+    summing; checked against NASLib's copy in tests/test_proxies_reference.py)."""
     acts: list[torch.Tensor] = []
+    fan_ins: list[int] = []
 
     def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         acts.append(output)
+        fan_ins.append(module.weight[0].numel())
         return output.clone()  # later in-place ops (ReLU(inplace=True)) must not touch the recorded activation
 
     # the input requires grad so that every activation is in the graph (the parameters are detached copies)
@@ -148,12 +158,12 @@ def fisher(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, con
         raise ValueError("fisher needs conv or linear layers (nn.Conv2d / nn.Linear); none found")
     grads = torch.autograd.grad(F.cross_entropy(out, targets), acts, allow_unused=True)
     total = 0.0
-    for a, g in zip(acts, grads):
+    for a, g, fan_in in zip(acts, grads, fan_ins):
         if g is None:
             continue
         prod = (a.detach() * g).to(torch.float64)
         per_channel = prod.sum(dim=tuple(range(2, prod.dim()))) if prod.dim() > 2 else prod  # (B, C)
-        total += float((0.5 * per_channel.pow(2).mean(dim=0)).sum())
+        total += fan_in * float((0.5 * per_channel.pow(2).mean(dim=0)).sum())
     return total
 
 
@@ -161,20 +171,33 @@ def fisher(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, con
                 description="EPE-NAS (Lopes et al. 2021): spread of per-class input-Jacobian correlation scores")
 def epe_nas(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, config: Any = None,
             train: bool = False, **_: Any) -> float:
-    """Classes with fewer than two images in the batch have no correlation and are left out."""
+    """As the authors' code (VascoLopes/EPE-NAS ``search.py``, checked through NASLib's copy in
+    tests/test_proxies_reference.py): ``E_c = sum log(|corr| + k)`` over the correlation matrix of class ``c``'s
+    input Jacobians (a class with one image in the batch has the 1x1 matrix [1]); with at most 100 output classes
+    the score is ``sum_c |E_c|``, above that each ``E_c`` is divided by its class's image count (classes with one
+    image left out, as there) and the score is ``sum_{c,c'} |E_c - E_c'| / #classes``. One deviation: a constant
+    Jacobian row (no correlation defined) counts as 0 where the authors' code gives NaN."""
     x = inputs.detach().clone().requires_grad_(True)
     out = _call(model, {**_detached(model), **cloned_buffers(model)}, x, train)
     (jac,) = torch.autograd.grad(out.sum(), [x])
     jac = jac.reshape(jac.shape[0], -1).to(torch.float64)
+    many = out.shape[-1] > EPE_MAX_CLASSES_PLAIN
     per_class = []
     for c in torch.unique(targets).tolist():
         rows = jac[targets == c]
         if rows.shape[0] < 2:
+            if many:
+                continue
+            per_class.append(math.log(1.0 + EPE_K))
             continue
         corr = torch.nan_to_num(torch.corrcoef(rows), nan=0.0)
-        per_class.append(float(torch.log(corr.abs() + EPE_K).sum()))
+        value = float(torch.log(corr.abs() + EPE_K).sum())
+        per_class.append(value / rows.shape[0] if many else value)
+    if not many:
+        return float(sum(abs(v) for v in per_class))
     if not per_class:
-        raise ValueError("epe_nas needs at least two images of one class in the batch; use a larger batch")
+        raise ValueError("epe_nas with more than 100 classes needs at least two images of one class in the batch; "
+                         "use a larger batch")
     return sum(abs(a - b) for a in per_class for b in per_class) / len(per_class)
 
 

@@ -1,0 +1,115 @@
+"""Reference numbers for five training-free proxies, produced with the released code NASLib ships for them
+(automl/NASLib ``naslib/predictors/utils/pruners``: the zero-cost-proxy code of Abdelfattah et al., ICLR 2021
+(Samsung), for ``l2_norm``, ``plain``, ``fisher`` and ``grasp``, and EPE-NAS as "taken from the authors' Github
+repository" VascoLopes/EPE-NAS).
+
+Only torch and numpy are needed besides a NASLib source tree (its ``pruners`` package is loaded from the path;
+NASLib itself is not installed)::
+
+    git clone https://github.com/automl/NASLib /tmp/NASLib
+    python tests/reference_scripts/proxies_reference.py --naslib /tmp/NASLib > tests/data/proxies_reference.json
+
+The case: the small CNN of :func:`build` (conv / BatchNorm / ReLU / pooling / linear, 10 classes) with weights from
+:func:`fill`, a seeded batch of 16 images, the network in train mode (BatchNorm batch statistics) as NASLib scores
+it. ``tests/test_proxies_reference.py`` repeats ``build`` / ``fill`` / ``batch`` and compares timm-nas's proxies.
+Each NASLib measure returns per-layer arrays; the score is their total (NASLib's ``sum_arr``).
+"""
+import argparse
+import copy
+import importlib
+import json
+import sys
+import types
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+SEED, BATCH, CLASSES = 7, 16, 10
+
+
+def build(classes: int = CLASSES) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 1, bias=True), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, classes))
+
+
+#: EPE-NAS's second branch (more than 100 classes): 120 outputs, classes of 1, 2, 3 and 4 images.
+MANY_CLASSES = 120
+MANY_TARGETS = [5, 5, 17, 17, 17, 40, 40, 40, 40, 99, 110, 110, 3, 77, 77, 119]
+
+
+def fill(model: nn.Module, seed: int = SEED) -> nn.Module:
+    """Deterministic weights: one generator, tensors in state-dict order, fan-in scaled (BatchNorm affine near 1)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            noise = torch.randn(t.shape, generator=g)
+            if name.endswith("running_var"):
+                t.copy_(1 + 0.1 * noise.abs())
+            elif t.dim() == 1 and name.endswith("weight"):
+                t.copy_(1 + 0.1 * noise)
+            elif t.dim() == 1:
+                t.copy_(0.1 * noise)
+            else:
+                t.copy_(noise / max(1, t[0].numel()) ** 0.5)
+    return model
+
+
+def batch(seed: int = SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """16 images, targets with every class at least once and several classes twice or more."""
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(BATCH, 3, 8, 8, generator=g)
+    y = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 0, 3, 3])
+    return x, y
+
+
+def _naslib_measures(root: Path):
+    """NASLib's ``pruners`` package from a source tree, without NASLib's other modules (``p_utils`` imports the
+    predictors' models, which these measures do not use)."""
+    base = root / "naslib" / "predictors" / "utils"
+    for name, path in (("naslib", root / "naslib"), ("naslib.predictors", root / "naslib" / "predictors"),
+                       ("naslib.predictors.utils", base)):
+        pkg = types.ModuleType(name)
+        pkg.__path__ = [str(path)]
+        sys.modules[name] = pkg
+    sys.modules["naslib.predictors.utils.models"] = types.ModuleType("naslib.predictors.utils.models")
+    sys.modules["naslib.predictors.utils.models"].__all__ = []
+    return importlib.import_module("naslib.predictors.utils.pruners.measures")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--naslib", required=True, type=Path, help="a NASLib source tree")
+    args = parser.parse_args()
+    measures = _naslib_measures(args.naslib)
+    x, y = batch()
+    out = {"source": "automl/NASLib naslib/predictors/utils/pruners/measures", "seed": SEED, "values": {}}
+    runs = {
+        "l2_norm": lambda net: measures.l2_norm.get_l2_norm_array(net, x, y, mode="param"),
+        "plain": lambda net: measures.plain.compute_plain_per_weight(net, x, y, mode="param",
+                                                                     loss_fn=F.cross_entropy),
+        "fisher": lambda net: measures.fisher.compute_fisher_per_weight(net, x, y, loss_fn=F.cross_entropy,
+                                                                        mode="channel"),
+        "grasp": lambda net: measures.grasp.compute_grasp_per_weight(net, x, y, mode="param",
+                                                                     loss_fn=F.cross_entropy),
+        "epe_nas": lambda net: measures.epe_nas.compute_epe_score(net, x.clone(), y, loss_fn=F.cross_entropy),
+        "epe_nas_many_classes": lambda net: measures.epe_nas.compute_epe_score(
+            net, x.clone(), torch.tensor(MANY_TARGETS), loss_fn=F.cross_entropy),
+    }
+    for name, run in runs.items():
+        net = fill(build(MANY_CLASSES if name.endswith("many_classes") else CLASSES)).train()
+        value = run(copy.deepcopy(net))
+        total = float(sum(float(torch.sum(a)) for a in value)) if isinstance(value, list) else float(value)
+        out["values"][name] = total
+    out["versions"] = {"torch": torch.__version__}
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
