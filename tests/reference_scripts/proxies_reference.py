@@ -1,7 +1,8 @@
-"""Reference numbers for five training-free proxies, produced with the released code NASLib ships for them
+"""Reference numbers for six training-free proxies, produced with the released code NASLib ships for them
 (automl/NASLib ``naslib/predictors/utils/pruners``: the zero-cost-proxy code of Abdelfattah et al., ICLR 2021
-(Samsung), for ``l2_norm``, ``plain``, ``fisher`` and ``grasp``, and EPE-NAS as "taken from the authors' Github
-repository" VascoLopes/EPE-NAS).
+(Samsung), for ``l2_norm``, ``plain``, ``fisher`` and ``grasp``; EPE-NAS as "taken from the authors' Github
+repository" VascoLopes/EPE-NAS; Zen-NAS's ``compute_zen_score``, the same as idstcv/ZenNAS
+``ZeroShotProxy/compute_zen_score.py`` for one repeat).
 
 Only torch and numpy are needed besides a NASLib source tree (its ``pruners`` package is loaded from the path;
 NASLib itself is not installed)::
@@ -11,7 +12,8 @@ NASLib itself is not installed)::
 
 The case: the small CNN of :func:`build` (conv / BatchNorm / ReLU / pooling / linear, 10 classes) with weights from
 :func:`fill`, a seeded batch of 16 images, the network in train mode (BatchNorm batch statistics) as NASLib scores
-it. ``tests/test_proxies_reference.py`` repeats ``build`` / ``fill`` / ``batch`` and compares timm-nas's proxies.
+it. Zen-NAS (NASLib's copy of idstcv/ZenNAS ``compute_zen_score``) needs ``forward_before_global_avg_pool``: the
+network's layers up to the pooling. ``tests/test_proxies_reference.py`` repeats ``build`` / ``fill`` / ``batch`` and compares timm-nas's proxies.
 Each NASLib measure returns per-layer arrays; the score is their total (NASLib's ``sum_arr``).
 """
 import argparse
@@ -27,6 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 SEED, BATCH, CLASSES = 7, 16, 10
+#: The global seed the Zen-score's draws start from: timm-nas's ``zen(seed=0)`` seeds its generator with seed + 2.
+ZEN_SEED = 2
 
 
 def build(classes: int = CLASSES) -> nn.Module:
@@ -69,6 +73,18 @@ def batch(seed: int = SEED) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def _pre_gap(net: nn.Module) -> None:
+    """What the Zen-score reads: the layers before the global pooling (conv / BatchNorm / ReLU)."""
+    layers = list(net)[:9]
+
+    def forward_before_global_avg_pool(x: torch.Tensor) -> torch.Tensor:
+        for layer in layers:
+            x = layer(x)
+        return x
+
+    net.forward_before_global_avg_pool = forward_before_global_avg_pool
+
+
 def _naslib_measures(root: Path):
     """NASLib's ``pruners`` package from a source tree, without NASLib's other modules (``p_utils`` imports the
     predictors' models, which these measures do not use)."""
@@ -101,6 +117,8 @@ def main() -> None:
         "epe_nas": lambda net: measures.epe_nas.compute_epe_score(net, x.clone(), y, loss_fn=F.cross_entropy),
         "epe_nas_many_classes": lambda net: measures.epe_nas.compute_epe_score(
             net, x.clone(), torch.tensor(MANY_TARGETS), loss_fn=F.cross_entropy),
+        # Zen-NAS draws weights and inputs from the global generator: seeded as timm-nas's zen(seed=0) seeds its own
+        "zen": lambda net: (_pre_gap(net), torch.manual_seed(ZEN_SEED), measures.zen.compute_zen_score(net, x, y))[2],
     }
     for name, run in runs.items():
         net = fill(build(MANY_CLASSES if name.endswith("many_classes") else CLASSES)).train()

@@ -10,7 +10,8 @@ fisher      Turner et al., "BlockSwap", ICLR 2020 (after Theis et al. 2018): per
 grasp       Wang, Zhang, Grosse, "Picking Winning Tickets Before Training by Preserving Gradient Flow", ICLR 2020:
             ``sum -W * (H g)``, ``g = dL/dW`` and ``H`` the Hessian of the loss (a Hessian-gradient product)
 zen         Lin et al., "Zen-NAS", ICCV 2021: ``log E||f(x) - f(x + a e)||_1 + sum_BN log sqrt(mean var)`` of the
-            pre-pooling features with N(0, 1) weights, ``a = 0.01`` (needs BatchNorm)
+            pre-pooling features with N(0, 1) weights and inputs, ``a = 0.01`` (needs BatchNorm), as the authors'
+            code
 epe_nas     Lopes, Alirezazadeh, Alexandre, "EPE-NAS", ICANN 2021: per-class input-Jacobian correlation scores
             ``E_c = sum log(|corr| + k)``, score ``sum_c |E_c|`` (<= 100 classes) or
             ``sum_{c,c'} |E_c - E_c'| / #classes``, as the authors' code
@@ -27,9 +28,9 @@ detached parameters and cloned buffers and removes its hooks, so the model (weig
 unchanged; each raises ``ValueError`` naming what the model lacks when it does not apply. "Weights" are the
 parameters named ``*.weight`` with at least two dimensions (conv and linear layers).
 
-These are our implementations of the papers' formulas. ``l2_norm``, ``plain``, ``fisher``, ``grasp`` and
-``epe_nas`` are checked against the released code NASLib ships for them (tests/test_proxies_reference.py, with the
-script that produced the reference numbers); ``zen``, ``zico``, ``meco`` and ``swap`` are not yet compared with their
+These are our implementations of the papers' formulas. ``l2_norm``, ``plain``, ``fisher``, ``grasp``, ``epe_nas``
+and ``zen`` are checked against the released code NASLib ships for them (tests/test_proxies_reference.py, with the
+script that produced the reference numbers); ``zico``, ``meco`` and ``swap`` are not yet compared with their
 authors' code: the tests check them on small cases computed by hand or by a second route.
 """
 from __future__ import annotations
@@ -249,13 +250,17 @@ def swap(model: nn.Module, inputs: torch.Tensor, targets: Any, *, config: Any = 
 
 @register_proxy("zen", uses_data=True, default_batch_size=64,
                 description="Zen-NAS (Lin et al. 2021): log feature change under a small input perturbation plus "
-                            "BatchNorm scale, N(0,1) weights (needs BatchNorm)")
+                            "BatchNorm scale, N(0,1) weights and inputs (needs BatchNorm)")
 def zen(model: nn.Module, inputs: torch.Tensor, targets: Any, *, config: Any = None, seed: int = 0,
         mixup: float = ZEN_MIXUP, **_: Any) -> float:
-    """Zen-score: weights redrawn N(0, 1) (conv / linear; BatchNorm weight 1, bias 0; other biases 0) from a generator
-    seeded with ``seed + 2`` and used only through ``functional_call``; BatchNorm in training mode (batch statistics),
-    its scale read as the batch variance of its input. ``f`` is ``model.forward_features`` (pre-pooling)."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    """Zen-score as the authors' code computes it (idstcv/ZenNAS ``ZeroShotProxy/compute_zen_score.py``, one
+    repeat; checked through NASLib's copy in tests/test_proxies_reference.py): from a generator seeded with
+    ``seed + 2``, the conv / linear weights are redrawn N(0, 1) in module order (BatchNorm weight 1, every bias 0),
+    then two N(0, 1) batches ``x`` and ``e`` of the inputs' shape (the proxy is data-free: only the batch's shape is
+    used). ``f`` is ``model.forward_features`` (pre-pooling) in training mode;
+    ``score = log mean_batch ||f(x) - f(x + a e)||_1 + sum_BN log sqrt(mean running_var)``, the running variances
+    as the two forwards left them (on copies: the model is unchanged)."""
+    bns = [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         raise ValueError("zen needs BatchNorm layers: the Zen-score reads their variance (Lin et al. 2021, section "
                          "3.3); this model has none")
@@ -268,28 +273,23 @@ def zen(model: nn.Module, inputs: torch.Tensor, targets: Any, *, config: Any = N
             params[n] = torch.ones_like(p.detach())
         else:
             params[n] = torch.zeros_like(p.detach())
+    x = torch.randn(inputs.shape, generator=g, dtype=inputs.dtype).to(inputs.device)
     noise = torch.randn(inputs.shape, generator=g, dtype=inputs.dtype).to(inputs.device)
-    variances: list[torch.Tensor] = []
-
-    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        x = args[0].detach()
-        variances.append(x.transpose(0, 1).reshape(x.shape[1], -1).var(dim=1, unbiased=False).mean())
 
     from ._registry import scoring_mode
 
     view = _FeatureView(model)
-    state = {f"m.{n}": t for n, t in {**params, **cloned_buffers(model)}.items()}
+    buffers = cloned_buffers(model)  # updated by the two training-mode forwards, as the model's would be
+    state = {f"m.{n}": t for n, t in {**params, **buffers}.items()}
     with torch.no_grad(), scoring_mode(model, True):
-        f1 = torch.func.functional_call(view, state, (inputs,), strict=False)
-        handles = [m.register_forward_hook(hook) for m in bns]
-        try:
-            state = {f"m.{n}": t for n, t in {**params, **cloned_buffers(model)}.items()}
-            f2 = torch.func.functional_call(view, state, (inputs + mixup * noise,), strict=False)
-        finally:
-            for h in handles:
-                h.remove()
+        f1 = torch.func.functional_call(view, state, (x,), strict=False)
+        f2 = torch.func.functional_call(view, state, (x + mixup * noise,), strict=False)
     delta = (f1 - f2).abs().to(torch.float64).reshape(f1.shape[0], -1).sum(dim=1).mean()
-    bn_term = sum(float(torch.log(torch.sqrt(v.to(torch.float64)))) for v in variances if v > 0)
+    bn_term = 0.0
+    for name in bns:
+        var = buffers.get(f"{name}.running_var")
+        if var is not None:  # a BatchNorm without running statistics has no scale to read
+            bn_term += float(torch.log(torch.sqrt(var.to(torch.float64).mean())))
     return float(torch.log(delta)) + bn_term if delta > 0 else -math.inf
 
 
