@@ -1,6 +1,6 @@
-"""Six training-free proxies against the released code NASLib ships for them (the zero-cost-proxy code of
-Abdelfattah et al. for l2_norm / plain / fisher / grasp, EPE-NAS and Zen-NAS as taken from the authors'
-repositories), on the
+"""Seven training-free proxies against released code: NASLib's copies (the zero-cost-proxy code of Abdelfattah et
+al. for l2_norm / plain / fisher / grasp, EPE-NAS and Zen-NAS as taken from the authors' repositories) and ZiCo's
+authors' repository, on the
 small seeded case of ``tests/reference_scripts/proxies_reference.py``: the reference numbers in
 ``tests/data/proxies_reference.json`` come from that script run on a NASLib source tree."""
 from __future__ import annotations

@@ -4,11 +4,14 @@
 repository" VascoLopes/EPE-NAS; Zen-NAS's ``compute_zen_score``, the same as idstcv/ZenNAS
 ``ZeroShotProxy/compute_zen_score.py`` for one repeat).
 
-Only torch and numpy are needed besides a NASLib source tree (its ``pruners`` package is loaded from the path;
-NASLib itself is not installed)::
+ZiCo comes from its authors' repository (SLDGroup/ZiCo ``ZeroShotProxy/compute_zico.py``, run on the CPU).
+
+Only torch and numpy are needed besides the two source trees (loaded from their paths, nothing installed)::
 
     git clone https://github.com/automl/NASLib /tmp/NASLib
-    python tests/reference_scripts/proxies_reference.py --naslib /tmp/NASLib > tests/data/proxies_reference.json
+    git clone https://github.com/SLDGroup/ZiCo /tmp/ZiCo
+    python tests/reference_scripts/proxies_reference.py --naslib /tmp/NASLib --zico /tmp/ZiCo \
+        > tests/data/proxies_reference.json
 
 The case: the small CNN of :func:`build` (conv / BatchNorm / ReLU / pooling / linear, 10 classes) with weights from
 :func:`fill`, a seeded batch of 16 images, the network in train mode (BatchNorm batch statistics) as NASLib scores
@@ -19,6 +22,7 @@ Each NASLib measure returns per-layer arrays; the score is their total (NASLib's
 import argparse
 import copy
 import importlib
+import importlib.util
 import json
 import sys
 import types
@@ -99,11 +103,26 @@ def _naslib_measures(root: Path):
     return importlib.import_module("naslib.predictors.utils.pruners.measures")
 
 
+def _zico_module(root: Path):
+    """The authors' ``compute_zico`` module, its repository-level imports stubbed (unused by ``getzico``) and CUDA
+    calls made no-ops (this runs on the CPU)."""
+    for name in ("global_utils", "ModelLoader"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    nn.Module.cuda = lambda self, *a, **k: self
+    spec = importlib.util.spec_from_file_location("compute_zico", root / "ZeroShotProxy" / "compute_zico.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--naslib", required=True, type=Path, help="a NASLib source tree")
+    parser.add_argument("--zico", required=True, type=Path, help="an SLDGroup/ZiCo source tree")
     args = parser.parse_args()
     measures = _naslib_measures(args.naslib)
+    zico = _zico_module(args.zico)
     x, y = batch()
     out = {"source": "automl/NASLib naslib/predictors/utils/pruners/measures", "seed": SEED, "values": {}}
     runs = {
@@ -119,6 +138,8 @@ def main() -> None:
             net, x.clone(), torch.tensor(MANY_TARGETS), loss_fn=F.cross_entropy),
         # Zen-NAS draws weights and inputs from the global generator: seeded as timm-nas's zen(seed=0) seeds its own
         "zen": lambda net: (_pre_gap(net), torch.manual_seed(ZEN_SEED), measures.zen.compute_zen_score(net, x, y))[2],
+        # ZiCo over two mini-batches (the batch cut in halves, as timm-nas's zico(splits=2))
+        "zico": lambda net: zico.getzico(net, list(zip(x.chunk(2), y.chunk(2))), F.cross_entropy),
     }
     for name, run in runs.items():
         net = fill(build(MANY_CLASSES if name.endswith("many_classes") else CLASSES)).train()

@@ -29,9 +29,10 @@ unchanged; each raises ``ValueError`` naming what the model lacks when it does n
 parameters named ``*.weight`` with at least two dimensions (conv and linear layers).
 
 These are our implementations of the papers' formulas. ``l2_norm``, ``plain``, ``fisher``, ``grasp``, ``epe_nas``
-and ``zen`` are checked against the released code NASLib ships for them (tests/test_proxies_reference.py, with the
-script that produced the reference numbers); ``zico``, ``meco`` and ``swap`` are not yet compared with their
-authors' code: the tests check them on small cases computed by hand or by a second route.
+and ``zen`` are checked against the released code NASLib ships for them, ``zico`` against its authors' own
+(tests/test_proxies_reference.py, with the script that produced the reference numbers); ``meco`` and ``swap`` are not
+yet compared with their authors' code: the tests check them on small cases computed by hand or by a second
+route.
 """
 from __future__ import annotations
 
