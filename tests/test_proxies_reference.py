@@ -1,6 +1,6 @@
-"""Seven training-free proxies against released code: NASLib's copies (the zero-cost-proxy code of Abdelfattah et
-al. for l2_norm / plain / fisher / grasp, EPE-NAS and Zen-NAS as taken from the authors' repositories) and ZiCo's
-authors' repository, on the
+"""Eight training-free proxies against released code: NASLib's copies (the zero-cost-proxy code of Abdelfattah et
+al. for l2_norm / plain / fisher / grasp, EPE-NAS and Zen-NAS as taken from the authors' repositories), and ZiCo's and
+MeCo's authors' repositories, on the
 small seeded case of ``tests/reference_scripts/proxies_reference.py``: the reference numbers in
 ``tests/data/proxies_reference.json`` come from that script run on a NASLib source tree."""
 from __future__ import annotations
@@ -47,7 +47,12 @@ def test_proxy_matches_the_released_code(name):
         y = torch.tensor(REF.MANY_TARGETS)
     # NASLib scores the network in train mode; zen(seed=0) draws what the reference drew after manual_seed(2)
     options = {"l2_norm": {}, "zen": {"seed": REF.ZEN_SEED - 2}}.get(proxy, {"train": True})
+    rel = 1e-6
+    if proxy == "meco":  # the authors' code draws its one 64 px image itself: the same draw, given here
+        torch.manual_seed(REF.MECO_SEED)
+        x = torch.randn(1, 3, 64, 64)
+        rel = 1e-5  # their float32 general eigensolver against our float64 symmetric one
     before = {k: v.clone() for k, v in model.state_dict().items()}
     got = proxies.score(proxy, model, x, y, **options)
-    assert got == pytest.approx(VALUES[name], rel=1e-6, abs=1e-9)
+    assert got == pytest.approx(VALUES[name], rel=rel, abs=1e-9)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model is left as it was

@@ -1,23 +1,25 @@
-"""Reference numbers for six training-free proxies, produced with the released code NASLib ships for them
-(automl/NASLib ``naslib/predictors/utils/pruners``: the zero-cost-proxy code of Abdelfattah et al., ICLR 2021
-(Samsung), for ``l2_norm``, ``plain``, ``fisher`` and ``grasp``; EPE-NAS as "taken from the authors' Github
-repository" VascoLopes/EPE-NAS; Zen-NAS's ``compute_zen_score``, the same as idstcv/ZenNAS
-``ZeroShotProxy/compute_zen_score.py`` for one repeat).
+"""Reference numbers for eight training-free proxies, produced with their released code.
 
-ZiCo comes from its authors' repository (SLDGroup/ZiCo ``ZeroShotProxy/compute_zico.py``, run on the CPU).
+- NASLib's copies (automl/NASLib ``naslib/predictors/utils/pruners/measures``): the zero-cost-proxy code of
+  Abdelfattah et al., ICLR 2021 (Samsung) for ``l2_norm``, ``plain``, ``fisher`` and ``grasp``; EPE-NAS as "taken from
+  the authors' Github repository" VascoLopes/EPE-NAS; Zen-NAS's ``compute_zen_score``, the same as idstcv/ZenNAS
+  ``ZeroShotProxy/compute_zen_score.py`` for one repeat.
+- ZiCo from its authors' repository (SLDGroup/ZiCo ``ZeroShotProxy/compute_zico.py``, run on the CPU).
+- MeCo from its authors' repository (HamsterMimi/MeCo ``correlation/foresight/pruners/measures/meco.py``).
 
-Only torch and numpy are needed besides the two source trees (loaded from their paths, nothing installed)::
+Only torch and numpy are needed besides the three source trees (loaded from their paths, nothing installed)::
 
     git clone https://github.com/automl/NASLib /tmp/NASLib
     git clone https://github.com/SLDGroup/ZiCo /tmp/ZiCo
-    python tests/reference_scripts/proxies_reference.py --naslib /tmp/NASLib --zico /tmp/ZiCo \
+    git clone https://github.com/HamsterMimi/MeCo /tmp/MeCo
+    python tests/reference_scripts/proxies_reference.py --naslib /tmp/NASLib --zico /tmp/ZiCo --meco /tmp/MeCo \
         > tests/data/proxies_reference.json
 
 The case: the small CNN of :func:`build` (conv / BatchNorm / ReLU / pooling / linear, 10 classes) with weights from
 :func:`fill`, a seeded batch of 16 images, the network in train mode (BatchNorm batch statistics) as NASLib scores
-it. Zen-NAS (NASLib's copy of idstcv/ZenNAS ``compute_zen_score``) needs ``forward_before_global_avg_pool``: the
-network's layers up to the pooling. ``tests/test_proxies_reference.py`` repeats ``build`` / ``fill`` / ``batch`` and compares timm-nas's proxies.
-Each NASLib measure returns per-layer arrays; the score is their total (NASLib's ``sum_arr``).
+it, one torch thread. Zen-NAS needs ``forward_before_global_avg_pool``: the network's layers up to the pooling.
+``tests/test_proxies_reference.py`` repeats ``build`` / ``fill`` / ``batch`` and compares timm-nas's proxies. Each
+NASLib measure returns per-layer arrays; the score is their total (NASLib's ``sum_arr``).
 """
 import argparse
 import copy
@@ -33,6 +35,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 SEED, BATCH, CLASSES = 7, 16, 10
+#: MeCo's code draws its one image itself (``torch.randn(1, 3, 64, 64)``) from the global generator seeded so.
+MECO_SEED = 11
 #: The global seed the Zen-score's draws start from: timm-nas's ``zen(seed=0)`` seeds its generator with seed + 2.
 ZEN_SEED = 2
 
@@ -116,14 +120,25 @@ def _zico_module(root: Path):
     return module
 
 
+def _meco_module(root: Path):
+    """The authors' ``meco`` measure, its package's ``measure`` decorator replaced by a pass-through."""
+    package = types.ModuleType("meco_reference")
+    package.__path__ = [str(root / "correlation" / "foresight" / "pruners" / "measures")]
+    package.measure = lambda *a, **k: (lambda fn: fn)
+    sys.modules["meco_reference"] = package
+    return importlib.import_module("meco_reference.meco")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--naslib", required=True, type=Path, help="a NASLib source tree")
     parser.add_argument("--zico", required=True, type=Path, help="an SLDGroup/ZiCo source tree")
+    parser.add_argument("--meco", required=True, type=Path, help="a HamsterMimi/MeCo source tree")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as the test runs: ZiCo's mean/std ratios magnify the reduction order's rounding
     measures = _naslib_measures(args.naslib)
     zico = _zico_module(args.zico)
+    meco = _meco_module(args.meco)
     x, y = batch()
     out = {"source": "automl/NASLib naslib/predictors/utils/pruners/measures", "seed": SEED, "values": {}}
     runs = {
@@ -141,6 +156,7 @@ def main() -> None:
         "zen": lambda net: (_pre_gap(net), torch.manual_seed(ZEN_SEED), measures.zen.compute_zen_score(net, x, y))[2],
         # ZiCo over two mini-batches (the batch cut in halves, as timm-nas's zico(splits=2))
         "zico": lambda net: zico.getzico(net, list(zip(x.chunk(2), y.chunk(2))), F.cross_entropy),
+        "meco": lambda net: (torch.manual_seed(MECO_SEED), meco.compute_meco(net, x, y))[1],
     }
     for name, run in runs.items():
         net = fill(build(MANY_CLASSES if name.endswith("many_classes") else CLASSES)).train()

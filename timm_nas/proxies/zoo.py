@@ -18,7 +18,8 @@ epe_nas     Lopes, Alirezazadeh, Alexandre, "EPE-NAS", ICANN 2021: per-class inp
 zico        Li et al., "ZiCo: Zero-shot NAS via Inverse Coefficient of Variation on Gradients", ICLR 2023:
             ``sum_layers log sum_theta mean|g| / std(g)`` over mini-batches
 meco        Jiang et al., "MeCo: Zero-Shot NAS with One Data and Single Forward Pass via Minimum Eigenvalue of
-            Correlation", NeurIPS 2023: ``sum_layers lambda_min(corr of the layer's channels)`` on one image
+            Correlation", NeurIPS 2023: ``sum_modules lambda_min(corr of the output's channels)`` on one image, as
+            the authors' code
 swap        Peng et al., "SWAP-NAS: Sample-Wise Activation Patterns for Ultra-Fast NAS", ICLR 2024: the number of
             distinct sample-wise ReLU activation patterns over a batch (needs ReLU)
 ==========  ==========================================================================================================
@@ -28,11 +29,11 @@ detached parameters and cloned buffers and removes its hooks, so the model (weig
 unchanged; each raises ``ValueError`` naming what the model lacks when it does not apply. "Weights" are the
 parameters named ``*.weight`` with at least two dimensions (conv and linear layers).
 
-These are our implementations of the papers' formulas. ``l2_norm``, ``plain``, ``fisher``, ``grasp``, ``epe_nas``
-and ``zen`` are checked against the released code NASLib ships for them, ``zico`` against its authors' own
-(tests/test_proxies_reference.py, with the script that produced the reference numbers); ``meco`` and ``swap`` are not
-yet compared with their authors' code: the tests check them on small cases computed by hand or by a second
-route.
+These are our implementations of the papers' formulas, checked against released code on a seeded case
+(tests/test_proxies_reference.py, with the script that produced the reference numbers): ``l2_norm``, ``plain``,
+``fisher``, ``grasp``, ``epe_nas`` and ``zen`` against the copies NASLib ships, ``zico`` and ``meco`` against their
+authors' repositories. ``swap`` is not yet compared with its authors' code; its tests check it on cases computed by
+hand.
 """
 from __future__ import annotations
 
@@ -204,24 +205,38 @@ def epe_nas(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, *, co
 
 
 @register_proxy("meco", uses_data=True, default_batch_size=1,
-                description="MeCo (Jiang et al. 2023): sum over conv layers of the minimum eigenvalue of the channel "
-                            "correlation, one image")
+                description="MeCo (Jiang et al. 2023): sum over every module's output of the minimum eigenvalue of "
+                            "its channel correlation, one image")
 def meco(model: nn.Module, inputs: torch.Tensor, targets: Any, *, config: Any = None, train: bool = False,
          **_: Any) -> float:
-    """On the first image of the batch; a channel constant over the feature map has no correlation (counted 0)."""
+    """As the authors' code (HamsterMimi/MeCo ``foresight/pruners/measures/meco.py``; checked in
+    tests/test_proxies_reference.py): on the first image of the batch, every module's output (containers and the
+    model itself included) is read as ``(C, -1)`` rows, their correlation matrix (NaN / inf entries set to 0) gives
+    its smallest eigenvalue, and the values (NaN ones left out) are summed. The authors' code draws that image
+    itself (``torch.randn(1, 3, 64, 64)``); here it is the batch's, which the registry draws from a seeded
+    generator at the model's input size. Defined for convolutional networks: a model without ``nn.Conv2d`` is
+    refused."""
+    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        raise ValueError("meco needs convolution layers (nn.Conv2d): it reads the channel correlation of feature "
+                         "maps; this model has none")
     values: list[float] = []
 
-    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        fmap = output.detach()[0].reshape(output.shape[1], -1).to(torch.float64)  # (C, H*W)
-        if fmap.shape[0] < 2 or fmap.shape[1] < 2:
+    def hook(module: nn.Module, args: tuple, output: Any) -> None:
+        if not torch.is_tensor(output) or output.dim() < 2:
             return
-        corr = torch.nan_to_num(torch.corrcoef(fmap), nan=0.0)
-        values.append(float(torch.linalg.eigvalsh(corr)[0]))
+        fea = output.detach()[0]
+        fea = fea.reshape(fea.shape[0], -1).to(torch.float64)
+        if fea.shape[1] < 2:  # one value per channel: no correlation (the authors' NaNs, set to 0)
+            values.append(0.0)
+            return
+        corr = torch.corrcoef(fea) if fea.shape[0] > 1 else torch.ones(1, 1, dtype=torch.float64)
+        corr = torch.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0)
+        value = float(torch.linalg.eigvalsh(corr)[0])
+        if not math.isnan(value):
+            values.append(value)
 
     with torch.no_grad():
-        _forward_with_hooks(model, (nn.Conv2d,), inputs[:1], train, hook)
-    if not values:
-        raise ValueError("meco needs convolution layers (nn.Conv2d) with at least 2 channels and 2 positions")
+        _forward_with_hooks(model, (nn.Module,), inputs[:1], train, hook)
     return sum(values)
 
 
