@@ -1,6 +1,6 @@
-"""Eight training-free proxies against released code: NASLib's copies (the zero-cost-proxy code of Abdelfattah et
-al. for l2_norm / plain / fisher / grasp, EPE-NAS and Zen-NAS as taken from the authors' repositories), and ZiCo's and
-MeCo's authors' repositories, on the
+"""Nine training-free proxies against released code: NASLib's copies (the zero-cost-proxy code of Abdelfattah et
+al. for l2_norm / plain / fisher / grasp, EPE-NAS and Zen-NAS as taken from the authors' repositories), and the
+authors' repositories of ZiCo, MeCo and SWAP, on the
 small seeded case of ``tests/reference_scripts/proxies_reference.py``: the reference numbers in
 ``tests/data/proxies_reference.json`` come from that script run on a NASLib source tree."""
 from __future__ import annotations

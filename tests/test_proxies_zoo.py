@@ -88,9 +88,12 @@ def test_fisher_on_a_linear_model_equals_the_closed_form():
 
 def test_swap_counts_distinct_patterns():
     model = nn.Sequential(nn.ReLU())
-    x = torch.tensor([[1.0, -1.0, 1.0, 0.0, 2.0], [1.0, 1.0, -1.0, 0.0, 3.0]])
+    x = torch.tensor([[1.0, -1.0, 1.0, 0.0, 2.0], [1.0, 1.0, -1.0, 0.0, 3.0]]).reshape(2, 1, 1, 5)  # feature maps
     # unit patterns over the two images: (1,1) (0,1) (1,0) (0,0) (1,1) -> 4 distinct
     assert proxies.score("swap", model, x) == 4.0
+    # ReLUs on flat (2-D) activations are not counted, as in the authors' code
+    with pytest.raises(ValueError, match="ReLU activations on convolutional feature maps"):
+        proxies.score("swap", model, x.reshape(2, 5))
 
 
 def test_where_a_proxy_does_not_apply_it_says_why():

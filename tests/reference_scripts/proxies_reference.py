@@ -6,14 +6,16 @@
   ``ZeroShotProxy/compute_zen_score.py`` for one repeat.
 - ZiCo from its authors' repository (SLDGroup/ZiCo ``ZeroShotProxy/compute_zico.py``, run on the CPU).
 - MeCo from its authors' repository (HamsterMimi/MeCo ``correlation/foresight/pruners/measures/meco.py``).
+- SWAP from its authors' repository (pym1024/SWAP ``src/metrics/swap.py``, without the parameter regulariser).
 
-Only torch and numpy are needed besides the three source trees (loaded from their paths, nothing installed)::
+Only torch and numpy are needed besides the four source trees (loaded from their paths, nothing installed)::
 
     git clone https://github.com/automl/NASLib /tmp/NASLib
     git clone https://github.com/SLDGroup/ZiCo /tmp/ZiCo
     git clone https://github.com/HamsterMimi/MeCo /tmp/MeCo
+    git clone https://github.com/pym1024/SWAP /tmp/SWAP
     python tests/reference_scripts/proxies_reference.py --naslib /tmp/NASLib --zico /tmp/ZiCo --meco /tmp/MeCo \
-        > tests/data/proxies_reference.json
+        --swap /tmp/SWAP > tests/data/proxies_reference.json
 
 The case: the small CNN of :func:`build` (conv / BatchNorm / ReLU / pooling / linear, 10 classes) with weights from
 :func:`fill`, a seeded batch of 16 images, the network in train mode (BatchNorm batch statistics) as NASLib scores
@@ -129,16 +131,33 @@ def _meco_module(root: Path):
     return importlib.import_module("meco_reference.meco")
 
 
+def _swap_module(root: Path):
+    """The authors' SWAP module; its one repository import (``count_parameters``, for the unused regulariser)
+    stubbed."""
+    for name in ("src", "src.utils"):
+        pkg = sys.modules.setdefault(name, types.ModuleType(name))
+        pkg.__path__ = []
+    utilities = types.ModuleType("src.utils.utilities")
+    utilities.count_parameters = lambda model: sum(p.numel() for p in model.parameters() if p.requires_grad)
+    sys.modules["src.utils.utilities"] = utilities
+    spec = importlib.util.spec_from_file_location("swap_reference", root / "src" / "metrics" / "swap.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--naslib", required=True, type=Path, help="a NASLib source tree")
     parser.add_argument("--zico", required=True, type=Path, help="an SLDGroup/ZiCo source tree")
     parser.add_argument("--meco", required=True, type=Path, help="a HamsterMimi/MeCo source tree")
+    parser.add_argument("--swap", required=True, type=Path, help="a pym1024/SWAP source tree")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as the test runs: ZiCo's mean/std ratios magnify the reduction order's rounding
     measures = _naslib_measures(args.naslib)
     zico = _zico_module(args.zico)
     meco = _meco_module(args.meco)
+    swap = _swap_module(args.swap)
     x, y = batch()
     out = {"source": "automl/NASLib naslib/predictors/utils/pruners/measures", "seed": SEED, "values": {}}
     runs = {
@@ -157,6 +176,7 @@ def main() -> None:
         # ZiCo over two mini-batches (the batch cut in halves, as timm-nas's zico(splits=2))
         "zico": lambda net: zico.getzico(net, list(zip(x.chunk(2), y.chunk(2))), F.cross_entropy),
         "meco": lambda net: (torch.manual_seed(MECO_SEED), meco.compute_meco(net, x, y))[1],
+        "swap": lambda net: float(swap.SWAP(model=net, inputs=x, device="cpu", seed=0).forward()),
     }
     for name, run in runs.items():
         net = fill(build(MANY_CLASSES if name.endswith("many_classes") else CLASSES)).train()

@@ -31,9 +31,8 @@ parameters named ``*.weight`` with at least two dimensions (conv and linear laye
 
 These are our implementations of the papers' formulas, checked against released code on a seeded case
 (tests/test_proxies_reference.py, with the script that produced the reference numbers): ``l2_norm``, ``plain``,
-``fisher``, ``grasp``, ``epe_nas`` and ``zen`` against the copies NASLib ships, ``zico`` and ``meco`` against their
-authors' repositories. ``swap`` is not yet compared with its authors' code; its tests check it on cases computed by
-hand.
+``fisher``, ``grasp``, ``epe_nas`` and ``zen`` against the copies NASLib ships, ``zico``, ``meco`` and ``swap``
+against their authors' repositories.
 """
 from __future__ import annotations
 
@@ -55,8 +54,8 @@ ZEN_MIXUP = 0.01
 EPE_K = 1e-5
 #: Up to this many output classes EPE-NAS sums ``|E_c|``; above it, the pairwise differences (the authors' code).
 EPE_MAX_CLASSES_PLAIN = 100
-#: Activations whose binary patterns SWAP counts (defined for ReLU networks).
-SWAP_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
+#: Activations whose binary patterns SWAP counts (the authors' code: ``nn.ReLU``).
+SWAP_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.ReLU,)
 _LAYERS = (nn.Conv2d, nn.Linear)
 
 
@@ -244,11 +243,13 @@ def meco(model: nn.Module, inputs: torch.Tensor, targets: Any, *, config: Any = 
                 description="SWAP (Peng et al. 2024): distinct sample-wise ReLU activation patterns over a batch")
 def swap(model: nn.Module, inputs: torch.Tensor, targets: Any, *, config: Any = None, train: bool = False,
          **_: Any) -> float:
-    """Every ReLU output unit gives one pattern: its on / off state over the batch's images; the score is the number
-    of distinct patterns over the network (patterns are packed into integers, so the count is exact)."""
+    """As the authors' code (pym1024/SWAP ``src/metrics/swap.py``, without its optional parameter regulariser;
+    checked in tests/test_proxies_reference.py): every output unit of an ``nn.ReLU`` applied to a convolutional
+    feature map (4-D input) gives one pattern, its on / off state over the batch's images; the score is the number of
+    distinct patterns over the network (packed into integers here, so the count is exact)."""
     if not any(isinstance(m, SWAP_ACTIVATIONS) for m in model.modules()):
-        raise ValueError("swap needs ReLU activations (nn.ReLU / nn.ReLU6): its activation patterns are defined for "
-                         "ReLU networks")
+        raise ValueError("swap needs ReLU activations (nn.ReLU): its activation patterns are defined for ReLU "
+                         "networks")
     b = inputs.shape[0]
     if b > 62:
         raise ValueError(f"swap packs each pattern into 62 bits: use a batch of at most 62 images, got {b}")
@@ -256,11 +257,16 @@ def swap(model: nn.Module, inputs: torch.Tensor, targets: Any, *, config: Any = 
     codes: list[torch.Tensor] = []
 
     def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if args[0].dim() != 4:  # the authors' patterns are those of convolutional feature maps
+            return
         on = (output.detach().reshape(b, -1) > 0).to(torch.int64)  # (B, units)
         codes.append((on * weights[:, None]).sum(dim=0))
 
     with torch.no_grad():
         _forward_with_hooks(model, SWAP_ACTIVATIONS, inputs, train, hook)
+    if not codes:
+        raise ValueError("swap needs ReLU activations on convolutional feature maps (4-D inputs); this model applies "
+                         "none")
     return float(torch.unique(torch.cat(codes)).numel())
 
 
