@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 
+from timm_nas._checkpoint import load_checkpoint_file
 from timm_nas.cli import main
 from timm_nas.search.log import EXPORT_MANIFEST, ExportChangedError, RunFolder
 
@@ -219,7 +220,7 @@ def _results(folder: Path) -> dict[str, Any]:
         elif p.suffix == ".jsonl":
             out[name] = [_strip(json.loads(x)) for x in p.read_text().splitlines()]
         elif p.suffix == ".pth":
-            ckpt = torch.load(p, weights_only=False)
+            ckpt = load_checkpoint_file(p)  # restricted unpickling (weights_only=True), as for any checkpoint
             out[name] = {k: v for k, v in ckpt.items() if k in ("model", "epoch")}
         elif p.name == EXPORT_MANIFEST or p.name == "README.md":
             continue  # the card and its hash record timings of the candidates (provenance): compared below

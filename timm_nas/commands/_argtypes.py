@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 __all__ = ["count", "json_object", "positive_int", "space_arg", "model_args", "kv_pairs", "DeprecatedAlias",
-           "add_renamed", "HelpFormatter", "device_arg", "create_model_checked"]
+           "add_renamed", "HelpFormatter", "device_arg", "create_model_checked", "add_run_folder_options"]
 
 
 def _int_at_least(text: str, low: int, what: str) -> int:
@@ -79,6 +79,16 @@ def create_model_checked(name: str, pretrained: bool = False, **kwargs: Any) -> 
     except OSError as e:  # urllib's URLError, huggingface_hub's connection and cache errors
         raise OSError(f"cannot download the weights of {name} ({type(e).__name__}: {e}); without network access, "
                       "download the file elsewhere and pass --checkpoint FILE") from e
+
+
+def add_run_folder_options(p: argparse.ArgumentParser) -> None:
+    """The run-folder options of a training search (``timm_nas.search.log``): ``--overwrite`` (old spelling
+    ``--no-resume``), ``--overwrite-export`` and ``--onnx``."""
+    p.add_argument("--overwrite", "--no-resume", dest="overwrite", action="store_true",
+                   help="discard a previous run in --out (its outputs only) and start afresh")
+    p.add_argument("--overwrite-export", action="store_true",
+                   help="replace --out/export even if it holds files the search did not write (refused otherwise)")
+    p.add_argument("--onnx", action="store_true", help="also export model.onnx (pip install 'timm-nas[deploy]')")
 
 
 def json_object(value: str | None, what: str) -> dict[str, Any]:

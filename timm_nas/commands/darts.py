@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ._argtypes import add_renamed, device_arg, positive_int
+from ._argtypes import add_renamed, add_run_folder_options, device_arg, positive_int
 
 
 def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction) -> None:
@@ -47,12 +47,8 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
         p.add_argument(flag, type=kind, default=None, help=f"default {what}")
     p.add_argument("--device", type=device_arg, default=None,
                    help="default: cuda when available (LOCAL_RANK under torchrun)")
-    p.add_argument("--overwrite", "--no-resume", dest="overwrite", action="store_true",
-                   help="discard a previous run in --out (its outputs only) and start afresh")
-    p.add_argument("--overwrite-export", action="store_true",
-                   help="replace --out/export even if it holds files the search did not write (refused otherwise)")
+    add_run_folder_options(p)
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--onnx", action="store_true", help="also export model.onnx (pip install 'timm-nas[deploy]')")
     p.add_argument("--no-export", action="store_true", help="do not export the genotype network")
     p.add_argument("--export-model", choices=("darts_cifar", "darts_imagenet"), default="darts_cifar",
                    help="network built from the genotype for the export (default darts_cifar: C=36, 20 cells)")

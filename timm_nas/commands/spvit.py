@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ._argtypes import add_renamed, device_arg, model_args
+from ._argtypes import add_renamed, add_run_folder_options, device_arg, model_args
 
 def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction) -> None:
     """Add ``search spvit`` and ``spvit-arch``."""
@@ -56,12 +56,8 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--device", type=device_arg, default=None,
                    help="default: cuda when available (LOCAL_RANK under torchrun)")
-    p.add_argument("--overwrite", "--no-resume", dest="overwrite", action="store_true",
-                   help="discard a previous run in --out (its outputs only) and start afresh")
-    p.add_argument("--overwrite-export", action="store_true",
-                   help="replace --out/export even if it holds files the search did not write (refused otherwise)")
+    add_run_folder_options(p)
     p.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (smoke tests)")
-    p.add_argument("--onnx", action="store_true", help="also export model.onnx (pip install 'timm-nas[deploy]')")
     p.add_argument("--no-export", action="store_true", help="do not export the pruned model")
     p.add_argument("--export-skip-mode", choices=("zero", "original"), default="zero",
                    help="skip layers of the exported model: 'zero' reproduces the search network (default)")

@@ -39,7 +39,7 @@ from ._rng import seeded, seeded_loader
 from ..training.darts import Cutout, DartsTrainConfig, train_genotype_network  # noqa: F401 (public names here too)
 from ..training.data import dataset_num_classes
 from .distributed import Dist
-from .log import EXPORT_DIR, RunFolder
+from .log import RunFolder
 
 __all__ = [
     "architecture_gradient",
@@ -579,26 +579,11 @@ def _save_results(folder: RunFolder, genotype: Any, history: list[dict[str, Any]
                                     "score_name": "search-network accuracy on the held-out split (last epoch)"})
     if export is None:
         return
-    kwargs = dict(export)
-    target = Path(kwargs.pop("folder", folder.path / EXPORT_DIR))
-    push_to = kwargs.pop("push_to", None)
-    private, token = kwargs.pop("private", False), kwargs.pop("token", None)
-    kwargs["provenance"] = _provenance(cfg, history, num_classes)
-    kwargs.setdefault("seed", cfg.seed)  # the export of a run is a function of the run
-    write = (lambda f: export_genotype(genotype, f, **kwargs)) if cfg.space == "darts" else \
-        (lambda f: _export_cell(model, genotype, f, cfg, **kwargs))
-    if target.resolve() == (folder.path / EXPORT_DIR).resolve():
-        kwargs.pop("overwrite", None)
-        result.export_dir, result.export_status = folder.export(write)
-    else:
-        result.export_dir = write(target)
-        result.export_status = "written"
-    if push_to:
-        from .. import hub
-
-        hub.push(result.export_dir, push_to, private=private, token=token)
-        if target.resolve() == (folder.path / EXPORT_DIR).resolve():
-            folder.record_export()
+    options = dict(export, provenance=_provenance(cfg, history, num_classes))
+    options.setdefault("seed", cfg.seed)  # the export of a run is a function of the run
+    write = (lambda f, **kw: export_genotype(genotype, f, **kw)) if cfg.space == "darts" else \
+        (lambda f, **kw: _export_cell(model, genotype, f, cfg, **kw))
+    result.export_dir, result.export_status = folder.export_with(options, write)
 
 
 def _search_step(model: nn.Module, optimizer: torch.optim.Optimizer, arch_optimizer: torch.optim.Optimizer,

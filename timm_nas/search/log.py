@@ -397,6 +397,28 @@ class RunFolder:
         self.write_text(EXPORT_MANIFEST, "".join(f"{h}  {EXPORT_DIR}/{k}\n" for k, h in new.items()))
         return target, status
 
+    def export_with(self, options: Mapping[str, Any], write: Callable[..., Any]) -> tuple[Path, str]:
+        """A search's export step: ``options`` are its export keywords (``folder``, default ``export/``;
+        ``push_to`` / ``private`` / ``token`` for :func:`timm_nas.hub.push`; the rest go to ``write(folder,
+        **rest)``). Into ``export/`` it goes through :meth:`export` (the user's files stay safe); elsewhere it is
+        written directly. Returns ``(folder, status)``."""
+        kwargs = dict(options)
+        target = Path(kwargs.pop("folder", self.path / EXPORT_DIR))
+        push_to, private, token = kwargs.pop("push_to", None), kwargs.pop("private", False), kwargs.pop("token", None)
+        ours = target.resolve() == (self.path / EXPORT_DIR).resolve()
+        if ours:
+            kwargs.pop("overwrite", None)
+            path, status = self.export(lambda f: write(f, **kwargs))
+        else:
+            path, status = Path(write(target, **kwargs)), "written"
+        if push_to:
+            from .. import hub
+
+            hub.push(path, push_to, private=private, token=token)
+            if ours:
+                self.record_export()  # the pushed card names its repo
+        return path, status
+
     def record_export(self) -> None:
         """Record ``export/`` as it is now as the search's own (after a step of the search changed it, such as a
         push pointing the card at its repo)."""

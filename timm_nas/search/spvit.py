@@ -39,7 +39,7 @@ from ..spaces.spvit import SPViTArch
 from ..training.data import dataset_num_classes
 from ._rng import seeded, seeded_loader
 from .distributed import Dist
-from .log import EXPORT_DIR, RunFolder
+from .log import RunFolder
 
 __all__ = [
     "SPViTSearchConfig",
@@ -538,24 +538,10 @@ def _save_results(folder: RunFolder, state: _State, arch: SPViTArch, cfg: SPViTS
                                     **{k: last[k] for k in ("val_acc1", "val_acc5", "val_loss") if k in last}})
     if export is None:
         return
-    kwargs = dict(export)
-    target = Path(kwargs.pop("folder", folder.path / EXPORT_DIR))
-    push_to = kwargs.pop("push_to", None)
-    private, token = kwargs.pop("private", False), kwargs.pop("token", None)
     metrics = {k[4:]: last[k] for k in ("val_acc1", "val_acc5") if k in last}
-    kwargs.update(arch=arch, provenance=_provenance(cfg, raw, history), metrics=metrics or None)
-    ours = target.resolve() == (folder.path / EXPORT_DIR).resolve()
-    if ours:
-        kwargs.pop("overwrite", None)
-        result.export_path, result.export_status = folder.export(lambda f: export_pruned(raw, f, **kwargs))
-    else:
-        result.export_path, result.export_status = export_pruned(raw, target, **kwargs), "written"
-    if push_to:
-        from .. import hub
-
-        hub.push(result.export_path, push_to, private=private, token=token)
-        if ours:
-            folder.record_export()
+    options = dict(export, arch=arch, provenance=_provenance(cfg, raw, history), metrics=metrics or None)
+    result.export_path, result.export_status = folder.export_with(options,
+                                                                  lambda f, **kw: export_pruned(raw, f, **kw))
 
 
 def _provenance(cfg: SPViTSearchConfig, model: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
