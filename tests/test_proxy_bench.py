@@ -180,7 +180,126 @@ def test_prefilter_and_cli(table_csv, tmp_path, capsys):
     path = tmp_path / "oracle.json"
     path.write_text(json.dumps(_synthetic_oracle_rows()))
     rc = main(["oracle-search", "--space", "nb201", "--oracle", str(path), "--budget", "20", "--seeds", "0,1",
+               "--prefilter", "params", "--prefilter-pool", "2", "--model-args", '{"C": 4, "N": 1}',
                "--out", str(tmp_path / "cli")])
     assert rc == 0 and "| regularized_evolution |" in capsys.readouterr().out
     data = json.loads((tmp_path / "cli" / "curves.json").read_text())
+    # with a prefilter, the strategies that take one
     assert set(data["strategies"]) == {"random", "regularized_evolution"} and data["oracle_best"] > 0
+
+
+# --------------------------------------------------------------------- `timm-nas search ... --oracle` (no supernet)
+def test_search_commands_take_an_oracle_over_a_family_space(tmp_path, capsys):
+    """`search regularized-evolution | random | evolution --space nb201 --oracle TABLE`: the same candidates as the
+    library's strategies with an OracleScorer, a run folder that a second run leaves unchanged, and an export of the
+    benchmark network of the best cell that timm loads back."""
+    import timm
+
+    from timm_nas.cli import main
+    from timm_nas.search import (EvolutionSearch, OracleScorer, RandomSearch, RegularizedEvolution, proxy_prefilter,
+                                 run_search)
+
+    path = tmp_path / "oracle.json"
+    path.write_text(json.dumps(_synthetic_oracle_rows()))
+    oracle = OracleScorer(path, NB201Cell)
+    small = ["--model-args", '{"C": 4, "N": 1}', "--no-progress"]
+
+    out = tmp_path / "rea"
+    assert main(["search", "regularized-evolution", "--space", "nb201", "--oracle", str(path), "--candidates", "30",
+                 "--out", str(out), *small]) == 0
+    expected = run_search(RegularizedEvolution(SPACE, num_candidates=30, seed=0), oracle)
+    rows = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
+    assert [r["score"] for r in rows] == [c.score for c in expected.candidates]
+    best = json.loads((out / "best.json").read_text())
+    assert best["score"] == expected.best.score
+    model = timm.create_model(f"local-dir:{out / 'export'}", pretrained=True)
+    assert model.genotype.to_string() == expected.best.config.to_string()
+    card = (out / "export" / "README.md").read_text()
+    assert "random initialisation, to be trained before use" in card
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["search", "regularized-evolution", "--space", "nb201", "--oracle", str(path), "--candidates", "30",
+                 "--out", str(out), *small]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert stamps == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+
+    # random search, a proxy choosing what the oracle is asked (the best of 3 draws by parameter count)
+    assert main(["search", "random", "--space", "nb201", "--oracle", str(path), "--prefilter", "params",
+                 "--prefilter-pool", "3", "--candidates", "8", "--out", str(tmp_path / "rnd"), "--no-export",
+                 *small]) == 0
+    pre = proxy_prefilter("nb201", "params", model_args={"C": 4, "N": 1})
+    expected = run_search(RandomSearch(SPACE, num_candidates=8, prefilter=pre, prefilter_pool=3), oracle)
+    rows = [json.loads(line) for line in (tmp_path / "rnd" / "candidates.jsonl").read_text().splitlines()]
+    assert [r["score"] for r in rows] == [c.score for c in expected.candidates]
+    plain = run_search(RandomSearch(SPACE, num_candidates=8), oracle)
+    assert sum(c.params for c in expected.candidates) > sum(c.params for c in plain.candidates)
+
+    # AutoFormer's evolution over the same space
+    assert main(["search", "evolution", "--space", "nb201", "--oracle", str(path), "--population", "6",
+                 "--topk", "2", "--generations", "2", "--mutations", "3", "--crossovers", "3",
+                 "--out", str(tmp_path / "evo"), "--no-export", *small]) == 0
+    expected = run_search(EvolutionSearch(SPACE, population=6, topk=2, generations=2, mutations=3, crossovers=3),
+                          oracle)
+    rows = [json.loads(line) for line in (tmp_path / "evo" / "candidates.jsonl").read_text().splitlines()]
+    assert [r["score"] for r in rows] == [c.score for c in expected.candidates] and len(rows) == 18
+
+
+def test_search_with_a_proxy_over_a_family_space(tmp_path):
+    """`--space nb201 --proxy NAME` scores each cell's own (seeded) benchmark network."""
+    from timm_nas.cli import main
+    from timm_nas.search import proxy_prefilter
+
+    out = tmp_path / "nwot"
+    assert main(["search", "random", "--space", "nb201", "--proxy", "nwot", "--proxy-batch-size", "8",
+                 "--candidates", "3", "--model-args", '{"C": 4, "N": 1}', "--no-progress", "--no-export",
+                 "--params-max", "0.02", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
+    score = proxy_prefilter("nb201", "nwot", model_args={"C": 4, "N": 1}, batch_size=8)
+    assert [r["score"] for r in rows] == [score(NB201Cell.resolve(r["config"])) for r in rows]
+    assert all(r["params"] <= 20_000 for r in rows)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["random", "--space", "nb201", "--proxy", "nwot", "--oracle", "T"], "give one scorer, not --proxy and --oracle"),
+    (["random", "--space", "nb201", "--data-dir", "."], "no supernet to inherit weights from"),
+    (["tf-tas", "--space", "nb201"], "TF-TAS searches a supernet's space"),
+    (["random", "--space", "nb201", "--oracle", "missing.csv"], "--oracle table not found: missing.csv"),
+    (["random", "--space", "nb201", "--proxy", "nwot", "--checkpoint", "x.pth"], "--checkpoint do not apply"),
+    (["random", "--space", "nb201", "--proxy", "nwot", "--prefilter", "nope"], "unknown proxy 'nope'"),
+    (["random", "--space", "nb201", "--proxy", "nwot", "--model-args", '{"genotype": 3}'], "'genotype', the arch"),
+    (["regularized-evolution", "--space", "tiny", "--proxy", "params"], "--m-prob / --s-prob"),
+    (["random", "--space", "nb201"], "needs a scorer: --data-dir DIR"),
+])
+def test_search_scorer_errors_are_one_line(argv, message, tmp_path, capsys):
+    from timm_nas.cli import main
+
+    assert main(["search", *argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_compare_strategies_with_autoformer_evolution_and_the_curve_plot(tmp_path, capsys):
+    from timm_nas.cli import main
+    from timm_nas.search import OracleScorer, compare_strategies, proxy_prefilter
+
+    path = tmp_path / "oracle.json"
+    path.write_text(json.dumps(_synthetic_oracle_rows()))
+    oracle = OracleScorer(path, NB201Cell)
+    curves = compare_strategies(SPACE, oracle, ["evolution"], budget=25, seeds=[0, 1])
+    assert all(len(c) == 25 and c == sorted(c) for c in curves["evolution"].curves)
+    assert len(curves["evolution"].std) == 25 and curves["evolution"].std[-1] >= 0
+    with pytest.raises(ValueError, match="evolution has no prefilter"):
+        compare_strategies(SPACE, oracle, ["evolution"], budget=25, seeds=[0],
+                           prefilter=proxy_prefilter("nb201", "params"))
+    with pytest.raises(ValueError, match="unknown strategy 'rea'; known strategies"):
+        compare_strategies(SPACE, oracle, ["rea"], budget=5, seeds=[0])
+    assert main(["oracle-search", "--space", "nb201", "--oracle", str(path), "--budget", "12", "--seeds", "0,1",
+                 "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads((tmp_path / "o" / "curves.json").read_text())
+    assert set(data["strategies"]) == {"random", "regularized_evolution", "evolution"}
+    assert (tmp_path / "o" / "curves.png").stat().st_size > 0 and "| evolution |" in printed
+    assert main(["oracle-search", "--space", "nb201", "--oracle", str(path), "--seeds", ",", "--out",
+                 str(tmp_path / "o2")]) == 2
+    assert "--seeds ',' names no seed" in capsys.readouterr().err

@@ -49,8 +49,9 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
         help="compare search strategies with a table of accuracies as the oracle (best-so-far curves over seeds)")
     o.add_argument("--space", required=True, help="the family whose default search space the table covers (nb201)")
     o.add_argument("--oracle", required=True, help="the table: CSV (arch|index, accuracy) or JSON")
-    o.add_argument("--strategies", default="random,regularized_evolution",
-                   help="comma-separated: random, regularized_evolution")
+    o.add_argument("--strategies", default=None,
+                   help="comma-separated: random, regularized_evolution, evolution (default: all three; with "
+                        "--prefilter random and regularized_evolution, the ones that take one)")
     o.add_argument("--budget", type=positive_int, default=100, help="oracle queries per run")
     o.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds, one run each")
     o.add_argument("--prefilter", default=None,
@@ -70,7 +71,7 @@ ORACLE_EXAMPLE = """example:
 def _run_oracle(args: argparse.Namespace) -> int:
     from .._io import atomic_write_text
     from ..family import get_family
-    from ..search.oracle import OracleScorer, compare_strategies, proxy_prefilter
+    from ..search.oracle import OracleScorer, compare_strategies, plot_curves, proxy_prefilter
 
     try:
         fam = get_family(args.space)
@@ -80,20 +81,25 @@ def _run_oracle(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         prefilter = (proxy_prefilter(fam.name, args.prefilter, model_args=model_args(args.model_args))
                      if args.prefilter else None)
-        curves = compare_strategies(fam.space(), oracle, [s.strip() for s in args.strategies.split(",") if s.strip()],
+        if not seeds:
+            raise ValueError(f"--seeds {args.seeds!r} names no seed; give e.g. --seeds 0,1,2")
+        names = (args.strategies or ("random,regularized_evolution" if prefilter else
+                                     "random,regularized_evolution,evolution")).split(",")
+        curves = compare_strategies(fam.space(), oracle, [s.strip() for s in names if s.strip()],
                                     args.budget, seeds, prefilter=prefilter, prefilter_pool=args.prefilter_pool,
                                     out=args.out)
     except (ValueError, TypeError, OSError) as e:
         print(f"timm-nas oracle-search: error: {e}", file=sys.stderr)
         return 2
     data = {"oracle_best": oracle.best, "budget": args.budget, "seeds": seeds, "prefilter": args.prefilter,
-            "strategies": {n: {"curves": c.curves, "mean": c.mean} for n, c in curves.items()}}
+            "strategies": {n: {"curves": c.curves, "mean": c.mean, "std": c.std} for n, c in curves.items()}}
     atomic_write_text(f"{args.out}/curves.json", json.dumps(data) + "\n")
-    print(f"| strategy | mean best after {args.budget} queries | mean regret |")
+    plot_curves(curves, f"{args.out}/curves.png", best=oracle.best)
+    print(f"| strategy | best after {args.budget} queries (mean ± sd over {len(seeds)} seeds) | mean regret |")
     print("|---|---|---|")
     for name, c in curves.items():
-        final = sum(c.final) / len(c.final)
-        print(f"| {name} | {final:.4f} | {oracle.best - final:.4f} |")
+        print(f"| {name} | {c.mean[-1]:.4f} ± {c.std[-1]:.4f} | {oracle.best - c.mean[-1]:.4f} |")
+    print(f"curves: {args.out}/curves.json, {args.out}/curves.png")
     return 0
 
 

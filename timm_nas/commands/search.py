@@ -1,4 +1,8 @@
-"""`timm-nas search tf-tas | evolution | random`: architecture search over a supernet's space.
+"""`timm-nas search tf-tas | evolution | random | regularized-evolution`: architecture search over a space.
+
+The space is a supernet's (``--model``, ``--space`` a preset or a JSON space), or a family's whose architectures are
+scored through their own static models (``--space nb201``, ``--space darts``: no supernet). Fitness: top-1 with
+inherited weights (``--data-dir``), a training-free proxy (``--proxy``), or a table of accuracies (``--oracle``).
 
 Examples::
 
@@ -6,6 +10,7 @@ Examples::
     timm-nas search evolution --space tiny --checkpoint supernet-tiny.pth --data-dir /path/to/imagenet \
         --params-min 5 --params-max 6 --out runs/evo-tiny
     timm-nas search random --space small --proxy synflow --candidates 500 --out runs/random-small
+    timm-nas search regularized-evolution --space nb201 --oracle nb201_cifar10.csv --candidates 100 --out runs/rea
     torchrun --nproc-per-node 2 -m timm_nas search tf-tas --space tiny --out runs/tf-tas-tiny
 
 Each run writes ``candidates.jsonl`` (appended as candidates are scored), ``best.json``, ``pareto.json``,
@@ -32,7 +37,10 @@ _STRATEGIES = {
                "(default DSS; Zhou et al., CVPR 2022)"),
     "evolution": ("AutoFormer's evolutionary search (Chen et al., ICCV 2021): fitness = top-1 of the supernet with "
                   "inherited weights on --data-dir, or a --proxy"),
-    "random": "random search: uniform candidates inside the constraints, scored by --data-dir accuracy or a --proxy",
+    "random": ("random search: uniform candidates inside the constraints, scored by --data-dir accuracy, a --proxy "
+               "or an --oracle table"),
+    "regularized-evolution": ("regularized evolution (Real et al., AAAI 2019): tournament selection with aging, as "
+                              "NAS-Bench-201's REA baseline; fitness as for evolution"),
 }
 
 
@@ -44,10 +52,24 @@ _EXAMPLES = {
   timm-nas search evolution --space tiny --checkpoint supernet-tiny.pth --data-dir /path/to/imagenet \\
       --params-min 5 --params-max 6 --out runs/evo-tiny
   # fitness = a training-free proxy (no data)
-  timm-nas search evolution --space tiny --proxy dss --generations 3 --out runs/evo-dss""",
-    "random": """Example (scored by a training-free proxy, no data):
-  timm-nas search random --space small --proxy synflow --candidates 50 --out runs/rnd-small""",
+  timm-nas search evolution --space tiny --proxy dss --generations 3 --out runs/evo-dss
+  # fitness = a table of accuracies (NAS-Bench-201: architecture string or index, accuracy)
+  timm-nas search evolution --space nb201 --oracle nb201_cifar10.csv --population 20 --generations 4 --out runs/evo""",
+    "random": """Examples (scored by a training-free proxy, no data; by a table of accuracies, a proxy choosing what to ask):
+  timm-nas search random --space small --proxy synflow --candidates 50 --out runs/rnd-small
+  timm-nas search random --space nb201 --oracle nb201_cifar10.csv --prefilter nwot --candidates 50 --out runs/rnd""",
+    "regularized-evolution": """Example (NAS-Bench-201's REA: population 10, tournament 3, one edge mutated):
+  timm-nas search regularized-evolution --space nb201 --oracle nb201_cifar10.csv --candidates 100 --out runs/rea""",
 }
+
+def _static_family(args: argparse.Namespace) -> Any:
+    """The family ``--space`` names when it is searched through its static models (nb201, darts), else ``None``."""
+    from ..family import families
+
+    fam = families().get(str(args.space).strip().lower())
+    if fam is None or fam.space is None or fam.weight_sharing_arg is not None:
+        return None
+    return fam
 
 
 def _add_common(p: argparse.ArgumentParser, strategy: str) -> None:
@@ -57,7 +79,8 @@ def _add_common(p: argparse.ArgumentParser, strategy: str) -> None:
     g.add_argument("--model", default="autoformer_supernet",
                    help="supernet model name (default: autoformer_supernet)")
     g.add_argument("--space", default="tiny",
-                   help="search space: a preset (tiny, small, base), a JSON object, or a .json file (default: tiny)")
+                   help="search space: a preset of --model (tiny, small, base), a JSON object, a .json file, or a "
+                        "family searched through its static models, with no supernet (nb201, darts) (default: tiny)")
     g.add_argument("--img-size", type=positive_int, default=None, help="input image size (default: the model's)")
     g.add_argument("--num-classes", type=positive_int, default=None,
                    help="classifier width (default: the model's, 1000)")
@@ -88,6 +111,14 @@ def _add_common(p: argparse.ArgumentParser, strategy: str) -> None:
                        help="images per class, the original's subImageNet (default 100; 0 = all)")
         s.add_argument("--batch-size", type=positive_int, default=64, help="evaluation batch size (default 64)")
         s.add_argument("--workers", type=int, default=4, help="data loader workers (default 4)")
+        s.add_argument("--oracle", default=None, metavar="TABLE",
+                       help="score by looking architectures up in a table of accuracies: CSV (arch|index, accuracy) "
+                            "or JSON (timm-nas proxy-bench reads the same); an architecture it lacks scores nan")
+    if strategy in ("random", "regularized-evolution"):
+        s.add_argument("--prefilter", default=None, metavar="PROXY",
+                       help="a training-free proxy choosing what the scorer is asked: each candidate is the proxy's "
+                            "best of --prefilter-pool draws (random) or children (regularized-evolution)")
+        s.add_argument("--prefilter-pool", type=positive_int, default=10, help="draws per candidate (default 10)")
 
     c = p.add_argument_group("constraints (analytic cost model)")
     lo, hi = (TF_TAS_PARAMS[0] / 1e6, TF_TAS_PARAMS[1] / 1e6) if strategy == "tf-tas" else (None, None)
@@ -130,6 +161,16 @@ def _add_evolution(p: argparse.ArgumentParser) -> None:
     e.add_argument("--s-prob", type=float, default=0.4, help="depth / embed-dim mutation probability (0.4)")
 
 
+def _add_regularized_evolution(p: argparse.ArgumentParser) -> None:
+    e = p.add_argument_group("regularized evolution (defaults: NAS-Bench-201's REA)")
+    e.add_argument("--population", type=positive_int, default=10, help="population size (10)")
+    e.add_argument("--sample-size", type=positive_int, default=3, help="tournament size (3)")
+    e.add_argument("--m-prob", type=float, default=0.0,
+                   help="per-choice mutation probability (0: the spaces that guarantee a change, NAS-Bench-201's, "
+                        "mutate one edge; AutoFormer's and DARTS's need e.g. --m-prob 0.2 --s-prob 0.4)")
+    e.add_argument("--s-prob", type=float, default=0.0, help="structural mutation probability (0)")
+
+
 _RUN_FOLDER = ("--out is a run folder: the same command resumes an interrupted search, changes nothing on a finished "
                "one, and extends it with more candidates / generations. The same command and --seed give the same "
                "result with any --workers and any number of torchrun processes (on GPUs up to float rounding: some "
@@ -145,6 +186,8 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
         _add_common(p, name)
         if name == "evolution":
             _add_evolution(p)
+        if name == "regularized-evolution":
+            _add_regularized_evolution(p)
         p.set_defaults(func=run_cli_search, search_strategy=name)
     p = search.add_parser("proxies", help="list the training-free proxies",
                           description="List the training-free proxies that --proxy accepts, with their sources.",
@@ -170,18 +213,36 @@ def _validate(args: argparse.Namespace) -> None:
     from ..proxies import get_proxy
 
     data_dir = getattr(args, "data_dir", None)
+    oracle = getattr(args, "oracle", None)
+    family = _static_family(args)
     if args.search_strategy != "tf-tas":
-        if data_dir is None and args.proxy is None:
+        given = [o for o, v in (("--data-dir", data_dir), ("--proxy", args.proxy), ("--oracle", oracle))
+                 if v is not None]
+        if not given:
             raise ValueError(f"timm-nas search {args.search_strategy} needs a scorer: --data-dir DIR (top-1 of the "
-                             "supernet with inherited weights) or --proxy NAME")
-        if data_dir is not None and args.proxy is not None:
-            raise ValueError("give either --data-dir (accuracy) or --proxy, not both")
+                             "supernet with inherited weights), --proxy NAME or --oracle TABLE")
+        if len(given) > 1:
+            raise ValueError(f"give one scorer, not {' and '.join(given)}")
+        if data_dir is not None and family is not None:
+            raise ValueError(f"--space {family.name} searches the family's static models, with no supernet to "
+                             "inherit weights from: score with --oracle TABLE or --proxy NAME, not --data-dir")
         if data_dir is not None and not Path(data_dir).expanduser().is_dir():
             raise FileNotFoundError(f"data folder not found: {data_dir}")
+        if oracle is not None and not Path(oracle).expanduser().is_file():
+            raise FileNotFoundError(f"--oracle table not found: {oracle}")
         if args.subset_per_class < 0:
             raise ValueError(f"--subset-per-class must be >= 0, got {args.subset_per_class}")
+    elif family is not None:
+        raise ValueError(f"TF-TAS searches a supernet's space (--space tiny|small|base); for --space {family.name} "
+                         f"use timm-nas search random --space {family.name} --proxy NAME")
     if args.proxy is not None:
         get_proxy(args.proxy)
+    if getattr(args, "prefilter", None) is not None:
+        get_proxy(args.prefilter)
+    if family is not None:
+        dropped = [o for o, v in (("--pretrained", args.pretrained), ("--checkpoint", args.checkpoint)) if v]
+        if dropped:
+            raise ValueError(f"--space {family.name} has no supernet: {' and '.join(dropped)} do not apply")
     _constraints(args)  # an empty window fails here, before the model is built
     if args.checkpoint is not None and not Path(args.checkpoint).expanduser().is_file():
         raise FileNotFoundError(f"checkpoint file not found: {args.checkpoint}")
@@ -352,17 +413,33 @@ def search_from_args(args: argparse.Namespace) -> tuple[Any, Any, Path | None]:
     """
     from ..cli import UsageError
     from ..proxies.zero_cost import cost_kwargs
-    from ..search import (AccuracyScorer, Dist, EvolutionSearch, ProxyScorer, RandomSearch, ZeroShotSearch,
-                          build_eval_loader, run_search)
+    from ..search import (AccuracyScorer, Dist, EvolutionSearch, OracleScorer, ProxyScorer, RandomSearch,
+                          RegularizedEvolution, ZeroShotSearch, build_eval_loader, proxy_prefilter, run_search)
 
     _validate(args)
     out = Path(args.out).expanduser()
     dist = Dist.from_env()
     device = _device(args, dist)
-    supernet = _build_supernet(args, device)
-    constraints = _constraints(args, cost_kwargs(supernet))
-    constraints.check_latency_table(supernet)
-    constraints.check_space(supernet.space)
+    family = _static_family(args)
+    if family is None:
+        supernet = _build_supernet(args, device)
+        space, cost_model = supernet.space, supernet
+        arguments = {"model": args.model, "weights": _weights_arg(args), "model_args": supernet_args(supernet)}
+    else:  # the family's own static models: no supernet
+        supernet, space = None, family.space()
+        static_args = _static_model_args(args, family)
+        cost_model = _build_static(family, space.sample(0), static_args, args.seed)
+        arguments = {"family": family.name, "model": family.static_entrypoint, "model_args": static_args}
+    constraints = _constraints(args, cost_kwargs(cost_model))
+    constraints.check_latency_table(cost_model)
+    constraints.check_space(space)
+
+    def proxy_scorer(name: str) -> Any:
+        if family is not None:
+            return proxy_prefilter(family.name, name, model_args=static_args, seed=args.seed,
+                                   batch_size=args.proxy_batch_size, device=device)
+        options = {"mode": args.dss_mode} if name == "dss" else {}
+        return ProxyScorer(supernet, name, batch_size=args.proxy_batch_size, seed=args.seed, **options)
 
     data_dir = getattr(args, "data_dir", None)
     if data_dir is not None:
@@ -370,21 +447,27 @@ def search_from_args(args: argparse.Namespace) -> tuple[Any, Any, Path | None]:
                                          subset_per_class=args.subset_per_class or None, seed=args.seed,
                                          batch_size=args.batch_size, workers=args.workers, device=device)
         scorer: Any = AccuracyScorer(supernet, loader, device=device, describe=data)
+    elif getattr(args, "oracle", None) is not None:
+        scorer = OracleScorer(Path(args.oracle).expanduser(), space.config_cls, missing="nan")
     else:
-        options = {"mode": args.dss_mode} if args.proxy == "dss" else {}
-        scorer = ProxyScorer(supernet, args.proxy, batch_size=args.proxy_batch_size, seed=args.seed, **options)
+        scorer = proxy_scorer(args.proxy)
+    prefilter = proxy_scorer(args.prefilter) if getattr(args, "prefilter", None) else None
 
-    space = supernet.space
     if args.search_strategy == "evolution":
         strategy: Any = EvolutionSearch(space, constraints, seed=args.seed, population=args.population,
                                         topk=args.topk, generations=args.generations, mutations=args.mutations,
                                         crossovers=args.crossovers, m_prob=args.m_prob, s_prob=args.s_prob)
     elif args.search_strategy == "tf-tas":
         strategy = ZeroShotSearch(space, num_candidates=args.candidates, constraints=constraints, seed=args.seed)
+    elif args.search_strategy == "regularized-evolution":
+        strategy = RegularizedEvolution(space, num_candidates=args.candidates, population=args.population,
+                                        sample_size=args.sample_size, constraints=constraints, seed=args.seed,
+                                        m_prob=args.m_prob, s_prob=args.s_prob, prefilter=prefilter,
+                                        prefilter_pool=args.prefilter_pool)
     else:
-        strategy = RandomSearch(space, num_candidates=args.candidates, constraints=constraints, seed=args.seed)
+        strategy = RandomSearch(space, num_candidates=args.candidates, constraints=constraints, seed=args.seed,
+                                prefilter=prefilter, prefilter_pool=args.prefilter_pool)
 
-    arguments = {"model": args.model, "weights": _weights_arg(args), "model_args": supernet_args(supernet)}
     progress = _Progress(strategy.expected_candidates(), enabled=dist.is_main and not args.no_progress)
     try:
         result = run_search(strategy, scorer, out=out, arguments=arguments, overwrite=args.overwrite, dist=dist,
@@ -413,12 +496,17 @@ def search_from_args(args: argparse.Namespace) -> tuple[Any, Any, Path | None]:
     folder = None
     if not args.no_export:
         provenance = {
-            "method": _METHOD_NAMES[args.search_strategy], "supernet": args.model,
+            "method": _METHOD_NAMES[args.search_strategy],
+            **({"supernet": args.model} if family is None else {"family": family.name}),
             "space": args.space if not args.space.strip().startswith("{") else space.to_dict(),
             "constraints": {k: v for k, v in constraints.to_dict().items() if k != "cost_kwargs"},
-            "seed": args.seed, "scorer": scorer.describe(), "weights": _weights_arg(args), **latency}
-        folder, status = result.folder.export(lambda f: export_best(supernet, result, f, provenance=provenance,
-                                                                    onnx=args.onnx))
+            "seed": args.seed, "scorer": scorer.describe(),
+            "weights": _weights_arg(args) if family is None else {"random_init_seed": args.seed}, **latency}
+        if prefilter is not None:
+            provenance["prefilter"] = {**prefilter.describe(), "pool": args.prefilter_pool}
+        folder, status = result.folder.export(lambda f: export_best(
+            supernet, result, f, provenance=provenance, onnx=args.onnx, family=family,
+            model_args=None if family is None else static_args))
         print(_EXPORT_STATUS[status].format(folder=folder))
         if args.push_to_hub:
             from .. import hub
@@ -446,7 +534,34 @@ def _add_to_json(folder: Any, name: str, fields: dict[str, Any]) -> None:
 
 
 _METHOD_NAMES = {"tf-tas": "TF-TAS zero-shot search", "evolution": "AutoFormer evolutionary search",
-                 "random": "random search"}
+                 "random": "random search", "regularized-evolution": "regularized evolution"}
+
+
+def _static_model_args(args: argparse.Namespace, family: Any) -> dict[str, Any]:
+    """The static model's arguments besides the architecture (``--img-size``, ``--num-classes``, ``--model-args``)
+    of a family searched without a supernet."""
+    kwargs: dict[str, Any] = model_args(args.model_args)
+    for option, name in (("--img-size", "img_size"), ("--num-classes", "num_classes")):
+        value = getattr(args, name)
+        if value is not None:
+            if name in kwargs:
+                raise ValueError(f"--model-args sets {name!r}: use {option} for it")
+            kwargs[name] = value
+    if family.arch_arg in kwargs:
+        raise ValueError(f"--model-args sets {family.arch_arg!r}, the architecture the search chooses")
+    return kwargs
+
+
+def _build_static(family: Any, config: Any, kwargs: dict[str, Any], seed: int) -> Any:
+    """The family's static model of ``config``, initialised from ``seed`` (the global generator left unchanged)."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            return create_model_checked(family.static_entrypoint, **{family.arch_arg: config.to_dict(), **kwargs})
+        except TypeError as e:
+            raise ValueError(f"{family.static_entrypoint} does not take these --model-args ({e})") from e
 
 
 def supernet_args(supernet: Any) -> dict[str, Any]:
@@ -464,19 +579,32 @@ def supernet_args(supernet: Any) -> dict[str, Any]:
     return args
 
 
-def export_best(supernet: Any, result: Any, folder: Path, *, provenance: dict[str, Any], onnx: bool = False) -> Path:
+def export_best(supernet: Any, result: Any, folder: Path, *, provenance: dict[str, Any], onnx: bool = False,
+                family: Any = None, model_args: dict[str, Any] | None = None) -> Path:
     """Extract the best subnet (inherited weights) and export it with :func:`timm_nas.hub.export` into ``folder``
     (replacing an earlier export there); a search's CLI calls it through its run folder's
-    :meth:`~timm_nas.search.log.RunFolder.export`, which keeps the user's files safe."""
+    :meth:`~timm_nas.search.log.RunFolder.export`, which keeps the user's files safe.
+
+    Without a supernet (``supernet=None``, a ``family`` searched through its static models) the export is the
+    family's static model of the best architecture with ``model_args``, initialised from the provenance's seed.
+    """
     from .. import hub
 
     best = result.best
-    model = supernet.extract(best.config).eval()
+    method = provenance.get("method", result.strategy)
+    if supernet is None:
+        if family is None:
+            raise TypeError("export_best(supernet=None) needs family=")
+        model = _build_static(family, best.config, dict(model_args or {}), int(provenance.get("seed", 0))).eval()
+        description = (f"Architecture found by {method} with timm-nas. The search scored the architecture, not these "
+                       "weights: they are a random initialisation, to be trained before use.")
+    else:
+        model = supernet.extract(best.config).eval()
+        description = (f"Subnet found by {method} with timm-nas. Weights are the supernet's, sliced to this "
+                       "architecture" + (" (a randomly initialised supernet: train or fine-tune before use)."
+                                         if "random_init_seed" in provenance.get("weights", {}) else "."))
     card = {
-        "description": textwrap.fill(
-            f"Subnet found by {provenance.get('method', result.strategy)} with timm-nas. Weights are the "
-            "supernet's, sliced to this architecture" + (" (a randomly initialised supernet: train or fine-tune "
-            "before use)." if "random_init_seed" in provenance.get("weights", {}) else "."), 200),
+        "description": textwrap.fill(description, 200),
         "provenance": {**provenance, "score": best.score, "candidate": best.index,
                        "candidates": len(result.candidates), "params": best.params, "macs": best.macs},
     }

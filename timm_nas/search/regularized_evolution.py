@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
@@ -30,7 +29,7 @@ from ._rng import MUTATION, draw_generator
 from .constraints import Constraints
 from .engine import Candidate, Proposal, rank_key
 from .log import config_key
-from .random_search import MAX_CONSECUTIVE_REJECTIONS, draw_random
+from .random_search import MAX_CONSECUTIVE_REJECTIONS, best_by_prefilter, describe_prefilter, draw_random
 
 __all__ = ["RegularizedEvolution"]
 
@@ -74,6 +73,15 @@ class RegularizedEvolution:
             raise ValueError(f"num_candidates={self.num_candidates} must be at least population={self.population}")
         if self.prefilter_pool < 1:
             raise ValueError(f"prefilter_pool must be at least 1, got {self.prefilter_pool}")
+        if self.m_prob == 0 and self.s_prob == 0:
+            # NAS-Bench-201's REA mutates one edge: spaces whose mutate always changes something do that with zero
+            # probabilities; for the others every child would equal its parent.
+            probe = self.space.sample(draw_generator(self.seed, MUTATION, 0, 0))
+            if all(self.space.mutate(probe, draw_generator(self.seed, MUTATION, 0, k), m_prob=0.0, s_prob=0.0)
+                   == probe for k in range(8)):
+                raise ValueError(f"m_prob=0 and s_prob=0 leave every child of this space "
+                                 f"({type(self.space).__name__}) equal to its parent; give m_prob / s_prob > 0 "
+                                 "(--m-prob / --s-prob on the command line; AutoFormer's evolution uses 0.2 / 0.4)")
 
     def describe(self) -> dict[str, Any]:
         pre = self.prefilter
@@ -81,7 +89,7 @@ class RegularizedEvolution:
                 "num_candidates": self.num_candidates, "population": self.population,
                 "sample_size": self.sample_size, "constraints": self.constraints.to_dict(), "seed": self.seed,
                 "m_prob": self.m_prob, "s_prob": self.s_prob,
-                "prefilter": None if pre is None else (pre.describe() if hasattr(pre, "describe") else repr(pre)),
+                "prefilter": None if pre is None else describe_prefilter(pre),
                 "prefilter_pool": self.prefilter_pool if pre is not None else None}
 
     def expected_candidates(self) -> int:
@@ -121,9 +129,7 @@ class RegularizedEvolution:
                 pool_keys.add(config_key(proposal.config))
                 pool.append(proposal)
             if self.prefilter is not None:
-                values = [float(self.prefilter(p.config)) for p in pool]
-                best = max(range(len(pool)), key=lambda i: -math.inf if math.isnan(values[i]) else values[i])
-                pool = [pool[best]]
+                pool = [pool[best_by_prefilter(self.prefilter, pool)]]
             seen.add(config_key(pool[0].config))
             population.extend(evaluate(pool))
             population.popleft()  # aging: the oldest member dies, whatever its score
