@@ -96,6 +96,18 @@ def test_swap_counts_distinct_patterns():
         proxies.score("swap", model, x.reshape(2, 5))
 
 
+@pytest.mark.parametrize("batch", [1, 61, 62, 63, 130])
+def test_swap_is_exact_for_any_batch(batch):
+    """Patterns longer than one packed word (62 images) are counted exactly: the count of distinct rows of the
+    on / off matrix, written out."""
+    g = torch.Generator().manual_seed(batch)
+    model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.ReLU())
+    # few distinct values per unit, so that some long patterns coincide and some differ in one image only
+    x = torch.randint(-1, 2, (batch, 2, 4, 4), generator=g).float()
+    on = (model(x).detach().reshape(batch, -1) > 0).t().tolist()
+    assert proxies.score("swap", model, x) == float(len({tuple(row) for row in on}))
+
+
 def test_where_a_proxy_does_not_apply_it_says_why():
     no_bn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
     x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))

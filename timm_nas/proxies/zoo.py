@@ -251,23 +251,28 @@ def swap(model: nn.Module, inputs: torch.Tensor, targets: Any, *, config: Any = 
         raise ValueError("swap needs ReLU activations (nn.ReLU): its activation patterns are defined for ReLU "
                          "networks")
     b = inputs.shape[0]
-    if b > 62:
-        raise ValueError(f"swap packs each pattern into 62 bits: use a batch of at most 62 images, got {b}")
-    weights = 2 ** torch.arange(b, dtype=torch.int64, device=inputs.device)
+    # A unit's pattern over the batch is packed into ceil(b / 62) integers of 62 bits each (exact for any batch).
+    words = -(-b // _SWAP_BITS)
+    weights = 2 ** (torch.arange(words * _SWAP_BITS, dtype=torch.int64, device=inputs.device) % _SWAP_BITS)
     codes: list[torch.Tensor] = []
 
     def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
         if args[0].dim() != 4:  # the authors' patterns are those of convolutional feature maps
             return
         on = (output.detach().reshape(b, -1) > 0).to(torch.int64)  # (B, units)
-        codes.append((on * weights[:, None]).sum(dim=0))
+        on = torch.nn.functional.pad(on, (0, 0, 0, words * _SWAP_BITS - b)) * weights[:, None]
+        codes.append(on.reshape(words, _SWAP_BITS, -1).sum(dim=1).t())  # (units, words)
 
     with torch.no_grad():
         _forward_with_hooks(model, SWAP_ACTIVATIONS, inputs, train, hook)
     if not codes:
         raise ValueError("swap needs ReLU activations on convolutional feature maps (4-D inputs); this model applies "
                          "none")
-    return float(torch.unique(torch.cat(codes)).numel())
+    return float(torch.unique(torch.cat(codes), dim=0).shape[0])
+
+
+#: Bits of one packed word of a SWAP activation pattern (int64, sign bit and one spare bit unused).
+_SWAP_BITS = 62
 
 
 @register_proxy("zen", uses_data=True, default_batch_size=64,
