@@ -83,3 +83,40 @@ def test_search_records_the_predicted_latency_under_its_limit(table, tmp_path):
     from timm_nas.spaces import AutoFormerSubnet
 
     assert best["latency_ms"] == pytest.approx(t.predict(AutoFormerSubnet.from_dict(best["config"])))
+
+
+def test_candidates_and_pareto_fronts_carry_the_predicted_latency(table, tmp_path):
+    from timm_nas.spaces import AutoFormerSubnet
+
+    t = cost.LatencyTable.load(table)
+    out = tmp_path / "run"
+    assert cli.main(SEARCH + ["--latency-table", str(table), "--latency-max", "100", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
+    assert all(r["latency_ms"] == t.predict(AutoFormerSubnet.from_dict(r["config"])) <= 100 for r in rows)
+    fronts = json.loads((out / "pareto.json").read_text())
+    assert set(fronts) == {"params", "macs", "latency"}
+    lat = [r["latency_ms"] for r in fronts["latency"]]
+    assert lat == sorted(lat) and [r["score"] for r in fronts["latency"]] == sorted(r["score"] for r in fronts["latency"])
+    assert (out / "pareto.png").stat().st_size > 0
+    # without a table, records and fronts are as before (no latency key): older run folders still resume
+    assert cli.main(SEARCH + ["--out", str(tmp_path / "plain")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "plain" / "candidates.jsonl").read_text().splitlines()]
+    assert not any("latency_ms" in r for r in rows)
+    assert set(json.loads((tmp_path / "plain" / "pareto.json").read_text())) == {"params", "macs"}
+
+
+def test_check_reports_and_plots(table, tmp_path, capsys):
+    out = tmp_path / "check"
+    assert cli.main(["latency", "check", "--table", str(table), "--samples", "4", "--repeats", "2", "--warmup", "1",
+                     "--no-progress", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads((out / "check.json").read_text())
+    assert data["samples"] == 4 and len(data["subnets"]) == 4
+    assert all(len(s["measured_ms"]) == 2 and min(s["measured_ms"]) > 0 for s in data["subnets"])
+    assert -1 <= data["predictor"]["kendall_tau"] <= 1 and data["predictor"]["mape"] >= 0
+    assert "predictor:   Kendall tau" in printed and "test-retest" in printed
+    assert (out / "check.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # another batch size than the table's is refused, naming both, and nothing is written
+    assert cli.main(["latency", "check", "--table", str(table), "--batch-size", "8", "--no-progress",
+                     "--out", str(tmp_path / "other")]) == 2
+    assert "batch_size" in capsys.readouterr().err and not (tmp_path / "other").exists()

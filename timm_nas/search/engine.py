@@ -46,6 +46,7 @@ class Candidate:
         origin: ``'random'``, ``'mutation'`` or ``'crossover'``.
         generation: the evolution generation that proposed it (``None`` for random / zero-shot search).
         seconds: time spent scoring it.
+        latency_ms: the latency a table predicts (``None`` in a search without a latency table).
     """
 
     index: int
@@ -56,16 +57,20 @@ class Candidate:
     origin: str = "random"
     generation: int | None = None
     seconds: float | None = None
+    latency_ms: float | None = None
 
     def to_record(self) -> dict[str, Any]:
-        return {"index": self.index, "config": self.config.to_dict(), "score": self.score, "params": self.params,
-                "macs": self.macs, "origin": self.origin, "generation": self.generation, "seconds": self.seconds}
+        rec = {"index": self.index, "config": self.config.to_dict(), "score": self.score, "params": self.params,
+               "macs": self.macs, "origin": self.origin, "generation": self.generation, "seconds": self.seconds}
+        if self.latency_ms is not None:
+            rec["latency_ms"] = self.latency_ms
+        return rec
 
     @classmethod
     def from_record(cls, rec: Mapping[str, Any], config_cls: type) -> "Candidate":
         return cls(index=int(rec["index"]), config=config_cls.from_dict(rec["config"]), score=float(rec["score"]),
                    params=int(rec["params"]), macs=int(rec["macs"]), origin=str(rec.get("origin", "random")),
-                   generation=rec.get("generation"), seconds=rec.get("seconds"))
+                   generation=rec.get("generation"), seconds=rec.get("seconds"), latency_ms=rec.get("latency_ms"))
 
 
 def rank_key(c: Candidate) -> float:
@@ -158,7 +163,7 @@ class Evaluator:
                     raise _ScoringError(f"rank {r} failed to score {chunk[r].config}: {value}")
             for p, (_, value, seconds) in zip(chunk, results):
                 self._emit(Candidate(len(self.candidates), p.config, value, p.cost.params, p.cost.macs, p.origin,
-                                     p.generation, round(seconds, 6)), reused=False)
+                                     p.generation, round(seconds, 6), p.cost.latency_ms), reused=False)
         pending.clear()
 
     def __call__(self, proposals: Sequence[Proposal]) -> list[Candidate]:
@@ -269,12 +274,12 @@ def run_search(strategy: Strategy, scorer: Callable[[Any], float], *, out: str |
 def write_results(result: SearchResult, folder: SearchFolder, *, plot: bool = True) -> None:
     """Write ``best.json``, ``pareto.json`` and (optionally) ``pareto.png``; files whose content is unchanged
     are left untouched."""
-    from .pareto import plot_pareto
+    from .pareto import costs_of, plot_pareto
 
     best = result.best
     folder.write_json("best.json", {**best.to_record(), "strategy": result.strategy,
                                     "candidates": len(result.candidates)})
-    fronts = {cost: [c.to_record() for c in result.pareto(cost)] for cost in ("params", "macs")}
+    fronts = {cost: [c.to_record() for c in result.pareto(cost)] for cost in costs_of(result.candidates)}
     folder.write_json("pareto.json", fronts)
     if plot:
         plot_pareto(result.candidates, folder.path / "pareto.png", best=best)
