@@ -120,3 +120,42 @@ def test_check_reports_and_plots(table, tmp_path, capsys):
     assert cli.main(["latency", "check", "--table", str(table), "--batch-size", "8", "--no-progress",
                      "--out", str(tmp_path / "other")]) == 2
     assert "batch_size" in capsys.readouterr().err and not (tmp_path / "other").exists()
+
+
+@pytest.fixture(scope="module")
+def darts_table(tmp_path_factory):
+    """A table of the DARTS CIFAR evaluation network (C=36, 20 cells, 32 px) that ``darts_search`` extracts."""
+    path = tmp_path_factory.mktemp("lat") / "darts.json"
+    assert cli.main(["latency", "build", "--model", "darts_search", "--repeats", "1", "--warmup", "0",
+                     "--calibration", "3", "--no-progress", "--out", str(path)]) == 0
+    return path
+
+
+def test_darts_genotype_networks_have_a_latency_table(darts_table, tmp_path, capsys):
+    from timm_nas.spaces.darts import DartsSpace
+
+    t = cost.LatencyTable.load(darts_table)
+    s = t.setting
+    assert s["family"] == "darts" and s["img_size"] == 32 and len(s["cells"]) == 20
+    assert [c[3] for c in s["cells"]].count(True) == 2  # the two reduction cells
+    # one entry per operation and (channels, size, stride) an operation of some cell runs at: 5 sites x 8 primitives
+    assert len(t.entries) == 5 * len(DartsSpace().primitives)
+    space = DartsSpace()
+    lo, hi = t.bounds(space)
+    g = torch.Generator().manual_seed(0)
+    values = [t.predict(space.sample(g)) for _ in range(200)]
+    assert lo <= min(values) and max(values) <= hi and lo > 0
+    # a search over the family's own networks, constrained by latency
+    limit = sorted(values)[100]
+    out = tmp_path / "run"
+    assert cli.main(["search", "random", "--space", "darts", "--proxy", "params", "--candidates", "5",
+                     "--latency-table", str(darts_table), "--latency-max", f"{limit}", "--no-export",
+                     "--no-progress", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and all(r["latency_ms"] <= limit for r in rows)
+    # another network shape than the table's is refused, naming the argument
+    assert cli.main(["search", "random", "--space", "darts", "--proxy", "params", "--model-args", '{"C": 16}',
+                     "--latency-table", str(darts_table), "--latency-max", "100", "--no-progress",
+                     "--out", str(tmp_path / "other")]) == 2
+    assert "measured with C=36, this search has 16" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()

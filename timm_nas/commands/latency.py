@@ -28,7 +28,9 @@ __all__ = ["register"]
 _BUILD_EXAMPLE = """Example (AutoFormer's tiny space at batch 1 on one CPU thread, a few minutes):
   timm-nas latency build --model autoformer_supernet_tiny --device cpu --batch-size 1 --out lat.json"""
 _BUILD_TEXT = ("Measure every part a family's subnets decompose into (AutoFormer: blocks by embed dim, heads and MLP "
-               "width, plus the rest per embed dim; S3: blocks per stage, merges, stem and head) on this device, "
+               "width, plus the rest per embed dim; S3: blocks per stage, merges, stem and head; DARTS, with "
+               "--model darts_search: the evaluation network's operations by channels, size and stride) on this "
+               "device, "
                "each entry written as it is measured (rerun the same command to resume), then a few subnets end to "
                "end to calibrate the sum.")
 _CHECK_TEXT = ("Measure random extracted subnets end to end, twice (interleaved), and report the table's Kendall tau "
@@ -47,7 +49,9 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
 
     b = lat.add_parser("build", help="measure a family's latency table", description=_BUILD_TEXT,
                        epilog=_BUILD_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("--model", required=True, help="supernet name (autoformer_supernet_tiny, s3_supernet_tiny, ...)")
+    b.add_argument("--model", required=True,
+                   help="supernet name (autoformer_supernet_tiny, s3_supernet_tiny, ...; darts_search for the DARTS "
+                        "genotype networks it extracts)")
     b.add_argument("--space", default=None, help="search space preset, JSON object or .json file (generic supernets)")
     b.add_argument("--img-size", type=positive_int, default=None, help="input image size (default: the model's)")
     b.add_argument("--model-args", default=None, help="more supernet arguments, JSON object or .json file")

@@ -11,6 +11,11 @@ the sum misses the glue between them: module calls, reshapes, cache effects):
 * **S3**: one entry per stage and ``(embed_dim, heads, effective window, shift, MLP hidden width)`` block on the
   stage's ``(B, H, W, E)`` grid, one per ``(stage, in width, out width)`` patch merging, the patch embedding per
   first-stage width and the final norm + head per last-stage width.
+* **DARTS** genotype networks (the evaluation network a search network's ``extract`` builds, e.g. C=36 with 20
+  cells on CIFAR): one entry per operation and ``(channels, input size, stride)`` that a cell's operation can run
+  at; a genotype's parts are the operations of its normal and reduction cells in every cell of the network. What
+  every genotype shares (stem, the cells' input preprocessing, sums and concatenations, head) is the calibration's
+  intercept.
 
 The idea of predicting a network's latency from a table of per-layer latencies measured on the target device is
 ProxylessNAS's (Cai et al., ICLR 2019, arXiv:1812.00332, Sec. 3.3) and FBNet's (Wu et al., CVPR 2019,
@@ -37,6 +42,7 @@ import torch.nn as nn
 
 from .._io import atomic_write_text
 from ..spaces.autoformer import AutoFormerSubnet
+from ..spaces.darts import Genotype
 from ..spaces.s3 import S3Subnet
 from .s3 import _square_grid, _stage_grids
 
@@ -84,9 +90,21 @@ def model_shape_args(supernet: nn.Module) -> dict[str, Any]:
     """The shape arguments of a supernet's subnets (its static models' constructor arguments but the subnet), which
     decide what each table entry measures. The space is left out: an entry holds whatever the space needs of it,
     and a missing one is reported when predicted."""
+    from ..family import family_of
+
     args = dict(supernet.static_model_args(supernet.space.smallest()))
-    args.pop("subnet", None)
+    family = family_of(supernet)
+    args.pop(family.arch_arg if family is not None else "subnet", None)
     return _jsonable(args)
+
+
+def _img_size(supernet: nn.Module) -> Any:
+    """The input size the latency is measured at: the subnets' ``img_size`` argument, else the one the family's cost
+    model assumes (``cost_args``: the DARTS CIFAR network takes any size and is measured at 32), else 224."""
+    size = model_shape_args(supernet).get("img_size")
+    if size is None:
+        size = getattr(supernet, "cost_args", {}).get("img_size", 224)
+    return _jsonable(size)
 
 
 def supernet_setting(supernet: nn.Module, *, model: str, create_args: Mapping[str, Any], device: str | torch.device,
@@ -101,13 +119,19 @@ def supernet_setting(supernet: nn.Module, *, model: str, create_args: Mapping[st
                          f"supernets of {sorted(LATENCY_FAMILIES)}")
     shape = model_shape_args(supernet)
     device = torch.device(device)
-    return {
+    setting = {
         "family": family.name, "model": model, "create_args": _jsonable(dict(create_args)),
         "space": _jsonable(supernet.space.to_dict()), "model_args": shape,
         "device": device.type, "device_name": device_name(device), "dtype": dtype, "batch_size": int(batch_size),
-        "img_size": shape.get("img_size"), "threads": int(threads), "torch": torch.__version__.split("+")[0],
+        "img_size": _img_size(supernet), "threads": int(threads), "torch": torch.__version__.split("+")[0],
         "timm_nas": __version__,
     }
+    cost_args = getattr(supernet, "cost_args", None)
+    if isinstance(cost_args, Mapping):  # the subnets' shape as the cost model sees it (checks static models)
+        setting["cost_args"] = _jsonable(dict(cost_args))
+    if family.name == "darts":
+        setting["cells"] = _darts_cells(supernet)
+    return setting
 
 
 # ----------------------------------------------------------------------------------------------- decompositions
@@ -144,10 +168,57 @@ def _s3_parts(cfg: S3Subnet, setting: Mapping[str, Any]) -> list[str]:
     return parts
 
 
+def _darts_cells(supernet: nn.Module) -> list[list[Any]]:
+    """``[C, H, W, reduction]`` of every cell of the network ``supernet.extract`` builds (the channels its operations
+    run at, and the size of the cell's inputs), read from one forward of that network at batch 1 on the CPU."""
+    model = supernet.extract(supernet.space.smallest()).eval()
+    cells: list[list[Any]] = []
+
+    def hook(cell: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        h, w = args[1].shape[-2:]
+        cells.append([int(output.shape[1]) // cell.multiplier, int(h), int(w), bool(cell.reduction)])
+
+    handles = [cell.register_forward_hook(hook) for cell in model.cells]
+    try:
+        args = model.cost_args
+        size = args.get("img_size", 32)
+        ih, iw = (size, size) if isinstance(size, int) else size
+        with torch.no_grad():
+            model(torch.zeros(1, args.get("in_chans", 3), ih, iw))
+    finally:
+        for h in handles:
+            h.remove()
+    return cells
+
+
+def _darts_op_key(op: str, C: int, h: int, w: int, stride: int) -> str:
+    return f"op|{op}|{C}|{h}x{w}|{stride}"
+
+
+def _darts_op_sites(C: int, h: int, w: int, reduction: bool, index: int) -> tuple[int, int, int]:
+    """``(h, w, stride)`` of an operation reading state ``index`` of a cell (inputs ``h x w``): in a reduction cell the
+    operations on the inputs run with stride 2 and the rest on the halved maps."""
+    if not reduction:
+        return h, w, 1
+    if index < 2:
+        return h, w, 2
+    return (h + 1) // 2, (w + 1) // 2, 1
+
+
+def _darts_parts(cfg: Genotype, setting: Mapping[str, Any]) -> list[str]:
+    parts = []
+    for C, h, w, reduction in setting["cells"]:
+        pairs, _ = cfg.cell(bool(reduction))
+        for op, index in pairs:
+            parts.append(_darts_op_key(op, C, *_darts_op_sites(C, h, w, reduction, index)))
+    return parts
+
+
 #: family -> (config type, parts(cfg, setting) -> table keys whose sum predicts the latency).
 LATENCY_FAMILIES: dict[str, tuple[type, Callable[[Any, Mapping[str, Any]], list[str]]]] = {
     "autoformer": (AutoFormerSubnet, _autoformer_parts),
     "s3": (S3Subnet, _s3_parts),
+    "darts": (Genotype, _darts_parts),
 }
 
 
@@ -238,7 +309,10 @@ class LatencyTable:
 
     def check_model(self, supernet: nn.Module, what: str = "this search") -> None:
         """Raise one ``ValueError`` unless the table was measured for ``supernet``'s family and shape arguments, on
-        a device of this machine (the same CPU model, or a CUDA device of the same name)."""
+        a device of this machine (the same CPU model, or a CUDA device of the same name).
+
+        ``supernet`` may also be a static model of the family (a search over a family's own networks, e.g.
+        ``--space darts``): its ``cost_args`` are then compared with those the table recorded."""
         from ..family import family_of
 
         family = family_of(supernet)
@@ -247,8 +321,19 @@ class LatencyTable:
             raise ValueError(f"latency table{self._where()} was measured on {self.setting['device_name']} (cuda); "
                              f"{what} runs on a machine without CUDA; build a table here (timm-nas latency build)")
         here = device_name(kind)
-        self.check(what, family=family.name if family is not None else type(supernet).__name__,
-                   model_args=model_shape_args(supernet), device_name=here)
+        name = family.name if family is not None else type(supernet).__name__
+        if hasattr(supernet, "space") and hasattr(supernet, "static_model_args"):
+            self.check(what, family=name, model_args=model_shape_args(supernet), device_name=here)
+            return
+        self.check(what, family=name, device_name=here)
+        have, want = self.setting.get("cost_args"), _jsonable(dict(getattr(supernet, "cost_args", {}) or {}))
+        if have is None:
+            raise ValueError(f"latency table{self._where()} records no cost_args to compare a static model with; "
+                             "rebuild it with this version (timm-nas latency build)")
+        for k in sorted(set(have) | set(want)):
+            if have.get(k) != want.get(k):
+                raise ValueError(f"latency table{self._where()} was measured with {k}={have.get(k)!r}, {what} has "
+                                 f"{want.get(k)!r}; build a table for this model (timm-nas latency build)")
 
     def describe(self) -> dict[str, Any]:
         """JSON-native identity (search records, model cards): the device and the setting, and the calibration."""
@@ -278,6 +363,28 @@ class LatencyTable:
         """Predicted latency of ``cfg``, milliseconds: ``scale * parts_ms(cfg) + intercept``."""
         c = self.calibration
         return c.get("scale", 1.0) * self.parts_ms(cfg) + c.get("intercept", 0.0)
+
+    def bounds(self, space: Any) -> tuple[float, float] | None:
+        """Lower and upper bounds of the predicted latency over ``space``, where its smallest and largest
+        architectures do not give them: for DARTS (the cheapest operations by MACs, pooling, are not the fastest),
+        each operation slot of each cell at its fastest and its slowest choice. ``None`` for the other families,
+        whose latency grows with every dimension as their costs do."""
+        if self.setting["family"] != "darts":
+            return None
+        lo = hi = 0.0
+        try:
+            for C, h, w, reduction in self.setting["cells"]:
+                for node in range(space.steps):
+                    values = [self.entries[_darts_op_key(op, C, *_darts_op_sites(C, h, w, reduction, index))]
+                              for op in space.operations for index in range(node + 2)]
+                    lo += 2 * min(values)
+                    hi += 2 * max(values)
+        except KeyError as e:
+            raise ValueError(f"latency table{self._where()} has no entry {e.args[0]!r} (the space is not the one the "
+                             "table was built for); rebuild it for this space") from None
+        c = self.calibration
+        scale, intercept = c.get("scale", 1.0), c.get("intercept", 0.0)
+        return scale * lo + intercept, scale * hi + intercept
 
     def fit_calibration(self) -> None:
         """Least-squares ``scale`` and ``intercept`` of measured against summed latency over the calibration
@@ -356,7 +463,7 @@ def _static(supernet: nn.Module, cfg: Any, device: torch.device, dtype: torch.dt
     from ..family import family_of
 
     family = family_of(supernet)
-    args = dict(model_shape_args(supernet), subnet=cfg.to_dict())
+    args = dict(model_shape_args(supernet), **{family.arch_arg: cfg.to_dict()})
     return timm.create_model(family.static_entrypoint, **args).to(device=device, dtype=dtype).eval()
 
 
@@ -365,7 +472,7 @@ def _segments(supernet: nn.Module, setting: Mapping[str, Any], device: torch.dev
     """``(keys, make)`` for every part of the family's decomposition: ``make()`` builds the small model that holds
     them and returns one callable per key."""
     family, space, b = setting["family"], supernet.space, setting["batch_size"]
-    img = setting["model_args"].get("img_size", 224)
+    img = setting.get("img_size") or setting["model_args"].get("img_size", 224)
     ih, iw = (img, img) if isinstance(img, int) else img
     in_chans = setting["model_args"].get("in_chans", 3)
 
@@ -428,6 +535,20 @@ def _segments(supernet: nn.Module, setting: Mapping[str, Any], device: torch.dev
                     return [lambda: model.patch_embed(image), lambda: model.forward_head(model.norm(x))]
 
                 yield [f"embed|{e0}", f"head|{e_last}"], make
+        return
+    if family == "darts":
+        from ..layers.darts_ops import create_darts_op
+
+        sites = sorted({(C, *_darts_op_sites(C, h, w, red, index))
+                        for C, h, w, red in setting["cells"] for index in ((0, 2) if red else (0,))})
+        for C, h, w, stride in sites:
+            for op in space.primitives:
+                def make(op: str = op, C: int = C, h: int = h, w: int = w, stride: int = stride) -> list[Callable[[], Any]]:
+                    module = create_darts_op(op, C, stride, affine=True).to(device=device, dtype=dtype).eval()
+                    x = rand(b, C, h, w)
+                    return [lambda: module(x)]
+
+                yield [_darts_op_key(op, C, h, w, stride)], make
         return
     raise ValueError(f"no latency decomposition for family {family!r}")
 
@@ -537,7 +658,7 @@ def measure_subnets(supernet: nn.Module, cfgs: Sequence[Any], *, device: str | t
     """End-to-end latency (ms) of each config's extracted subnet (``supernet.extract(cfg)``, eval, ``no_grad``)."""
     device = torch.device(device)
     args = model_shape_args(supernet)
-    img = args.get("img_size", 224)
+    img = _img_size(supernet)
     ih, iw = (img, img) if isinstance(img, int) else img
     x = torch.randn(batch_size, args.get("in_chans", 3), ih, iw, device=device, dtype=dtype)
     out = []

@@ -124,9 +124,13 @@ class Constraints:
         cover the space fails here too.
         """
         lo, hi = self.cost(space.smallest()), self.cost(space.largest())
+        lat = (lo.latency_ms, hi.latency_ms)
+        bounds = None if self.latency_table is None else self.latency_table.bounds(space)
+        if bounds is not None:  # (DARTS: the fastest genotype is not the one with the fewest MACs)
+            lat = bounds
         for name, a, b, wlo, whi in (("params", lo.params, hi.params, self.params_min, self.params_max),
                                      ("macs", lo.macs, hi.macs, self.macs_min, self.macs_max),
-                                     ("latency", lo.latency_ms, hi.latency_ms, self.latency_min, self.latency_max)):
+                                     ("latency", lat[0], lat[1], self.latency_min, self.latency_max)):
             if a is None:
                 continue
             if (whi is not None and whi < a) or (wlo is not None and wlo > b):
