@@ -57,8 +57,9 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     b.add_argument("--model-args", default=None, help="more supernet arguments, JSON object or .json file")
     b.add_argument("--out", required=True, help="table file to write (resumed when it holds the same setting)")
     _add_measure(b, defaults=True)
-    b.add_argument("--calibration", type=count, default=8,
-                   help="subnets measured end to end to fit the sum-of-parts calibration (default 8)")
+    b.add_argument("--calibration", type=count, default=12,
+                   help="subnets measured end to end (twice, the minimum kept) to fit the sum-of-parts calibration "
+                        "(default 12)")
     b.add_argument("--seed", type=int, default=12345, help="seed of the calibration subnets (default 12345)")
     b.set_defaults(func=_build)
 
