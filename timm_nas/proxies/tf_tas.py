@@ -44,12 +44,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import weakref
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
 from torch.func import functional_call
 
+from ..layers.elastic import ElasticLinear
 from ._registry import input_size_of, register_proxy, scoring_mode
 
 __all__ = ["DSSScore", "dss", "DSS_MODES", "REFERENCE_HEAD_CLASSES"]
@@ -175,16 +176,41 @@ def _nuclear_norms(mats: list[torch.Tensor]) -> list[float]:
 
 
 @contextlib.contextmanager
-def _record_widths(layers: list[_Layer]) -> Iterator[dict[str, tuple[int, int]]]:
-    """Context: record ``(out_width, in_width)`` of each scored layer's last call (its sampled slice)."""
+def _record_widths(layers: list[_Layer], leaves: dict[str, torch.Tensor] | None = None
+                   ) -> Iterator[dict[str, tuple[int, int]]]:
+    """Context: record ``(out_width, in_width)`` of each scored layer's last call (its sampled slice).
+
+    With ``leaves`` (parameter name -> the full weight the forward reads, a leaf requiring grad), an
+    :class:`~timm_nas.layers.elastic.ElasticLinear` that runs on a slice of it reads instead a new leaf that *is* the slice (``leaves`` is updated): the gradient is then
+    computed at the slice's size. Through the full tensor, the backward of the slice would allocate and zero a
+    gradient of the supernet's full size for every layer (about a fifth of a DSS score's time on the tiny space).
+    The values are the same: the slice's gradient is the full gradient's corner.
+    """
     seen: dict[str, tuple[int, int]] = {}
 
-    def make(name: str):
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            seen[name] = (int(output.shape[-1]), int(args[0].shape[-1]))
-        return hook
+    def make(layer: _Layer) -> tuple[Callable[..., None], Callable[..., None]]:
+        def pre(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            w = module._parameters.get("weight")
+            # only layers whose slice is the leading (out, in) corner (not the interleaved q/k/v rows)
+            if leaves is None or type(module) is not ElasticLinear or w is not leaves.get(layer.param_name):
+                return
+            out = args[1] if len(args) > 1 and args[1] is not None else kwargs.get("out_features")
+            rows = int(out) if out is not None else int(getattr(module, "out_features", w.shape[0]))
+            cols = int(args[0].shape[-1])
+            if (rows, cols) != tuple(w.shape) and rows <= w.shape[0] and cols <= w.shape[1]:
+                leaf = w.detach()[:rows, :cols].requires_grad_(True)
+                module._parameters["weight"] = leaf  # functional_call puts the model's own tensors back after
+                leaves[layer.param_name] = leaf
 
-    handles = [layer.module.register_forward_hook(make(layer.name)) for layer in layers]
+        def post(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            seen[layer.name] = (int(output.shape[-1]), int(args[0].shape[-1]))
+        return pre, post
+
+    handles = []
+    for layer in layers:
+        pre, post = make(layer)
+        handles.append(layer.module.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(layer.module.register_forward_hook(post))
     try:
         yield seen
     finally:
@@ -262,7 +288,7 @@ def _dss(model: nn.Module, layers: list[_Layer], mode: str, input_size: tuple[in
 
     device = next(iter(named.values())).device
     x = torch.ones((1, *input_size), device=device)
-    with _record_widths(scored) as widths, scoring_mode(model, False):
+    with _record_widths(scored, leaves) as widths, scoring_mode(model, False):
         out = functional_call(model, tensors, (x,), strict=False)
     used = [layer for layer in scored if layer.name in widths]
     grads = torch.autograd.grad(out.sum(), [leaves[layer.param_name] for layer in used], allow_unused=True)
@@ -280,6 +306,8 @@ def _dss(model: nn.Module, layers: list[_Layer], mode: str, input_size: tuple[in
             nuc_layers.append((layer, g, _weight_nuc(layer.module, named[layer.param_name], rows, cols, paper)))
         else:
             w = tensors[layer.param_name].detach()[:rows, :cols]
+            if g.stride() != w.stride():  # the sum in the weight's memory order, as through the full gradient
+                g = torch.empty_strided(g.shape, w.stride(), dtype=g.dtype, device=g.device).copy_(g)
             value = float((g * w).abs().sum())
             per_layer[layer.name] = value
             if layer.kind == "head":
