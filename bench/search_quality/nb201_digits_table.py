@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
 import time
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from digits_study.data import load_digits_data
     from digits_study.training import derive_seed, seeded, train_model
     from timm_nas import cost
+    from timm_nas._io import atomic_write_text
     from timm_nas.spaces.nb201 import NB201Space
 
     torch.set_num_threads(args.threads)
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     run_file = out / "run.json"
     if run_file.is_file() and json.loads(run_file.read_text()) != identity:
         raise SystemExit(f"{out} holds a table made with other arguments ({run_file}); choose another --out")
-    run_file.write_text(json.dumps(identity, indent=2) + "\n")
+    atomic_write_text(run_file, json.dumps(identity, indent=2) + "\n")
     log = out / "cells.jsonl"
     done = {}
     if log.is_file():
@@ -103,12 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{len(done)}/{args.cells}] {rec['arch']}: val {rec['accuracy']:.2f}% test "
                   f"{rec['test_accuracy']:.2f}% ({rec['params']} params, {rec['seconds']:.1f}s)", flush=True)
     rows = [done[i] for i in indices]
-    tmp = out / "table.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, ["arch", "accuracy", "test_accuracy", "params"], extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(out / "table.csv")
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, ["arch", "accuracy", "test_accuracy", "params"], extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "table.csv", text.getvalue())
     print(f"wrote {out / 'table.csv'} ({len(rows)} cells)")
     return 0
 
