@@ -1,7 +1,7 @@
 """A search under a latency limit, then the exported subnet measured end to end on this device.
 
     timm-nas latency build --model autoformer_supernet_tiny --batch-size 1 --out lat_t_b1.json
-    python bench/bench_latency_limit.py --table lat_t_b1.json --limit 20 --candidates 200 --out runs/lat_limit
+    python bench/bench_latency_limit.py --table lat_t_b1.json --limit 40 --candidates 200 --out runs/lat_limit
 
 Runs ``timm-nas search tf-tas --latency-table TABLE --latency-max LIMIT`` (random candidates inside the limit, ranked
 by DSS) on the table's supernet, then loads the exported subnet back (``local-dir:``) and measures it as the table
