@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table", required=True, help="latency table (timm-nas latency build)")
     p.add_argument("--limit", type=float, required=True, help="--latency-max of the search, ms")
     p.add_argument("--candidates", type=int, default=200, help="tf-tas candidates (default 200)")
-    p.add_argument("--rounds", type=int, default=3, help="measurement rounds of the export (default 3)")
+    p.add_argument("--rounds", type=int, default=6, help="measurement rounds of the export (default 6)")
     p.add_argument("--out", required=True, help="run folder of the search")
     args = p.parse_args(argv)
 
@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     previous = torch.get_num_threads()
     torch.set_num_threads(s["threads"])
     try:
-        rounds = [_stat(time_callable(lambda: model(x), s["device"], warmup=measure.get("warmup", 5),
-                                      repeats=measure.get("repeats", 20)), measure.get("stat", "min"))
+        rounds = [_stat(time_callable(lambda: model(x), s["device"], warmup=measure.get("warmup", 1),
+                                      repeats=measure.get("repeats", 4)), measure.get("stat", "min"))
                   for _ in range(args.rounds)]
     finally:
         torch.set_num_threads(previous)

@@ -159,3 +159,146 @@ def test_darts_genotype_networks_have_a_latency_table(darts_table, tmp_path, cap
                      "--out", str(tmp_path / "other")]) == 2
     assert "measured with C=36, this search has 16" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+
+
+def test_interleaved_rounds_alternate_their_order():
+    from timm_nas.cost.latency import time_interleaved
+
+    visits = []
+    subjects = [lambda i=i: (lambda: visits.append(i)) for i in range(3)]
+    rounds_seen = []
+    out = time_interleaved(subjects, rounds=4, warmup=0, repeats=1, on_round=rounds_seen.append)
+    assert visits == [0, 1, 2, 2, 1, 0, 0, 1, 2, 2, 1, 0] and rounds_seen == [0, 1, 2, 3]
+    assert [len(v) for v in out] == [4, 4, 4]
+    # a resumed measurement starts at its next round, in that round's order
+    visits.clear()
+    time_interleaved(subjects, rounds=4, warmup=0, repeats=1, start=3)
+    assert visits == [2, 1, 0]
+
+
+def test_an_interrupted_build_resumes_at_its_next_round(tmp_path, monkeypatch, capsys):
+    import timm_nas.cost.latency as latency
+
+    path = tmp_path / "lat.json"
+    real, calls = latency.time_callable, []
+
+    def interrupted(fn, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2 * 12:  # 10 parts and 2 calibration subnets a round: stop in the third round
+            raise KeyboardInterrupt
+        return real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(latency, "time_callable", interrupted)
+    assert cli.main(BUILD + ["--rounds", "4", "--out", str(path)]) == 130
+    monkeypatch.setattr(latency, "time_callable", real)
+    partial = json.loads(path.read_text())
+    assert partial["rounds_done"] == 2 and all(len(v) == 2 for v in partial["samples"].values())
+    assert len(partial["samples"]) == 10 and set(partial["samples"]) == set(partial["entries"])
+    # an unfinished table is refused by a search and by the check, nothing written
+    assert cli.main(SEARCH + ["--latency-table", str(path), "--latency-max", "100", "--out", str(tmp_path / "s")]) == 2
+    assert "unfinished (2 of 4 rounds measured)" in capsys.readouterr().err and not (tmp_path / "s").exists()
+    # other options than the table's are refused; the same command finishes it, keeping the measured rounds
+    assert cli.main(BUILD + ["--rounds", "4", "--repeats", "3", "--out", str(path)]) == 2
+    assert "repeats=2" in capsys.readouterr().err
+    assert cli.main(BUILD + ["--rounds", "4", "--out", str(path)]) == 0
+    done = json.loads(path.read_text())
+    assert done["rounds_done"] == 4
+    for key, values in done["samples"].items():
+        assert values[:2] == partial["samples"][key] and len(values) == 4
+        assert done["entries"][key] == min(values)
+    points = done["calibration"]["points"]
+    assert [len(p["rounds_ms"]) for p in points] == [4, 4]
+    assert all(p["measured_ms"] == min(p["rounds_ms"]) for p in points)
+    t = cost.LatencyTable.load(path)
+    assert all(p["parts_ms"] == t.parts_ms(p["config"]) for p in points)
+    # more rounds refine a finished table
+    assert cli.main(BUILD + ["--rounds", "5", "--out", str(path)]) == 0
+    assert json.loads(path.read_text())["rounds_done"] == 5
+
+
+SPVIT_ARGS = dict(patch_size=4, embed_dim=48, depth=2, num_heads=3, num_classes=2)
+
+
+@pytest.fixture(scope="module")
+def spvit_table(tmp_path_factory):
+    """A table of the pruned models of a tiny SPViT search network (32 px, 2 layers of 192 FFN units)."""
+    path = tmp_path_factory.mktemp("lat") / "spvit.json"
+    assert cli.main(["latency", "build", "--model", "spvit_search_deit", "--model-args", json.dumps(SPVIT_ARGS),
+                     "--img-size", "32", "--rounds", "2", "--repeats", "1", "--warmup", "0", "--calibration", "3",
+                     "--no-progress", "--out", str(path)]) == 0
+    return path
+
+
+def test_spvit_pruned_models_have_a_latency_table(spvit_table):
+    import timm
+
+    t = cost.LatencyTable.load(spvit_table)
+    grid = t.setting["ffn_grid"]
+    assert grid == list(range(0, 193, 12))  # 17 widths from none to all
+    assert set(t.entries) == {"rest"} | {f"attn|{op}" for op in ("skip", "bconv1x1", "bconv3x3", "msa")} | \
+        {f"ffn|{w}" for w in grid}
+    from timm_nas.spaces import SPViTArch
+
+    # a width between two measured ones is interpolated linearly
+    a = SPViTArch(("msa", "skip"), (tuple(range(18)), ()))
+    e = t.entries
+    parts = e["rest"] + e["attn|msa"] + 0.5 * (e["ffn|12"] + e["ffn|24"]) + e["attn|skip"] + e["ffn|0"]
+    assert t.parts_ms(a) == pytest.approx(parts)
+    # the search network's differentiable latency equals the table's prediction at its decisions, with gradients
+    model = timm.create_model("spvit_search_deit", img_size=32, **SPVIT_ARGS)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "thresholds" in name:
+                    p.copy_(torch.randn(p.shape, generator=gen) * 2)
+        assert model.latency(t).item() == pytest.approx(t.predict(model.derive_arch()), rel=1e-5)
+    loss = model.latency_loss(t, target_latency=t.predict(model.arch_space.smallest()) * 1.5, loss_lambda=1.0)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "thresholds" in n)
+
+
+def test_spvit_search_with_a_latency_target(spvit_table, tmp_path, capsys):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for c in ("a", "b"):
+        (data / "train" / c).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (32, 32), (60 * i, 100 * (c == "a"), 7)).save(data / "train" / c / f"{i}.png")
+    t = cost.LatencyTable.load(spvit_table)
+    from timm_nas.spaces import SPViTSpace
+
+    floor, full = (t.predict(f()) for f in (SPViTSpace(2, 192).smallest, SPViTSpace(2, 192).largest))
+    target = (floor + full) / 2
+    argv = ["search", "spvit", "--data-dir", str(data), "--model", "spvit_search_deit", "--model-args",
+            json.dumps({k: v for k, v in SPVIT_ARGS.items() if k != "num_classes"}), "--val-split", "",
+            "--no-pretrained", "--input-size", "32", "--batch-size", "4", "--stop-epoch", "0",
+            "--max-steps-per-epoch", "2", "--loss-lambda", "1", "--workers", "0", "--mixup", "0", "--cutmix", "0",
+            "--no-repeated-aug", "--no-progress", "--latency-table", str(spvit_table)]
+    out = tmp_path / "run"
+    assert cli.main(argv + ["--target-latency", f"{target}", "--out", str(out)]) == 0
+    best = json.loads((out / "best.json").read_text())
+    from timm_nas.spaces import SPViTArch
+
+    assert best["target_latency_ms"] == target and "target_gflops" not in best and best["latency_device"]
+    assert best["latency_ms"] == pytest.approx(t.predict(SPViTArch.from_dict(best["arch"])), rel=1e-5)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log[0]["target_latency_ms"] == target and log[0]["latency_ms"] > 0
+    assert "target_latency_ms" in (out / "export" / "README.md").read_text()
+    capsys.readouterr()
+    # refused, one line each, nothing written: a target no arch meets, two targets, a target without a table, a
+    # table of another network
+    bad = [(["--target-latency", f"{floor / 2}"], "no arch meets it"),
+           (["--target-latency", "5", "--target-flops", "0.01"], "not both")]
+    for extra, message in bad:
+        assert cli.main(argv + extra + ["--out", str(tmp_path / "bad")]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    no_table = [a for a in argv if a not in ("--latency-table", str(spvit_table))]
+    assert cli.main(no_table + ["--target-latency", "5", "--out", str(tmp_path / "bad")]) == 2
+    assert "target_latency needs latency_table" in capsys.readouterr().err
+    i = argv.index("--model-args") + 1
+    deeper = argv[:i] + [json.dumps({"patch_size": 4, "embed_dim": 48, "depth": 3, "num_heads": 3})] + argv[i + 1:]
+    assert cli.main(deeper + ["--target-latency", "5", "--out", str(tmp_path / "bad")]) == 2
+    assert "model_args.depth=2, this search has 3" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

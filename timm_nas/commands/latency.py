@@ -5,11 +5,12 @@ Examples::
     timm-nas latency build --model autoformer_supernet_tiny --device cpu --batch-size 1 --out lat.json
     timm-nas latency check --table lat.json --samples 50 --out lat_check
 
-``build`` measures every part a family's subnets decompose into (:mod:`timm_nas.cost.latency`), writing each entry
-to the table as it is measured (an interrupted build resumes with the same command), then a few subnets end to end
-for the calibration. ``check`` measures random extracted subnets end to end, twice, and reports the predictor's
-Kendall tau and mean absolute percentage error next to those of MACs and parameters and of the measurements against
-themselves (test-retest), with ``check.json`` and ``check.png``. Use the table in a search with
+``build`` measures every part a family's subnets decompose into (:mod:`timm_nas.cost.latency`) together with a
+few subnets end to end for the calibration, interleaved in rounds, saving the table after every round (an
+interrupted build resumes with the same command). ``check`` measures random extracted subnets end to end,
+interleaved in rounds, and reports the predictor's Kendall tau and mean absolute percentage error next to those of
+MACs and parameters and of the measurements against themselves (test-retest: even rounds against odd ones), with
+``check.json`` and ``check.png``. Use the table in a search with
 ``--latency-table lat.json --latency-max MS``.
 """
 from __future__ import annotations
@@ -29,13 +30,13 @@ _BUILD_EXAMPLE = """Example (AutoFormer's tiny space at batch 1 on one CPU threa
   timm-nas latency build --model autoformer_supernet_tiny --device cpu --batch-size 1 --out lat.json"""
 _BUILD_TEXT = ("Measure every part a family's subnets decompose into (AutoFormer: blocks by embed dim, heads and MLP "
                "width, plus the rest per embed dim; S3: blocks per stage, merges, stem and head; DARTS, with "
-               "--model darts_search: the evaluation network's operations by channels, size and stride) on this "
-               "device, "
-               "each entry written as it is measured (rerun the same command to resume), then a few subnets end to "
-               "end to calibrate the sum.")
-_CHECK_TEXT = ("Measure random extracted subnets end to end, twice (interleaved), and report the table's Kendall tau "
+               "--model darts_search: the evaluation network's operations by channels, size and stride; SPViT, "
+               "with --model spvit_search_deit_*: each attention op and 17 FFN widths, interpolated between) on "
+               "this device, interleaved in rounds with a few subnets measured end to end to calibrate the sum; the table "
+               "is saved after every round (rerun the same command to resume).")
+_CHECK_TEXT = ("Measure random extracted subnets end to end, interleaved in rounds, and report the table's Kendall tau "
                "and MAPE against them, the tau of MACs and parameters, and the test-retest tau / MAPE of the "
-               "measurements themselves; writes check.json and check.png.")
+               "measurements themselves (even rounds against odd ones); writes check.json and check.png.")
 _CHECK_EXAMPLE = """Example:
   timm-nas latency check --table lat.json --samples 50 --out lat_check"""
 
@@ -51,14 +52,15 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
                        epilog=_BUILD_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--model", required=True,
                    help="supernet name (autoformer_supernet_tiny, s3_supernet_tiny, ...; darts_search for the DARTS "
-                        "genotype networks it extracts)")
+                        "genotype networks it extracts; spvit_search_deit_tiny/_small/_base for SPViT's pruned "
+                        "models)")
     b.add_argument("--space", default=None, help="search space preset, JSON object or .json file (generic supernets)")
     b.add_argument("--img-size", type=positive_int, default=None, help="input image size (default: the model's)")
     b.add_argument("--model-args", default=None, help="more supernet arguments, JSON object or .json file")
     b.add_argument("--out", required=True, help="table file to write (resumed when it holds the same setting)")
     _add_measure(b, defaults=True)
     b.add_argument("--calibration", type=count, default=12,
-                   help="subnets measured end to end (twice, the minimum kept) to fit the sum-of-parts calibration "
+                   help="subnets measured end to end, interleaved with the parts, to fit the sum-of-parts calibration "
                         "(default 12)")
     b.add_argument("--seed", type=int, default=12345, help="seed of the calibration subnets (default 12345)")
     b.set_defaults(func=_build)
@@ -86,11 +88,13 @@ def _add_measure(p: argparse.ArgumentParser, defaults: bool) -> None:
                    help="torch.set_num_threads" + (note or " (default 1)"))
     g.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32" if defaults else None,
                    help="dtype of weights and input" + (note or " (default float32)"))
-    g.add_argument("--warmup", type=count, default=5 if defaults else None,
-                   help="untimed calls before timing" + ("" if defaults else " (default: the table's)")
-                   + (" (default 5)" if defaults else ""))
-    g.add_argument("--repeats", type=positive_int, default=20 if defaults else None,
-                   help="timed calls" + (" (default 20)" if defaults else " (default: the table's)"))
+    g.add_argument("--rounds", type=positive_int, default=6 if defaults else None,
+                   help="interleaved rounds: each visits everything measured once, in alternating order"
+                        + (" (default 6)" if defaults else " (default: the table's; at least 2)"))
+    g.add_argument("--warmup", type=count, default=1 if defaults else None,
+                   help="untimed calls per visit" + (" (default 1)" if defaults else " (default: the table's)"))
+    g.add_argument("--repeats", type=positive_int, default=4 if defaults else None,
+                   help="timed calls per visit" + (" (default 4)" if defaults else " (default: the table's)"))
     if defaults:
         g.add_argument("--stat", choices=("min", "median"), default="min",
                        help="statistic of the repeats (default min: least disturbed by other processes)")
@@ -108,8 +112,9 @@ def _create_supernet(name: str, create_args: dict[str, Any]) -> Any:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = create_model(name, **create_args)
-    if not (hasattr(model, "space") and hasattr(model, "extract")):
-        raise ValueError(f"{name} is not a supernet (no search space / extract); choose a *_supernet model")
+    if not ((hasattr(model, "space") or hasattr(model, "arch_space")) and hasattr(model, "extract")):
+        raise ValueError(f"{name} is not a supernet (no search space / extract); choose a *_supernet model (or "
+                         "darts_search, spvit_search_deit_*)")
     return model.eval()
 
 
@@ -132,8 +137,8 @@ def _build(args: argparse.Namespace) -> int:
     supernet = _create_supernet(args.model, create_args)
     setting = supernet_setting(supernet, model=args.model, create_args=create_args, device=args.device,
                                batch_size=args.batch_size, threads=args.threads, dtype=args.dtype)
-    table = build_table(supernet, setting, args.out, warmup=args.warmup, repeats=args.repeats, stat=args.stat,
-                        calibration=args.calibration, seed=args.seed, progress=not args.no_progress)
+    table = build_table(supernet, setting, args.out, warmup=args.warmup, repeats=args.repeats, rounds=args.rounds,
+                        stat=args.stat, calibration=args.calibration, seed=args.seed, progress=not args.no_progress)
     c = table.calibration
     print(f"{len(table.entries)} entries measured on {setting['device_name']} ({setting['device']}, "
           f"{setting['threads']} thread(s), batch {setting['batch_size']}, {setting['dtype']}); calibration over "
@@ -146,7 +151,8 @@ def _check(args: argparse.Namespace) -> int:
     import torch
 
     from ..cost import count_macs, count_params
-    from ..cost.latency import LatencyTable, _DTYPES, device_name, measure_subnets, model_shape_args
+    from ..cost.latency import (LatencyTable, _DTYPES, _stat, device_name, latency_space, measure_rounds,
+                                model_shape_args)
     from ..version import __version__
 
     table = LatencyTable.load(args.table)
@@ -165,11 +171,16 @@ def _check(args: argparse.Namespace) -> int:
     supernet = _create_supernet(s["model"], dict(s["create_args"]))
     table.check(f"the supernet {s['model']} built now", model_args=model_shape_args(supernet))
 
-    warmup = measure.get("warmup", 5) if args.warmup is None else args.warmup
-    repeats = measure.get("repeats", 20) if args.repeats is None else args.repeats
+    warmup = measure.get("warmup", 1) if args.warmup is None else args.warmup
+    repeats = measure.get("repeats", 4) if args.repeats is None else args.repeats
+    rounds = max(measure.get("rounds", 2), 2) if args.rounds is None else args.rounds
+    if rounds < 2:
+        raise ValueError(f"--rounds {rounds}: the check needs at least 2 rounds (the test-retest compares the even "
+                         "rounds with the odd ones)")
+    table.check_complete()
     stat = measure.get("stat", "min")
     gen = torch.Generator().manual_seed(args.seed)
-    cfgs = [supernet.space.sample(gen) for _ in range(args.samples)]
+    cfgs = [latency_space(supernet).sample(gen) for _ in range(args.samples)]
     cost_args = supernet.cost_args
     predicted = [table.predict(c) for c in cfgs]
     summed = [table.parts_ms(c) for c in cfgs]
@@ -178,20 +189,21 @@ def _check(args: argparse.Namespace) -> int:
 
     previous = torch.get_num_threads()
     torch.set_num_threads(s["threads"])
-    bar = _bar(2 * len(cfgs), not args.no_progress)
+    bar = _bar(rounds * len(cfgs), not args.no_progress)
     load_before = os.getloadavg()
     try:
-        opts = dict(device=device, dtype=_DTYPES[s["dtype"]], batch_size=s["batch_size"], warmup=warmup,
-                    repeats=repeats, stat=stat, callback=lambda k, ms: bar.update(1) if bar is not None else None)
-        first = measure_subnets(supernet, cfgs, **opts)
-        # the second pass runs in reverse order, so slow drift of the machine's load does not line up with the first
-        second = measure_subnets(supernet, cfgs[::-1], **opts)[::-1]
+        per_round = measure_rounds(supernet, cfgs, device=device, dtype=_DTYPES[s["dtype"]],
+                                   batch_size=s["batch_size"], rounds=rounds, warmup=warmup, repeats=repeats,
+                                   stat=stat, callback=lambda r, k, ms: bar.update(1) if bar is not None else None)
     finally:
         torch.set_num_threads(previous)
         if bar is not None:
             bar.close()
     load_after = os.getloadavg()
-    measured = [min(a, b) for a, b in zip(first, second)]
+    measured = [_stat(v, stat) for v in per_round]
+    # test-retest: the even rounds against the odd ones (each half spans the whole check, in both orders)
+    first = [_stat(v[0::2], stat) for v in per_round]
+    second = [_stat(v[1::2], stat) for v in per_round]
 
     def tau(x: Sequence[float]) -> float:
         return float(kendalltau(x, measured).statistic)
@@ -201,15 +213,16 @@ def _check(args: argparse.Namespace) -> int:
 
     result = {
         "table": str(table.path), "setting": table.describe(), "samples": len(cfgs), "seed": args.seed,
-        "warmup": warmup, "repeats": repeats, "stat": stat,
+        "warmup": warmup, "repeats": repeats, "rounds": rounds, "stat": stat,
         "load_average": {"before": [round(v, 2) for v in load_before], "after": [round(v, 2) for v in load_after]},
         "predictor": {"kendall_tau": tau(predicted), "mape": mape(predicted, measured),
                       "max_ape": max(100.0 * abs(p - t) / t for p, t in zip(predicted, measured)),
                       "mape_uncalibrated": mape(summed, measured)},
         "macs_kendall_tau": tau(macs), "params_kendall_tau": tau(params),
         "test_retest": {"kendall_tau": float(kendalltau(first, second).statistic), "mape": mape(second, first)},
-        "subnets": [{"config": c.to_dict(), "predicted_ms": p, "measured_ms": [a, b], "macs": m, "params": n}
-                    for c, p, a, b, m, n in zip(cfgs, predicted, first, second, macs, params)],
+        "subnets": [{"config": c.to_dict(), "predicted_ms": p, "measured_ms": [a, b], "rounds_ms": v, "macs": m,
+                     "params": n}
+                    for c, p, a, b, v, m, n in zip(cfgs, predicted, first, second, per_round, macs, params)],
     }
     out.mkdir(parents=True, exist_ok=True)
     from .._io import atomic_write_text

@@ -35,6 +35,12 @@ def register(sub: argparse._SubParsersAction, search: argparse._SubParsersAction
     p.add_argument("--no-pretrained", action="store_true", help="start from random weights (for testing)")
     p.add_argument("--pretrained-file", default=None, help="local DeiT checkpoint to start from")
     p.add_argument("--target-flops", type=float, default=None, help="FLOPs target in GFLOPs (default: the model's)")
+    p.add_argument("--target-latency", type=float, default=None, metavar="MS",
+                   help="latency target in milliseconds on the device --latency-table was measured on, in place of "
+                        "the FLOPs target")
+    p.add_argument("--latency-table", default=None,
+                   help="latency table of the search network (timm-nas latency build --model spvit_search_deit_*); "
+                        "the log and best.json then record the predicted latency")
     p.add_argument("--loss-lambda", type=float, default=None, help="complexity-loss weight (default: the model's)")
     p.add_argument("--theta", type=float, default=None, help="initial gate threshold (default 1.5)")
     p.add_argument("--arc-lr", type=float, default=None, help="gate learning rate (default: the released search's)")
@@ -88,7 +94,7 @@ def _run_search(args: argparse.Namespace) -> int:
     from ..training.data import open_dataset
 
     overrides = {k: getattr(args, k) for k in (
-        "model", "target_flops", "loss_lambda", "theta", "arc_lr", "batch_size", "lr", "min_lr", "epochs",
+        "model", "target_flops", "target_latency", "latency_table", "loss_lambda", "theta", "arc_lr", "batch_size", "lr", "min_lr", "epochs",
         "stop_epoch", "input_size", "mixup", "cutmix", "drop_path", "seed", "workers") if getattr(args, k) is not None}
     overrides["pretrained"] = not args.no_pretrained
     overrides["repeated_aug"] = not args.no_repeated_aug
@@ -124,6 +130,8 @@ def _run_search(args: argparse.Namespace) -> int:
     summary = {"arch_file": str(Path(args.out) / "arch.json"), "ops": list(result.arch.ops),
                "ffn_hidden": list(result.arch.ffn_hidden),
                "gflops": result.history[-1]["gflops"] if result.history else None,
+               **({"latency_ms": result.history[-1]["latency_ms"]}
+                  if result.history and "latency_ms" in result.history[-1] else {}),
                "export": str(result.export_path) if result.export_path else None}
     print(json.dumps(summary, indent=1))
     return 0

@@ -6,8 +6,10 @@ affine calibration fitted on a few subnets measured end to end (the parts run ba
 the sum misses the glue between them: module calls, reshapes, cache effects):
 
 * **AutoFormer**: every block of a subnet has the subnet's embed dim, so one entry per ``(embed_dim, heads, MLP
-  hidden width)`` block on the ``(B, N + 1, E)`` tokens, plus one per embed dim for everything outside the blocks
-  (patch embedding, class token, position embedding, final norm, pooling, head).
+  hidden width)`` block on the ``(B, N + 1, E)`` tokens (timed as a stack of the space's largest depth of such
+  blocks, divided by the depth: one block timed alone keeps its weights in the caches and reads faster than it runs
+  inside a network), plus one per embed dim for everything outside the blocks (patch embedding, class token,
+  position embedding, final norm, pooling, head).
 * **S3**: one entry per stage and ``(embed_dim, heads, effective window, shift, MLP hidden width)`` block on the
   stage's ``(B, H, W, E)`` grid, one per ``(stage, in width, out width)`` patch merging, the patch embedding per
   first-stage width and the final norm + head per last-stage width.
@@ -16,6 +18,13 @@ the sum misses the glue between them: module calls, reshapes, cache effects):
   at; a genotype's parts are the operations of its normal and reduction cells in every cell of the network. What
   every genotype shares (stem, the cells' input preprocessing, sums and concatenations, head) is the calibration's
   intercept.
+* **SPViT** pruned models (what a search network ``spvit_search_deit_*`` extracts): every layer has the same width
+  and tokens, so one entry per attention op (the residual half ``x + attn(norm1(x))``; nothing for a skip in
+  ``skip_mode='zero'``) and one per FFN width on a grid of 17 from none to all (``x + mlp(norm2(x))``; a width
+  between two is interpolated linearly), each timed as a stack of the network's depth, plus the rest.
+
+Parts and calibration subnets are timed interleaved in rounds (:func:`time_interleaved`), so that the sum and the
+end-to-end latencies it is calibrated against are read in the same state of a machine whose speed drifts.
 
 The idea of predicting a network's latency from a table of per-layer latencies measured on the target device is
 ProxylessNAS's (Cai et al., ICLR 2019, arXiv:1812.00332, Sec. 3.3) and FBNet's (Wu et al., CVPR 2019,
@@ -29,6 +38,7 @@ name through timm when called (this package never imports the model modules).
 """
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -44,10 +54,11 @@ from .._io import atomic_write_text
 from ..spaces.autoformer import AutoFormerSubnet
 from ..spaces.darts import Genotype
 from ..spaces.s3 import S3Subnet
+from ..spaces.spvit import SPVIT_OPS, SPViTArch
 from .s3 import _square_grid, _stage_grids
 
-__all__ = ["LatencyTable", "predict_latency", "build_table", "measure_subnets", "time_callable", "device_name",
-           "supernet_setting", "LATENCY_FAMILIES"]
+__all__ = ["LatencyTable", "predict_latency", "build_table", "measure_subnets", "measure_rounds", "time_callable",
+           "time_interleaved", "device_name", "supernet_setting", "LATENCY_FAMILIES"]
 
 #: Version of the table file format.
 TABLE_FORMAT = 1
@@ -86,13 +97,25 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def latency_space(supernet: nn.Module) -> Any:
+    """The space of the architectures ``supernet.extract`` takes: its search space, or for a search network that
+    trains gates instead (SPViT) its ``arch_space``."""
+    space = getattr(supernet, "space", None)
+    if space is None:
+        space = getattr(supernet, "arch_space", None)
+    if space is None or not hasattr(supernet, "extract"):
+        raise ValueError(f"{type(supernet).__name__} has no space of architectures to extract; latency tables are "
+                         f"built from the supernets (or search networks) of {sorted(LATENCY_FAMILIES)}")
+    return space
+
+
 def model_shape_args(supernet: nn.Module) -> dict[str, Any]:
     """The shape arguments of a supernet's subnets (its static models' constructor arguments but the subnet), which
     decide what each table entry measures. The space is left out: an entry holds whatever the space needs of it,
     and a missing one is reported when predicted."""
     from ..family import family_of
 
-    args = dict(supernet.static_model_args(supernet.space.smallest()))
+    args = dict(supernet.static_model_args(latency_space(supernet).smallest()))
     family = family_of(supernet)
     args.pop(family.arch_arg if family is not None else "subnet", None)
     return _jsonable(args)
@@ -121,7 +144,7 @@ def supernet_setting(supernet: nn.Module, *, model: str, create_args: Mapping[st
     device = torch.device(device)
     setting = {
         "family": family.name, "model": model, "create_args": _jsonable(dict(create_args)),
-        "space": _jsonable(supernet.space.to_dict()), "model_args": shape,
+        "space": _jsonable(latency_space(supernet).to_dict()), "model_args": shape,
         "device": device.type, "device_name": device_name(device), "dtype": dtype, "batch_size": int(batch_size),
         "img_size": _img_size(supernet), "threads": int(threads), "torch": torch.__version__.split("+")[0],
         "timm_nas": __version__,
@@ -131,6 +154,8 @@ def supernet_setting(supernet: nn.Module, *, model: str, create_args: Mapping[st
         setting["cost_args"] = _jsonable(dict(cost_args))
     if family.name == "darts":
         setting["cells"] = _darts_cells(supernet)
+    if family.name == "spvit":
+        setting["ffn_grid"] = _spvit_grid(latency_space(supernet).hidden)
     return setting
 
 
@@ -171,7 +196,7 @@ def _s3_parts(cfg: S3Subnet, setting: Mapping[str, Any]) -> list[str]:
 def _darts_cells(supernet: nn.Module) -> list[list[Any]]:
     """``[C, H, W, reduction]`` of every cell of the network ``supernet.extract`` builds (the channels its operations
     run at, and the size of the cell's inputs), read from one forward of that network at batch 1 on the CPU."""
-    model = supernet.extract(supernet.space.smallest()).eval()
+    model = supernet.extract(latency_space(supernet).smallest()).eval()
     cells: list[list[Any]] = []
 
     def hook(cell: nn.Module, args: tuple, output: torch.Tensor) -> None:
@@ -214,11 +239,43 @@ def _darts_parts(cfg: Genotype, setting: Mapping[str, Any]) -> list[str]:
     return parts
 
 
-#: family -> (config type, parts(cfg, setting) -> table keys whose sum predicts the latency).
+#: FFN widths an SPViT table measures: 17 evenly spaced from none to all (a width between two is interpolated).
+SPVIT_FFN_STEPS = 16
+
+
+def _spvit_grid(hidden: int) -> list[int]:
+    return sorted({round(hidden * k / SPVIT_FFN_STEPS) for k in range(SPVIT_FFN_STEPS + 1)})
+
+
+def _spvit_ffn(width: float, grid: Sequence[int]) -> list[tuple[str, float]]:
+    """The FFN of ``width`` kept units as table keys with weights: the measured width itself, or the linear
+    interpolation between the two measured widths around it."""
+    j = bisect.bisect_left(grid, width)
+    if j < len(grid) and grid[j] == width:
+        return [(f"ffn|{grid[j]}", 1.0)]
+    if j == 0 or j == len(grid):
+        raise ValueError(f"FFN width {width} is outside the measured widths {grid[0]}..{grid[-1]}")
+    lo, hi = grid[j - 1], grid[j]
+    t = (width - lo) / (hi - lo)
+    return [(f"ffn|{lo}", 1.0 - t), (f"ffn|{hi}", t)]
+
+
+def _spvit_parts(cfg: SPViTArch, setting: Mapping[str, Any]) -> list[Any]:
+    grid = setting["ffn_grid"]
+    parts: list[Any] = ["rest"]
+    for op, width in zip(cfg.ops, cfg.ffn_hidden):
+        parts.append(f"attn|{op}")
+        parts += _spvit_ffn(width, grid)
+    return parts
+
+
+#: family -> (config type, parts(cfg, setting) -> the table keys whose sum predicts the latency; a part may be a
+#: ``(key, weight)`` pair, e.g. an interpolation between two measured widths).
 LATENCY_FAMILIES: dict[str, tuple[type, Callable[[Any, Mapping[str, Any]], list[str]]]] = {
     "autoformer": (AutoFormerSubnet, _autoformer_parts),
     "s3": (S3Subnet, _s3_parts),
     "darts": (Genotype, _darts_parts),
+    "spvit": (SPViTArch, _spvit_parts),
 }
 
 
@@ -241,6 +298,10 @@ class LatencyTable:
         self.calibration: dict[str, Any] = dict(calibration or {"points": []})
         self.calibration.setdefault("points", [])
         self.path = None if path is None else Path(path)
+        #: per entry, the value of every measured round (``entries`` holds their ``stat``).
+        self.samples: dict[str, list[float]] = {}
+        #: rounds measured so far (``None`` for a table written before interleaved rounds: finished as it is).
+        self.rounds_done: int | None = None
         family = self.setting.get("family")
         if family not in LATENCY_FAMILIES:
             raise ValueError(f"latency table{self._where()} is for family {family!r}; known: {sorted(LATENCY_FAMILIES)}")
@@ -267,6 +328,9 @@ class LatencyTable:
                 raise ValueError(f"format {data.get('format')!r}, expected {TABLE_FORMAT}")
             table = cls(data["setting"], {str(k): float(v) for k, v in data["entries"].items()},
                         data.get("calibration"), path=path)
+            table.samples = {str(k): [float(x) for x in v] for k, v in data.get("samples", {}).items()}
+            rounds = data.get("rounds_done")
+            table.rounds_done = None if rounds is None else int(rounds)
             for field in SETTING_FIELDS:
                 table.setting[field]  # noqa: B018 (a missing field is a corrupt table)
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
@@ -275,8 +339,24 @@ class LatencyTable:
         return table
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": TABLE_FORMAT, "setting": self.setting, "calibration": self.calibration,
+        data = {"format": TABLE_FORMAT, "setting": self.setting, "calibration": self.calibration,
                 "entries": dict(sorted(self.entries.items()))}
+        if self.rounds_done is not None:
+            data.update(rounds_done=self.rounds_done, samples=dict(sorted(self.samples.items())))
+        return data
+
+    @property
+    def complete(self) -> bool:
+        """Whether every round the build asked for was measured (an interrupted build leaves fewer)."""
+        wanted = self.setting.get("measure", {}).get("rounds")
+        return self.rounds_done is None or wanted is None or self.rounds_done >= wanted
+
+    def check_complete(self) -> None:
+        """Raise one ``ValueError`` for a table whose build was interrupted (its entries rest on fewer rounds)."""
+        if not self.complete:
+            raise ValueError(f"latency table{self._where()} is unfinished ({self.rounds_done} of "
+                             f"{self.setting['measure']['rounds']} rounds measured): finish it by running the same "
+                             "timm-nas latency build command again")
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
         """Write the table (atomically: an interrupted build leaves the previous complete file)."""
@@ -322,10 +402,12 @@ class LatencyTable:
                              f"{what} runs on a machine without CUDA; build a table here (timm-nas latency build)")
         here = device_name(kind)
         name = family.name if family is not None else type(supernet).__name__
-        if hasattr(supernet, "space") and hasattr(supernet, "static_model_args"):
+        if (hasattr(supernet, "space") or hasattr(supernet, "arch_space")) and hasattr(supernet, "static_model_args"):
             self.check(what, family=name, model_args=model_shape_args(supernet), device_name=here)
+            self.check_complete()
             return
         self.check(what, family=name, device_name=here)
+        self.check_complete()
         have, want = self.setting.get("cost_args"), _jsonable(dict(getattr(supernet, "cost_args", {}) or {}))
         if have is None:
             raise ValueError(f"latency table{self._where()} records no cost_args to compare a static model with; "
@@ -344,8 +426,9 @@ class LatencyTable:
                 "scale": self.calibration.get("scale"), "intercept": self.calibration.get("intercept")}
 
     # ------------------------------------------------------------------------------------------- predicting
-    def parts(self, cfg: Any) -> list[str]:
-        """The table keys whose latencies add up to ``cfg``'s (before calibration)."""
+    def parts(self, cfg: Any) -> list[Any]:
+        """The table keys whose latencies add up to ``cfg``'s (before calibration); a ``(key, weight)`` pair counts
+        the entry times the weight."""
         if not isinstance(cfg, self._config_cls):
             cfg = self._config_cls.from_dict(cfg)
         return self._parts(cfg, self.setting)
@@ -354,7 +437,7 @@ class LatencyTable:
         """Sum of the measured parts of ``cfg``, milliseconds (no calibration)."""
         entries = self.entries
         try:
-            return math.fsum(entries[k] for k in self.parts(cfg))
+            return math.fsum(entries[k] if k.__class__ is str else entries[k[0]] * k[1] for k in self.parts(cfg))
         except KeyError as e:
             raise ValueError(f"latency table{self._where()} has no entry {e.args[0]!r} (the architecture is outside "
                              f"the space the table was built for); rebuild it for this space") from None
@@ -363,6 +446,22 @@ class LatencyTable:
         """Predicted latency of ``cfg``, milliseconds: ``scale * parts_ms(cfg) + intercept``."""
         c = self.calibration
         return c.get("scale", 1.0) * self.parts_ms(cfg) + c.get("intercept", 0.0)
+
+    def spvit_terms(self) -> dict[str, Any]:
+        """What an SPViT search network needs to predict, differentiably, the latency of the arch its gates choose
+        (:meth:`timm_nas.models.spvit.SPViTSearchDeiT.latency`): the ``rest``, each attention op's entry
+        (``attn``), the measured FFN widths (``ffn_grid``) and their entries (``ffn_ms``), and the calibration's
+        ``scale`` / ``intercept``."""
+        if self.setting["family"] != "spvit":
+            raise ValueError(f"latency table{self._where()} is for family {self.setting['family']!r}, not spvit")
+        e, c = self.entries, self.calibration
+        grid = list(self.setting["ffn_grid"])
+        try:
+            return {"rest": e["rest"], "attn": {op: e[f"attn|{op}"] for op in SPVIT_OPS}, "ffn_grid": grid,
+                    "ffn_ms": [e[f"ffn|{w}"] for w in grid], "scale": c.get("scale", 1.0),
+                    "intercept": c.get("intercept", 0.0)}
+        except KeyError as err:
+            raise ValueError(f"latency table{self._where()} has no entry {err.args[0]!r}; rebuild it") from None
 
     def bounds(self, space: Any) -> tuple[float, float] | None:
         """Lower and upper bounds of the predicted latency over ``space``, where its smallest and largest
@@ -385,6 +484,16 @@ class LatencyTable:
         c = self.calibration
         scale, intercept = c.get("scale", 1.0), c.get("intercept", 0.0)
         return scale * lo + intercept, scale * hi + intercept
+
+    def update_calibration(self) -> None:
+        """Recompute every calibration point's sum of parts (from the current entries) and measured latency (the
+        ``stat`` of its rounds), then :meth:`fit_calibration`."""
+        stat = self.setting.get("measure", {}).get("stat", "min")
+        for point in self.calibration["points"]:
+            point["parts_ms"] = self.parts_ms(point["config"])
+            if point.get("rounds_ms"):
+                point["measured_ms"] = _stat(point["rounds_ms"], stat)
+        self.fit_calibration()
 
     def fit_calibration(self) -> None:
         """Least-squares ``scale`` and ``intercept`` of measured against summed latency over the calibration
@@ -447,6 +556,34 @@ def time_callable(fn: Callable[[], Any], device: str | torch.device = "cpu", *, 
     return times
 
 
+def time_interleaved(subjects: Sequence[Callable[[], Callable[[], Any]]], device: str | torch.device = "cpu", *,
+                     rounds: int = 6, warmup: int = 1, repeats: int = 4, stat: str = "min", start: int = 0,
+                     callback: Callable[[int, int, float], None] | None = None,
+                     on_round: Callable[[int], None] | None = None) -> list[list[float]]:
+    """Time several things interleaved, so that the machine's slow drift falls on all of them alike.
+
+    Each of ``rounds`` rounds visits every subject once, in order in even rounds and in reverse in odd ones; a visit
+    calls ``subject()`` for the callable to time (a model kept between visits, or rebuilt when too big to keep) and
+    times it with :func:`time_callable` (``warmup`` untimed and ``repeats`` timed calls; a callable with a
+    ``copies`` attribute runs that many copies of what is measured, and its time is divided by it). Returns, per
+    subject, the
+    ``stat`` of each round's timed calls (rounds ``start`` .. ``rounds - 1``). ``callback(round, index, ms)`` follows
+    every visit and ``on_round(round)`` every finished round (e.g. to save progress).
+    """
+    out: list[list[float]] = [[] for _ in subjects]
+    for r in range(start, rounds):
+        order = range(len(subjects)) if r % 2 == 0 else range(len(subjects) - 1, -1, -1)
+        for i in order:
+            fn = subjects[i]()
+            ms = _stat(time_callable(fn, device, warmup=warmup, repeats=repeats), stat) / getattr(fn, "copies", 1)
+            out[i].append(ms)
+            if callback is not None:
+                callback(r, i, ms)
+        if on_round is not None:
+            on_round(r)
+    return out
+
+
 def _stat(times: Sequence[float], stat: str) -> float:
     if stat == "min":
         return min(times)
@@ -455,15 +592,15 @@ def _stat(times: Sequence[float], stat: str) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def _static(supernet: nn.Module, cfg: Any, device: torch.device, dtype: torch.dtype) -> nn.Module:
+def _static(supernet: nn.Module, cfg: Any, device: torch.device, dtype: torch.dtype, **override: Any) -> nn.Module:
     """A randomly initialised static model of ``cfg`` with the supernet's shape arguments (latency does not depend on
-    the weights' values)."""
+    the weights' values), ``override`` replacing some (e.g. fewer layers)."""
     import timm
 
     from ..family import family_of
 
     family = family_of(supernet)
-    args = dict(model_shape_args(supernet), **{family.arch_arg: cfg.to_dict()})
+    args = dict(model_shape_args(supernet), **override, **{family.arch_arg: cfg.to_dict()})
     return timm.create_model(family.static_entrypoint, **args).to(device=device, dtype=dtype).eval()
 
 
@@ -471,7 +608,7 @@ def _segments(supernet: nn.Module, setting: Mapping[str, Any], device: torch.dev
               dtype: torch.dtype) -> Iterator[tuple[list[str], Callable[[], tuple[list[Callable[[], Any]]]]]]:
     """``(keys, make)`` for every part of the family's decomposition: ``make()`` builds the small model that holds
     them and returns one callable per key."""
-    family, space, b = setting["family"], supernet.space, setting["batch_size"]
+    family, space, b = setting["family"], latency_space(supernet), setting["batch_size"]
     img = setting.get("img_size") or setting["model_args"].get("img_size", 224)
     ih, iw = (img, img) if isinstance(img, int) else img
     in_chans = setting["model_args"].get("in_chans", 3)
@@ -483,14 +620,15 @@ def _segments(supernet: nn.Module, setting: Mapping[str, Any], device: torch.dev
         for e in space.embed_dim:
             for h in space.num_heads:
                 for r in space.mlp_ratio:
-                    cfg = AutoFormerSubnet(e, 1, (h,), (r,))
+                    depth = max(space.depth)
+                    cfg = AutoFormerSubnet(e, depth, (h,) * depth, (r,) * depth)
 
                     def make(cfg: AutoFormerSubnet = cfg) -> list[Callable[[], Any]]:
                         model = _static(supernet, cfg, device, dtype)
-                        block, x = model.blocks[0], rand(b, model.patch_embed.num_patches + 1, cfg.embed_dim)
+                        x = rand(b, model.patch_embed.num_patches + 1, cfg.embed_dim)
                         image = rand(b, in_chans, ih, iw)
                         rest = _without_blocks(model)
-                        return [lambda: block(x), lambda: rest(image)]
+                        return [_Stack(model.blocks, x), lambda: rest(image)]
 
                     yield [f"block|{e}|{h}|{int(e * r)}", f"rest|{e}"], make
         return
@@ -550,7 +688,52 @@ def _segments(supernet: nn.Module, setting: Mapping[str, Any], device: torch.dev
 
                 yield [_darts_op_key(op, C, h, w, stride)], make
         return
+    if family == "spvit":
+        depth = space.depth
+        for op in SPVIT_OPS:
+            def make(op: str = op) -> list[Callable[[], Any]]:
+                model = _static(supernet, SPViTArch((op,) * depth, ((),) * depth), device, dtype)
+                x = rand(b, model.patch_embed.num_patches + 1, model.embed_dim)
+                image, rest = rand(b, in_chans, ih, iw), _without_blocks(model)
+                if op == "skip" and not hasattr(model.blocks[0], "attn"):
+                    attn: Callable[[], Any] = lambda: x  # skip_mode 'zero': the block has no attention half
+                else:
+                    attn = _Stack([_half(blk, "attn") for blk in model.blocks], x)
+                return [attn, lambda: rest(image)]
+
+            yield [f"attn|{op}"] + (["rest"] if op == SPVIT_OPS[0] else []), make
+        for width in setting["ffn_grid"]:
+            def make(width: int = width) -> list[Callable[[], Any]]:
+                model = _static(supernet, SPViTArch(("skip",) * depth, (tuple(range(width)),) * depth), device,
+                                dtype)
+                x = rand(b, model.patch_embed.num_patches + 1, model.embed_dim)
+                return [_Stack([_half(blk, "mlp") for blk in model.blocks], x)]
+
+            yield [f"ffn|{width}"], make
+        return
     raise ValueError(f"no latency decomposition for family {family!r}")
+
+
+class _Stack:
+    """Calls ``layers`` one after the other on ``x``: a part timed as it sits in a network, each copy's weights
+    evicting the previous ones' from the caches (one block called again and again keeps its weights cached, and
+    reads fast). :func:`time_interleaved` divides its time by ``copies``."""
+
+    def __init__(self, layers: Sequence[Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor) -> None:
+        self.layers, self.x, self.copies = list(layers), x, len(layers)
+
+    def __call__(self) -> torch.Tensor:
+        y = self.x
+        for layer in self.layers:
+            y = layer(y)
+        return y
+
+
+def _half(block: nn.Module, half: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One residual half of an SPViT block: ``x + attn(norm1(x))`` or ``x + mlp(norm2(x))``."""
+    if half == "attn":
+        return lambda x: x + block.drop_path1(block.attn(block.norm1(x)))
+    return lambda x: x + block.drop_path2(block.mlp(block.norm2(x)))
 
 
 def _without_blocks(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -592,87 +775,159 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="entry", dynamic_ncols=True, file=sys.stderr)
 
 
-def build_table(supernet: nn.Module, setting: Mapping[str, Any], path: str | os.PathLike, *, warmup: int = 3,
-                repeats: int = 10, stat: str = "min", calibration: int = 12, seed: int = 12345,
-                progress: bool = True) -> LatencyTable:
-    """Measure every part of ``supernet``'s decomposition in ``setting`` and write the table to ``path``, one entry
-    at a time (atomically), then measure ``calibration`` random subnets end to end and fit the calibration.
-
-    A table already at ``path`` with the same setting is resumed: measured entries and calibration subnets are kept.
-
-    Raises:
-        ValueError: if ``path`` holds a table of another setting (the differing field is named).
-    """
-    device, dtype = torch.device(setting["device"]), _DTYPES[setting["dtype"]]
-    path = Path(path).expanduser()
-    options = {"warmup": warmup, "repeats": repeats, "stat": stat, "calibration_seed": seed}
-    if path.exists():
-        table = LatencyTable.load(path)
-        table.check(f"the table asked for ({path} exists: remove it or choose another --out)",
-                    **{k: setting[k] for k in SETTING_FIELDS})
-    else:
-        table = LatencyTable(dict(setting, measure=options), path=path)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(setting["threads"]))
-    try:
-        segments = list(_segments(supernet, table.setting, device, dtype))
-        todo = [(keys, make) for keys, make in segments if not all(k in table.entries for k in keys)]
-        total = len({k for keys, _ in segments for k in keys})
-        bar = _progress(total + calibration, "latency table", progress)
-        if bar is not None:
-            bar.update(len(table.entries))
-        for keys, make in todo:
-            fns = make()
-            for key, fn in zip(keys, fns):
-                if key not in table.entries:
-                    table.entries[key] = _stat(time_callable(fn, device, warmup=warmup, repeats=repeats), stat)
-                    table.save()
-                    if bar is not None:
-                        bar.update(1)
-        points = table.calibration["points"]
-        gen = torch.Generator().manual_seed(seed)
-        cfgs = [supernet.space.smallest(), supernet.space.largest()]
-        cfgs += [supernet.space.sample(gen) for _ in range(max(calibration - 2, 0))]
-        cfgs = cfgs[:calibration]
-        if bar is not None:
-            bar.update(min(len(points), calibration))
-        todo_cfgs = cfgs[len(points):]
-        if todo_cfgs:
-            # Measured as `timm-nas latency check` measures: two passes in opposite orders, the minimum of the two
-            # (a single pass reads systematically slower than the minimum of two, and the calibration would carry
-            # that bias into every prediction).
-            opts = dict(device=device, dtype=dtype, batch_size=setting["batch_size"], warmup=warmup, repeats=repeats,
-                        stat=stat)
-            first = measure_subnets(supernet, todo_cfgs, **opts)
-            second = measure_subnets(supernet, todo_cfgs[::-1], **opts,
-                                     callback=lambda k, ms: bar.update(1) if bar is not None else None)[::-1]
-            for cfg, a, b in zip(todo_cfgs, first, second):
-                points.append({"config": cfg.to_dict(), "parts_ms": table.parts_ms(cfg), "measured_ms": min(a, b)})
-            table.save()
-        table.fit_calibration()
-        table.save()
-        if bar is not None:
-            bar.close()
-    finally:
-        torch.set_num_threads(previous)
-    return table
+def _param_bytes(module: nn.Module, dtype: torch.dtype) -> int:
+    return sum(p.numel() for p in module.parameters()) * torch.empty((), dtype=dtype).element_size()
 
 
-def measure_subnets(supernet: nn.Module, cfgs: Sequence[Any], *, device: str | torch.device = "cpu",
-                    dtype: torch.dtype = torch.float32, batch_size: int = 1, warmup: int = 3, repeats: int = 10,
-                    stat: str = "min", callback: Callable[[int, float], None] | None = None) -> list[float]:
-    """End-to-end latency (ms) of each config's extracted subnet (``supernet.extract(cfg)``, eval, ``no_grad``)."""
-    device = torch.device(device)
+#: The most parameter memory :func:`measure_rounds` keeps between visits (an upper bound: the supernet's size per
+#: subnet); beyond it every visit extracts its subnet again, outside the timed calls.
+KEEP_BYTES = 4 << 30
+
+
+def _subnet_subjects(supernet: nn.Module, cfgs: Sequence[Any], device: torch.device, dtype: torch.dtype,
+                     batch_size: int) -> list[Callable[[], Callable[[], Any]]]:
+    """One subject per config for :func:`time_interleaved`: its extracted subnet (eval) on a random batch."""
     args = model_shape_args(supernet)
     img = _img_size(supernet)
     ih, iw = (img, img) if isinstance(img, int) else img
     x = torch.randn(batch_size, args.get("in_chans", 3), ih, iw, device=device, dtype=dtype)
-    out = []
-    for k, cfg in enumerate(cfgs):
-        model = supernet.extract(cfg).to(device=device, dtype=dtype).eval()
-        ms = _stat(time_callable(lambda: model(x), device, warmup=warmup, repeats=repeats), stat)
-        del model
-        out.append(ms)
-        if callback is not None:
-            callback(k, ms)
-    return out
+    keep = len(cfgs) * _param_bytes(supernet, dtype) <= KEEP_BYTES
+    kept: dict[int, nn.Module] = {}
+
+    def subject(k: int) -> Callable[[], Callable[[], Any]]:
+        def get() -> Callable[[], Any]:
+            model = kept.get(k)
+            if model is None:
+                model = supernet.extract(cfgs[k]).to(device=device, dtype=dtype).eval()
+                if keep:
+                    kept[k] = model
+            return lambda: model(x)
+        return get
+
+    return [subject(k) for k in range(len(cfgs))]
+
+
+def _segment_subjects(segments: Sequence[tuple[list[str], Callable[[], list[Callable[[], Any]]]]]
+                      ) -> tuple[list[str], list[Callable[[], Callable[[], Any]]]]:
+    """The distinct table keys of ``segments`` and one subject each (a segment's modules are built on the first
+    visit of one of its keys and kept)."""
+    keys: list[str] = []
+    subjects: list[Callable[[], Callable[[], Any]]] = []
+    for seg_keys, make in segments:
+        built: list[list[Callable[[], Any]]] = []
+
+        def fns(make: Callable[[], list[Callable[[], Any]]] = make,
+                built: list[list[Callable[[], Any]]] = built) -> list[Callable[[], Any]]:
+            if not built:
+                built.append(make())
+            return built[0]
+
+        for j, key in enumerate(seg_keys):
+            if key not in keys:
+                keys.append(key)
+                subjects.append(lambda fns=fns, j=j: fns()[j])
+    return keys, subjects
+
+
+def build_table(supernet: nn.Module, setting: Mapping[str, Any], path: str | os.PathLike, *, warmup: int = 1,
+                repeats: int = 4, rounds: int = 6, stat: str = "min", calibration: int = 12, seed: int = 12345,
+                progress: bool = True) -> LatencyTable:
+    """Measure every part of ``supernet``'s decomposition in ``setting``, together with ``calibration`` random
+    subnets end to end, and write the table to ``path``; then fit the calibration.
+
+    Parts and calibration subnets are timed interleaved (:func:`time_interleaved`: ``rounds`` rounds of ``warmup``
+    untimed and ``repeats`` timed calls each), so the sum of parts and the end-to-end latencies it is calibrated
+    against are read in the same state of the machine. An entry is the ``stat`` (min or median) of its rounds' values;
+    the table is saved after every round, and a table already at ``path`` with the same setting and options resumes
+    at its next round (``rounds`` may grow: more rounds refine a finished table).
+
+    Raises:
+        ValueError: if ``path`` holds a table of another setting or other measurement options (the first differing
+            field is named).
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    device, dtype = torch.device(setting["device"]), _DTYPES[setting["dtype"]]
+    path = Path(path).expanduser()
+    options = {"warmup": warmup, "repeats": repeats, "stat": stat, "calibration": calibration,
+               "calibration_seed": seed}
+    if path.exists():
+        table = LatencyTable.load(path)
+        where = f"the table asked for ({path} exists: remove it or choose another --out)"
+        table.check(where, **{k: setting[k] for k in SETTING_FIELDS})
+        if table.rounds_done is None:  # a table written before interleaved rounds: finished as it is
+            return table
+        have = table.setting.get("measure", {})
+        for k, v in options.items():
+            if have.get(k) != v:
+                raise ValueError(f"latency table {path} was measured with {k}={have.get(k)!r}, {where} has {v!r}")
+    else:
+        table = LatencyTable(dict(setting, measure=dict(options, rounds=rounds)), path=path)
+        table.rounds_done = 0
+    done = table.rounds_done
+    table.setting["measure"]["rounds"] = max(rounds, done)
+    gen = torch.Generator().manual_seed(seed)
+    cfgs = [latency_space(supernet).smallest(), latency_space(supernet).largest()]
+    cfgs += [latency_space(supernet).sample(gen) for _ in range(max(calibration - 2, 0))]
+    cfgs = cfgs[:calibration]
+    if done >= rounds and table.entries:
+        table.fit_calibration()
+        table.save()
+        return table
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(setting["threads"]))
+    bar = None
+    try:
+        keys, subjects = _segment_subjects(list(_segments(supernet, table.setting, device, dtype)))
+        subjects += _subnet_subjects(supernet, cfgs, device, dtype, setting["batch_size"])
+        points = table.calibration["points"] = [
+            dict(config=cfg.to_dict(), rounds_ms=list(old.get("rounds_ms", [])))
+            for cfg, old in zip(cfgs, table.calibration["points"] + [{}] * len(cfgs))]
+        bar = _progress(len(subjects) * (rounds - done), "latency table", progress)
+        current: dict[int, float] = {}
+
+        def visited(r: int, i: int, ms: float) -> None:
+            current[i] = ms
+            if bar is not None:
+                bar.update(1)
+
+        def finished(r: int) -> None:
+            for i, key in enumerate(keys):
+                table.samples.setdefault(key, []).append(current[i])
+                table.entries[key] = _stat(table.samples[key], stat)
+            for i, point in enumerate(points):
+                point["rounds_ms"].append(current[len(keys) + i])
+            table.rounds_done = r + 1
+            table.update_calibration()
+            table.save()
+
+        time_interleaved(subjects, device, rounds=rounds, warmup=warmup, repeats=repeats, stat=stat, start=done,
+                         callback=visited, on_round=finished)
+    finally:
+        torch.set_num_threads(previous)
+        if bar is not None:
+            bar.close()
+    return table
+
+
+def measure_rounds(supernet: nn.Module, cfgs: Sequence[Any], *, device: str | torch.device = "cpu",
+                   dtype: torch.dtype = torch.float32, batch_size: int = 1, rounds: int = 6, warmup: int = 1,
+                   repeats: int = 4, stat: str = "min",
+                   callback: Callable[[int, int, float], None] | None = None) -> list[list[float]]:
+    """End-to-end latency (ms) of each config's extracted subnet (``supernet.extract(cfg)``, eval, ``no_grad``),
+    timed interleaved (:func:`time_interleaved`): per config, the ``stat`` of each round."""
+    device = torch.device(device)
+    return time_interleaved(_subnet_subjects(supernet, cfgs, device, dtype, batch_size), device, rounds=rounds,
+                            warmup=warmup, repeats=repeats, stat=stat, callback=callback)
+
+
+def measure_subnets(supernet: nn.Module, cfgs: Sequence[Any], *, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32, batch_size: int = 1, warmup: int = 1, repeats: int = 4,
+                    rounds: int = 6, stat: str = "min",
+                    callback: Callable[[int, float], None] | None = None) -> list[float]:
+    """End-to-end latency (ms) of each config's extracted subnet: the ``stat`` over :func:`measure_rounds`'s
+    rounds. ``callback(k, ms)`` follows every visit of config ``k``."""
+    per_round = measure_rounds(supernet, cfgs, device=device, dtype=dtype, batch_size=batch_size, rounds=rounds,
+                               warmup=warmup, repeats=repeats, stat=stat,
+                               callback=None if callback is None else lambda r, k, ms: callback(k, ms))
+    return [_stat(values, stat) for values in per_round]

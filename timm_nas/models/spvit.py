@@ -63,7 +63,7 @@ from ._build import build_model
 from ..cost.spvit import _kernel_size
 from ..family import Family, register_family
 from ..spaces.base import generator_for
-from ..spaces.spvit import SPVIT_OPS, SPViTArch, op_from_indicators
+from ..spaces.spvit import SPVIT_OPS, SPViTArch, SPViTSpace, op_from_indicators
 from ._supernet import StepCounterMixin
 from ._vit_api import ViTApiMixin, check_global_pool
 
@@ -862,6 +862,13 @@ class SPViTSearchDeiT(StepCounterMixin, ViTApiMixin, nn.Module):
                  straight_through_bernoulli(pf, nf, GATE_TEMPERATURE))
                 for (pa, pf), (na, nf) in zip(self.gate_probs(), noise)]
 
+    @property
+    def arch_space(self) -> SPViTSpace:
+        """Every arch :meth:`extract` takes (any op per layer, any kept FFN units): what a latency table of this
+        network is built over (``timm-nas latency build --model spvit_search_deit_small``). Not searched: the
+        search trains the gates."""
+        return SPViTSpace(len(self.blocks), self.blocks[0].mlp.hidden_features)
+
     def derive_arch(self) -> SPViTArch:
         """The architecture the gates choose (eval decisions): one op per layer and the kept FFN units."""
         with torch.no_grad():
@@ -929,6 +936,52 @@ class SPViTSearchDeiT(StepCounterMixin, ViTApiMixin, nn.Module):
             flops = flops + D * (H * W + 1) * 2
             flops = flops + (block_att + block_mlp)
         return dict(flops=flops, att_flops=att_flops, ffn_flops=ffn_flops)
+
+    def latency(self, table: Any) -> torch.Tensor:
+        """The predicted latency (ms) of the architecture the gates choose, on the device ``table`` (a
+        :class:`~timm_nas.cost.LatencyTable` of this network, ``timm-nas latency build --model spvit_search_deit_*``)
+        was measured on; differentiable in the thresholds as :meth:`complexity` is.
+
+        Per layer: the attention op's entry through the cumulative straight-through indicators (``skip`` plus
+        each step up: 1x1 conv, 3x3 conv, MSA), and the FFN's at its number of kept units, interpolated linearly
+        between the measured widths; plus the rest, calibrated. At the eval decisions it equals
+        ``table.predict(self.derive_arch())`` up to float rounding.
+        """
+        t = table.spvit_terms()
+        ref = self.cls_token
+        dd = {"dtype": ref.dtype, "device": ref.device}
+        attn = torch.tensor([t["attn"][op] for op in SPVIT_OPS], **dd)
+        steps = attn[1:] - attn[:-1]  # skip -> 1x1 -> 3x3 -> MSA
+        grid = torch.tensor(t["ffn_grid"], **dd)
+        ffn = torch.tensor(t["ffn_ms"], **dd)
+        total: Any = torch.tensor(t["rest"], **dd)
+        for pa, pf in self.gate_probs():
+            g = torch.cumprod(deterministic_ste(pa), dim=0)
+            kept = torch.sum(deterministic_ste(pf))
+            j = torch.clamp(torch.searchsorted(grid, kept.detach(), right=True) - 1, 0, len(grid) - 2)
+            frac = (kept - grid[j]) / (grid[j + 1] - grid[j])
+            total = total + attn[0] + torch.sum(g * steps) + ffn[j] + frac * (ffn[j + 1] - ffn[j])
+        return t["scale"] * total + t["intercept"]
+
+    def latency_loss(self, table: Any, target_latency: float, loss_lambda: float | None = None) -> torch.Tensor:
+        """The complexity loss with a latency target: ``loss_lambda * ((target_latency - latency) * k) ** 2``, where
+        ``k`` is the unpruned network's GFLOPs per predicted millisecond, so the error is weighed as the FLOPs
+        loss weighs the same relative error (the released ``loss_lambda`` values carry over).
+
+        Args:
+            table: the network's latency table (:meth:`latency`).
+            target_latency: milliseconds.
+            loss_lambda: weight (default: the model's).
+        """
+        lam = self.loss_lambda if loss_lambda is None else loss_lambda
+        if lam is None:
+            raise ValueError("the latency loss needs loss_lambda: pass it here or build the model with it")
+        t = self.flops_table()
+        hidden = self.blocks[0].mlp.hidden_features
+        full_gflops = (t["fixed"] + len(self.blocks) * (t["msa"] + t["ffn_unit"] * hidden)) / 1e9
+        k = full_gflops / table.predict(self.arch_space.largest())
+        latency = self.latency(table)
+        return ((target_latency - latency) * k) ** 2 * lam
 
     def complexity_loss(self, target_flops: float | None = None, loss_lambda: float | None = None) -> torch.Tensor:
         """``loss_lambda * (target_flops - flops / 1e9) ** 2`` (the original's ``calculate_bops_loss``).

@@ -81,6 +81,10 @@ class SPViTSearchConfig:
         pretrained: start from timm's DeiT weights (the original starts from the official DeiT checkpoints).
         pretrained_file: a local DeiT checkpoint to start from instead of downloading (timm or facebook layout).
         target_flops: FLOPs target in GFLOPs (default: the model's, i.e. the released search's).
+        target_latency: latency target in milliseconds, in place of the FLOPs target, on the device ``latency_table``
+            was measured on (:meth:`~timm_nas.models.spvit.SPViTSearchDeiT.latency_loss`).
+        latency_table: a latency table of the search network (``timm-nas latency build --model
+            spvit_search_deit_*``); without a target it only records the predicted latency.
         loss_lambda: complexity-loss weight (default: the model's).
         theta: initial gate threshold (default: the model's, 1.5).
         arc_lr: gate learning rate (default: the released search's for the variant, else 5e-4).
@@ -113,6 +117,8 @@ class SPViTSearchConfig:
     pretrained: bool = True
     pretrained_file: str | None = None
     target_flops: float | None = None
+    target_latency: float | None = None
+    latency_table: str | None = None
     loss_lambda: float | None = None
     theta: float | None = None
     arc_lr: float | None = None
@@ -154,6 +160,18 @@ class SPViTSearchConfig:
             raise ValueError(f"stop_epoch must be >= 0, got {self.stop_epoch}")
         if self.target_flops is not None and self.target_flops <= 0:
             raise ValueError(f"target_flops must be a positive number of GFLOPs, got {self.target_flops}")
+        if self.target_latency is not None:
+            if not self.target_latency > 0:
+                raise ValueError(f"target_latency must be a positive number of milliseconds, got "
+                                 f"{self.target_latency}")
+            if self.latency_table is None:
+                raise ValueError("target_latency needs latency_table (a table of this network measured on the "
+                                 "target device: timm-nas latency build --model spvit_search_deit_...)")
+            if self.target_flops is not None:
+                raise ValueError(f"give target_flops ({self.target_flops}) or target_latency "
+                                 f"({self.target_latency}), not both")
+        if self.latency_table is not None:
+            self.latency_table = str(self.latency_table)
         if self.loss_lambda is not None and self.loss_lambda < 0:
             raise ValueError(f"loss_lambda must be >= 0, got {self.loss_lambda}")
 
@@ -278,11 +296,30 @@ def _evaluate(model: nn.Module, dataset: Any, batch_size: int, device: torch.dev
     return {"acc1": totals.top1, "acc5": totals.top5, "loss": totals.loss}
 
 
-def _arch_summary(model: Any) -> dict[str, Any]:
+def _arch_summary(model: Any, table: Any = None) -> dict[str, Any]:
     arch = model.derive_arch()
     with torch.no_grad():
         gflops = float(model.complexity()["flops"]) / 1e9
-    return {"gflops": gflops, "ops": list(arch.ops), "ffn_hidden": list(arch.ffn_hidden)}
+        latency = {} if table is None else {"latency_ms": float(model.latency(table))}
+    return {"gflops": gflops, **latency, "ops": list(arch.ops), "ffn_hidden": list(arch.ffn_hidden)}
+
+
+def _latency_table(cfg: SPViTSearchConfig, raw: Any) -> Any:
+    """The search's latency table, checked against the network; a target below the cheapest arch's predicted
+    latency is refused (no arch meets it)."""
+    if cfg.latency_table is None:
+        return None
+    from ..cost.latency import LatencyTable
+
+    table = LatencyTable.load(cfg.latency_table)
+    table.check_model(raw, "this search")
+    if cfg.target_latency is not None:
+        floor = table.predict(raw.arch_space.smallest())
+        if cfg.target_latency < floor:
+            raise ValueError(f"target_latency {cfg.target_latency} ms is below the predicted latency of the "
+                             f"cheapest arch ({floor:.3f} ms: every attention skipped, every FFN unit pruned) on "
+                             f"{table.setting['device_name']}: no arch meets it")
+    return table
 
 
 @dataclasses.dataclass
@@ -298,6 +335,7 @@ class _State:
     scheduler2: Any
     scaler: Any
     history: list[dict[str, Any]]
+    latency_table: Any = None
 
     def checkpoint(self, cfg: SPViTSearchConfig) -> dict[str, Any]:
         return {"model": self.raw.state_dict(), "optimizer1": self.optimizer1.state_dict(),
@@ -321,8 +359,9 @@ def _build(cfg: SPViTSearchConfig, num_classes: int, device: torch.device, amp: 
         raw = timm.create_model(cfg.model, pretrained=cfg.pretrained, pretrained_cfg_overlay=overlay, **model_kwargs)
     if not hasattr(raw, "complexity_loss"):
         raise ValueError(f"{cfg.model} is not an SPViT search network; use spvit_search_deit[_tiny|_small|_base]")
-    if raw.target_flops is None or raw.loss_lambda is None:
+    if (raw.target_flops is None and cfg.target_latency is None) or raw.loss_lambda is None:
         raise ValueError(f"{cfg.model} has no FLOPs target / loss weight: set target_flops and loss_lambda")
+    table = _latency_table(cfg, raw)
     raw.to(device)
     model = raw
     if dist.world_size > 1:
@@ -338,7 +377,7 @@ def _build(cfg: SPViTSearchConfig, num_classes: int, device: torch.device, amp: 
     scheduler2 = CosineLRScheduler(optimizer2, t_initial=cfg.epochs, lr_min=arc_min_lr, warmup_t=0,
                                    warmup_lr_init=cfg.warmup_lr, t_in_epochs=True)
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    return _State(raw, model, optimizer1, optimizer2, scheduler1, scheduler2, scaler, [])
+    return _State(raw, model, optimizer1, optimizer2, scheduler1, scheduler2, scaler, [], table)
 
 
 def _criterion(cfg: SPViTSearchConfig, num_classes: int) -> tuple[Any, nn.Module]:
@@ -365,7 +404,8 @@ def _resume(state: _State, folder: RunFolder, records: list[dict[str, Any]], cfg
         return
     ckpt = load_checkpoint_file(path)
     saved = ckpt.get("args") or {}
-    for key in ("model", "model_kwargs", "target_flops", "loss_lambda", "epochs", "seed", "batch_size"):
+    for key in ("model", "model_kwargs", "target_flops", "target_latency", "loss_lambda", "epochs", "seed",
+                "batch_size"):
         if key in saved and saved[key] != getattr(cfg, key):
             raise ValueError(f"{path} was written with {key}={saved[key]!r}, not {getattr(cfg, key)!r}; "
                              "use another output folder or overwrite=True (--overwrite)")
@@ -459,8 +499,12 @@ def search(
             folder.save_checkpoint(CHECKPOINT_NAME, state.checkpoint(cfg))
             if (epoch + 1) % cfg.ffn_save_every == 0 and epoch > 0:
                 folder.save_checkpoint(f"search_{epoch}epoch.pth", {"model": state.raw.state_dict()})
-            _logger.info("epoch %d: loss %.4f, %.3f GFLOPs (target %.3f), ops %s", epoch, record["loss"],
-                         record["gflops"], record["target_gflops"], record["ops"])
+            if cfg.target_latency is not None:
+                _logger.info("epoch %d: loss %.4f, %.3f ms predicted (target %.3f), ops %s", epoch, record["loss"],
+                             record["latency_ms"], cfg.target_latency, record["ops"])
+            else:
+                _logger.info("epoch %d: loss %.4f, %.3f GFLOPs (target %.3f), ops %s", epoch, record["loss"],
+                             record["gflops"], record["target_gflops"], record["ops"])
         else:
             state.history.append(record)
         dist.barrier()
@@ -487,6 +531,7 @@ def _epoch(state: _State, epoch: int, dataset: Any, cfg: SPViTSearchConfig, mixu
     total = len(loader) if max_steps is None else min(len(loader), max_steps)
     if total == 0:
         raise ValueError(f"the training set gives no full batch of {cfg.batch_size}: lower batch_size")
+    table, target_ms = state.latency_table, cfg.target_latency
     target = raw.target_flops
     bar = tqdm(loader, total=total, disable=not progress or not dist.is_main, desc=f"spvit epoch {epoch}",
                leave=False)
@@ -501,7 +546,7 @@ def _epoch(state: _State, epoch: int, dataset: Any, cfg: SPViTSearchConfig, mixu
         with torch.autocast(device.type, enabled=amp):
             logits = model(x)
             loss_cls = criterion(logits, y)
-            loss_bop = raw.complexity_loss()
+            loss_bop = raw.complexity_loss() if target_ms is None else raw.latency_loss(table, target_ms)
             loss = loss_cls + loss_bop
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {steps}; stopping")
@@ -515,41 +560,53 @@ def _epoch(state: _State, epoch: int, dataset: Any, cfg: SPViTSearchConfig, mixu
         for k, v in (("loss", loss), ("loss_cls", loss_cls), ("loss_bop", loss_bop)):
             sums[k] += float(v.detach())
         with torch.no_grad():
-            gflops = float(raw.complexity()["flops"]) / 1e9
-        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", gflops=f"{gflops:.3f}/{target:.3f}")
+            if target_ms is None:
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}",
+                                gflops=f"{float(raw.complexity()['flops']) / 1e9:.3f}/{target:.3f}")
+            else:
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", ms=f"{float(raw.latency(table)):.2f}/{target_ms}")
     bar.close()
     lrs = {"lr": state.optimizer1.param_groups[0]["lr"], "arc_lr": state.optimizer2.param_groups[0]["lr"]}
     state.scheduler1.step(epoch)  # the original steps with the finished epoch's index (the lr lags one epoch)
     state.scheduler2.step(epoch)
-    return {"epoch": epoch, **{k: v / steps for k, v in sums.items()}, **lrs, "target_gflops": target,
-            **_arch_summary(raw), "gate_step": raw.step}
+    targets = {"target_gflops": target} if target_ms is None else {"target_latency_ms": target_ms}
+    return {"epoch": epoch, **{k: v / steps for k, v in sums.items()}, **lrs, **targets,
+            **_arch_summary(raw, table), "gate_step": raw.step}
 
 
 def _save_results(folder: RunFolder, state: _State, arch: SPViTArch, cfg: SPViTSearchConfig,
                   export: Mapping[str, Any] | None, result: SPViTSearchResult) -> None:
     """``arch.json``, ``best.json`` and the export (rank 0); unchanged files are left alone."""
-    raw, history = state.raw, state.history
-    summary = _arch_summary(raw)
+    raw, history, table = state.raw, state.history, state.latency_table
+    summary = _arch_summary(raw, table)
     folder.write_json(ARCH_NAME, {"arch": arch.to_dict(), "assigned_indicators": arch.indicators(),
                                   "gflops": summary["gflops"], "model": cfg.model})
     last = history[-1] if history else {}
-    folder.write_json("best.json", {"arch": arch.to_dict(), "gflops": summary["gflops"],
-                                    "target_gflops": raw.target_flops, "epochs": len(history),
+    target = {"target_gflops": raw.target_flops} if cfg.target_latency is None else \
+        {"target_latency_ms": cfg.target_latency}
+    latency = {} if table is None else {"latency_ms": summary["latency_ms"],
+                                        "latency_device": table.setting["device_name"]}
+    folder.write_json("best.json", {"arch": arch.to_dict(), "gflops": summary["gflops"], **target, **latency,
+                                    "epochs": len(history),
                                     **{k: last[k] for k in ("val_acc1", "val_acc5", "val_loss") if k in last}})
     if export is None:
         return
     metrics = {k[4:]: last[k] for k in ("val_acc1", "val_acc5") if k in last}
-    options = dict(export, arch=arch, provenance=_provenance(cfg, raw, history), metrics=metrics or None)
+    options = dict(export, arch=arch, provenance=_provenance(cfg, raw, history, latency), metrics=metrics or None)
     result.export_path, result.export_status = folder.export_with(options,
                                                                   lambda f, **kw: export_pruned(raw, f, **kw))
 
 
-def _provenance(cfg: SPViTSearchConfig, model: Any, history: list[dict[str, Any]]) -> dict[str, Any]:
+def _provenance(cfg: SPViTSearchConfig, model: Any, history: list[dict[str, Any]],
+                latency: Mapping[str, Any] | None = None) -> dict[str, Any]:
     last = history[-1] if history else {}
+    target = {"target_gflops": model.target_flops} if cfg.target_latency is None else \
+        {"target_latency_ms": cfg.target_latency}
     return {
         "method": "spvit",
         "space": f"SPViT gates of {cfg.model} (per layer: msa / bconv3x3 / bconv1x1 / skip; per FFN hidden unit)",
-        "constraints": {"target_gflops": model.target_flops, "loss_lambda": model.loss_lambda},
+        "constraints": {**target, "loss_lambda": model.loss_lambda},
+        **(latency or {}),
         "seed": cfg.seed,
         "score": last.get("val_acc1"),
         "score_name": "top-1 of the search network (= the exported pruned model, before fine-tuning), last epoch",

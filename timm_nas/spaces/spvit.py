@@ -6,8 +6,9 @@ four ops, ordered by cost: a shortcut (``skip``), a 1x1 or 3x3 bottleneck convol
 from the attention's own value/projection weights (``bconv1x1`` / ``bconv3x3``), or the multi-head self-attention
 it was (``msa``); every FFN hidden unit is kept or dropped. :class:`SPViTArch` records one such decision set.
 
-There is no separate space class: the space of SPViT is the set of gate parameters of a search model
-(:class:`timm_nas.models.spvit.SPViTSearchDeiT`), and ``model.derive_arch()`` returns the arch they choose.
+SPViT searches the gate parameters of a search model (:class:`timm_nas.models.spvit.SPViTSearchDeiT`), not a space
+of configs, and ``model.derive_arch()`` returns the arch they choose. :class:`SPViTSpace` is the set of every arch
+a search network's ``extract`` takes: what latency tables are built over and checked on (random pruned models).
 
 The original stores an architecture in two files, both readable here:
 
@@ -28,10 +29,11 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 
-from .base import ArchConfig, to_tuple
+from .base import ArchConfig, as_generator, rand_choice, rand_int, to_tuple
 
 __all__ = [
     "SPViTArch",
+    "SPViTSpace",
     "SPVIT_OPS",
     "OP_INDICATORS",
     "op_from_indicators",
@@ -311,3 +313,51 @@ def read_ffn_masks(source: str | os.PathLike | Mapping[str, Any]) -> list[torch.
     if not keys:
         raise ValueError(f"no '*{_MASK_SUFFIX}' entries found; keys start with {sorted(state)[:5]}")
     return [torch.as_tensor(state[k]).detach().flatten().float() for k in keys]
+
+
+@dataclasses.dataclass(frozen=True)
+class SPViTSpace(ArchConfig):
+    """Every SPViT arch of a network with ``depth`` layers of ``hidden`` FFN units: any op per layer, any set of
+    kept units per FFN. SPViT's search does not draw from it (it trains gates); latency tables are built over it and
+    checked on its random members (``model.arch_space`` of a search network).
+
+    Args:
+        depth: layers.
+        hidden: FFN hidden units per layer in the unpruned network.
+    """
+
+    family: ClassVar[str] = "spvit"
+    config_cls: ClassVar[type] = SPViTArch
+
+    depth: int
+    hidden: int
+
+    def __post_init__(self) -> None:
+        for name in ("depth", "hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    def sample(self, generator: torch.Generator | int | None = None) -> SPViTArch:
+        """A random arch: each layer's op uniform over :data:`SPVIT_OPS`, its number of kept FFN units uniform over
+        ``0 .. hidden`` and the kept units a uniformly random set of that size."""
+        g = as_generator(generator)
+        ops, kept = [], []
+        for _ in range(self.depth):
+            ops.append(rand_choice(SPVIT_OPS, g))
+            width = rand_int(self.hidden + 1, g)
+            kept.append(tuple(sorted(torch.randperm(self.hidden, generator=g)[:width].tolist())))
+        return SPViTArch(tuple(ops), tuple(kept))
+
+    def smallest(self) -> SPViTArch:
+        """Every layer a skip with an empty FFN."""
+        return SPViTArch(("skip",) * self.depth, ((),) * self.depth)
+
+    def largest(self) -> SPViTArch:
+        """The unpruned network (MSA everywhere, every FFN unit kept)."""
+        return SPViTArch.full(self.depth, self.hidden)
+
+    def contains(self, cfg: SPViTArch | Mapping[str, Any]) -> bool:
+        """Whether a network of this shape runs ``cfg``."""
+        cfg = SPViTArch.resolve(cfg)
+        return cfg.depth == self.depth and all(not k or k[-1] < self.hidden for k in cfg.ffn_kept)
