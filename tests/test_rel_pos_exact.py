@@ -343,3 +343,37 @@ def test_onnx_export(tmp_path, dynamo, path):
         out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
         with torch.no_grad():
             torch.testing.assert_close(torch.from_numpy(out), model(x), rtol=1e-4, atol=1e-5)
+
+
+def _saved_bytes(fn, leaves):
+    """Bytes autograd keeps for backward over one call (each storage once)."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*leaves)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("grid, m", [((14, 14), 14), ((5, 9), 14), ((9, 9), 3)], ids=["14x14", "5x9", "9x9-m3"])
+def test_per_query_tables_keep_less_for_backward_with_the_same_values(grid, m, monkeypatch):
+    """With a backward to come, the per-query path's two matmuls keep only what the fused call keeps anyway; the
+    values and gradients are those of the plain per-query path (and the no-grad output too)."""
+    monkeypatch.setattr(rel_pos_module, "PER_QUERY_MIN_ROWS", 0)
+    d, h, b = 64, 3, 4
+    leaves, weight = _inputs(grid, m, d, h, b, torch.float32)
+    saving = _outputs_and_grads(_ours(grid, m, d), leaves, weight)
+    saving_bytes = _saved_bytes(_ours(grid, m, d), leaves)
+    with torch.no_grad():
+        assert torch.equal(_ours(grid, m, d)(*leaves), saving[0])
+    monkeypatch.setattr(rel_pos_module, "_saving_memory", lambda q: False)
+    plain = _outputs_and_grads(_ours(grid, m, d), leaves, weight)
+    plain_bytes = _saved_bytes(_ours(grid, m, d), leaves)
+    assert torch.equal(saving[0], plain[0])
+    for name, a, p in zip(NAMES[1:], saving[1:], plain[1:]):
+        torch.testing.assert_close(a, p, rtol=1e-6, atol=1e-6, msg=name)
+    n = grid[0] * grid[1] + 1  # at least the query-major copy of q (b h n d, float32) is no longer kept
+    assert saving_bytes <= plain_bytes - 4 * b * h * n * d, (saving_bytes, plain_bytes)

@@ -29,7 +29,9 @@ of ``2 N^2 d`` and two ``(N, N, d)`` gathers, plus the two small table terms, do
   (large matmuls; nothing per query but an index);
 * many rows (training, batched inference): the tables gathered per query once, ``T[G]`` of shape
   ``(N, slots, d)``, and two batched matmuls over the query index. Only the needed products, and less to keep
-  for backward (no ``(B, h, N, 2(2m+2))`` tensors, and ``q`` is not kept through the fused call's inputs).
+  for backward: no ``(B, h, N, 2(2m+2))`` tensors, and when a backward will run the two matmuls are autograd
+  functions that keep only what the fused call keeps anyway (its extended queries and its output) and rebuild the
+  query-major copies from them.
 
 The explicit formulation stays as the reference for cost measurement: MACs are counted with the relative products
 as ``N^2 d`` matmuls (``timm_nas.cost.count_macs``, as the original's measured FLOPs did), so inside
@@ -118,6 +120,77 @@ def _rel_pos_attention_explicit(
     return out.transpose(1, 2).reshape(B, N, H * D)
 
 
+class _SlotQuery(torch.autograd.Function):
+    """``cat([q, slot_logits])`` with ``slot_logits[b, h, i, x] = q[b, h, i] . rows_k[i, x]``, keeping for backward
+    only its own output (which the fused attention call keeps anyway) and ``rows_k``: the query-major copy of
+    ``q`` that a plain ``bmm`` would keep is rebuilt from the output's first ``d`` columns."""
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, rows_k: torch.Tensor) -> torch.Tensor:
+        B, H, N, D = q.shape
+        X = rows_k.shape[1]
+        q_by_query = q.permute(2, 0, 1, 3).reshape(N, B * H, D)
+        slot_logits = torch.bmm(q_by_query, rows_k.transpose(1, 2)).view(N, B, H, X).permute(1, 2, 0, 3)
+        out = torch.cat([q, slot_logits], dim=-1)
+        ctx.save_for_backward(out, rows_k)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        out, rows_k = ctx.saved_tensors
+        B, H, N, DX = out.shape
+        X = rows_k.shape[1]
+        D = DX - X
+        grad_slots = grad[..., D:].permute(2, 0, 1, 3).reshape(N, B * H, X)
+        q_by_query = out[..., :D].permute(2, 0, 1, 3).reshape(N, B * H, D)
+        grad_q = grad[..., :D] + torch.bmm(grad_slots, rows_k).view(N, B, H, D).permute(1, 2, 0, 3)
+        grad_rows = torch.bmm(grad_slots.transpose(1, 2), q_by_query)  # (N, X, d)
+        return grad_q, grad_rows
+
+
+class _SlotValues(torch.autograd.Function):
+    """``out[..., :d] + rel`` with ``rel[b, h, i] = sum_x out[b, h, i, d + x] rows_v[i, x]`` (the slot masses
+    times their table rows), keeping for backward only the fused call's output (which it keeps anyway) and
+    ``rows_v``."""
+
+    @staticmethod
+    def forward(ctx, out: torch.Tensor, rows_v: torch.Tensor) -> torch.Tensor:
+        B, H, N, DX = out.shape
+        X, D = rows_v.shape[1], rows_v.shape[2]
+        mass = out[..., D:].permute(2, 0, 1, 3).reshape(N, B * H, X)
+        rel = torch.bmm(mass, rows_v).view(N, B, H, D).permute(1, 2, 0, 3)
+        ctx.save_for_backward(out, rows_v)
+        return out[..., :D] + rel  # (B, h, N, d)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        out, rows_v = ctx.saved_tensors
+        B, H, N, DX = out.shape
+        X, D = rows_v.shape[1], rows_v.shape[2]
+        grad_by_query = grad.permute(2, 0, 1, 3).reshape(N, B * H, D)
+        mass = out[..., D:].permute(2, 0, 1, 3).reshape(N, B * H, X)
+        grad_out = torch.cat([grad, torch.bmm(grad_by_query, rows_v.transpose(1, 2)).view(N, B, H, X)
+                              .permute(1, 2, 0, 3)], dim=-1)
+        return grad_out, torch.bmm(mass.transpose(1, 2), grad_by_query)  # (N, X, d)
+
+
+@torch.jit.ignore
+def _slot_query(q: torch.Tensor, rows_k: torch.Tensor) -> torch.Tensor:
+    return _SlotQuery.apply(q, rows_k)
+
+
+@torch.jit.ignore
+def _slot_values(out: torch.Tensor, rows_v: torch.Tensor) -> torch.Tensor:
+    return _SlotValues.apply(out, rows_v)
+
+
+@torch.jit.ignore
+def _saving_memory(q: torch.Tensor) -> bool:
+    """Whether to use the memory-saving autograd functions: when a backward will run, outside compilation (which
+    plans its own saved tensors)."""
+    return torch.is_grad_enabled() and not torch.compiler.is_compiling() and not isinstance(q, torch.fx.Proxy)
+
+
 def _rel_pos_attention_fused(
         q: torch.Tensor,
         k: torch.Tensor,
@@ -136,13 +209,18 @@ def _rel_pos_attention_fused(
     index, onehot = relative_position_row_col_2d(q, grid_size, max_distance)
     X = index.shape[-1]
     per_query = _many_rows(q)
-    if per_query:
+    saving = per_query and _saving_memory(q)
+    if saving:
+        q_ext = _slot_query(q, F.embedding(index, tables_k))
+    elif per_query:
         rows_k = F.embedding(index, tables_k)  # (N, X, d): per query, the key-table row of every slot
         q_by_query = q.permute(2, 0, 1, 3).reshape(N, B * H, D)  # (N, B*h, d)
         slot_logits = torch.bmm(q_by_query, rows_k.transpose(1, 2)).view(N, B, H, X).permute(1, 2, 0, 3)
+        q_ext = torch.cat([q, slot_logits], dim=-1)  # (B, h, N, d + X)
     else:
         table_logits = q @ tables_k.transpose(0, 1)  # (B, h, N, 2(2m+2)): q_i . every table row
         slot_logits = table_logits.gather(-1, index.expand(B, H, N, X))
+        q_ext = torch.cat([q, slot_logits], dim=-1)
     onehot = onehot.expand(B, H, N, X)
     k_ext, v_ext = torch.cat([k, onehot], dim=-1), torch.cat([v, onehot], dim=-1)  # (B, h, N, d + X)
     # the class-token key's relative terms (row 0 of both tables, from every query) folded into its key and value
@@ -153,12 +231,14 @@ def _rel_pos_attention_fused(
     k_ext = k_ext.index_add_(2, first, cls_k)
     v_ext = v_ext.index_add_(2, first, cls_v)
     out = F.scaled_dot_product_attention(
-        torch.cat([q, slot_logits], dim=-1),  # (B, h, N, d + X)
+        q_ext,
         k_ext,
         v_ext,
         dropout_p=attn_drop if training else 0.0,
         scale=scale,
     )  # (B, h, N, d + X): attn @ v, then each slot's attention mass
+    if saving:
+        return _slot_values(out, F.embedding(index, tables_v)).transpose(1, 2).reshape(B, N, H * D)
     if per_query:
         rows_v = F.embedding(index, tables_v)  # (N, X, d)
         mass = out[..., D:].permute(2, 0, 1, 3).reshape(N, B * H, X)  # (N, B*h, X)
