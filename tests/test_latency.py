@@ -4,6 +4,7 @@ search. The predictor's accuracy on real spaces is measured by ``timm-nas latenc
 from __future__ import annotations
 
 import json
+import statistics
 import time
 
 import pytest
@@ -180,7 +181,7 @@ def test_an_interrupted_build_resumes_at_its_next_round(tmp_path, monkeypatch, c
     import timm_nas.cost.latency as latency
 
     path = tmp_path / "lat.json"
-    real, calls = latency.time_callable, []
+    real, calls = latency.time_paired, []
 
     def interrupted(fn, *args, **kwargs):
         calls.append(1)
@@ -188,11 +189,12 @@ def test_an_interrupted_build_resumes_at_its_next_round(tmp_path, monkeypatch, c
             raise KeyboardInterrupt
         return real(fn, *args, **kwargs)
 
-    monkeypatch.setattr(latency, "time_callable", interrupted)
+    monkeypatch.setattr(latency, "time_paired", interrupted)
     assert cli.main(BUILD + ["--rounds", "4", "--out", str(path)]) == 130
-    monkeypatch.setattr(latency, "time_callable", real)
+    monkeypatch.setattr(latency, "time_paired", real)
     partial = json.loads(path.read_text())
     assert partial["rounds_done"] == 2 and all(len(v) == 2 for v in partial["samples"].values())
+    assert len(partial["reference_ms"]) == 2 and partial["setting"]["measure"]["reference"]["depth"] == 1
     assert len(partial["samples"]) == 10 and set(partial["samples"]) == set(partial["entries"])
     # an unfinished table is refused by a search and by the check, nothing written
     assert cli.main(SEARCH + ["--latency-table", str(path), "--latency-max", "100", "--out", str(tmp_path / "s")]) == 2
@@ -203,17 +205,68 @@ def test_an_interrupted_build_resumes_at_its_next_round(tmp_path, monkeypatch, c
     assert cli.main(BUILD + ["--rounds", "4", "--out", str(path)]) == 0
     done = json.loads(path.read_text())
     assert done["rounds_done"] == 4
+    assert done["reference_ms"][:2] == partial["reference_ms"] and len(done["reference_ms"]) == 4
     for key, values in done["samples"].items():
         assert values[:2] == partial["samples"][key] and len(values) == 4
-        assert done["entries"][key] == min(values)
+        assert done["entries"][key] == latency.paired_ms(values, done["reference_ms"])
     points = done["calibration"]["points"]
-    assert [len(p["rounds_ms"]) for p in points] == [4, 4]
-    assert all(p["measured_ms"] == min(p["rounds_ms"]) for p in points)
+    assert [len(p["rounds_ratio"]) for p in points] == [4, 4]
+    assert all(p["measured_ms"] == latency.paired_ms(p["rounds_ratio"], done["reference_ms"]) for p in points)
+    # the smallest subnet is the reference and the first calibration point: its ratio to itself is about 1
+    assert 0.5 < statistics.median(points[0]["rounds_ratio"]) < 2
     t = cost.LatencyTable.load(path)
     assert all(p["parts_ms"] == t.parts_ms(p["config"]) for p in points)
     # more rounds refine a finished table
     assert cli.main(BUILD + ["--rounds", "5", "--out", str(path)]) == 0
     assert json.loads(path.read_text())["rounds_done"] == 5
+    # measuring without the reference is another measurement: refused for this table, naming the option
+    assert cli.main(BUILD + ["--rounds", "5", "--no-reference", "--out", str(path)]) == 2
+    assert "measured with reference={" in capsys.readouterr().err
+
+
+def test_a_build_without_reference_keeps_each_rounds_milliseconds(tmp_path):
+    path = tmp_path / "lat.json"
+    assert cli.main(BUILD + ["--rounds", "2", "--no-reference", "--out", str(path)]) == 0
+    data = json.loads(path.read_text())
+    assert data["setting"]["measure"]["reference"] is None and "reference_ms" not in data
+    for key, values in data["samples"].items():
+        assert data["entries"][key] == min(values)
+    assert all(p["measured_ms"] == min(p["rounds_ms"]) for p in data["calibration"]["points"])
+
+
+def test_paired_timing_cancels_the_speed_of_the_moment(monkeypatch):
+    """A machine that runs at half speed in some visits: alone, those visits read twice as slow; against a
+    reference timed in the same visit, every visit gives the same ratio, and :func:`paired_ms` scales it by the
+    reference's fastest round."""
+    import timm_nas.cost.latency as latency
+
+    clock = {"slow": 1.0, "t": 0.0}
+    work = {"subject": 3.0, "reference": 2.0}
+
+    def fake_time_once(fn, device):
+        return fn()
+
+    def subject() -> float:
+        return work["subject"] * clock["slow"]
+
+    def reference() -> float:
+        return work["reference"] * clock["slow"]
+
+    visits = []
+
+    def get_subject():
+        clock["slow"] = 2.0 if len(visits) % 2 else 1.0  # every other visit runs at half speed
+        visits.append(1)
+        return subject
+
+    monkeypatch.setattr(latency, "_time_once", fake_time_once)
+    alone = latency.time_interleaved([get_subject], rounds=4, warmup=0, repeats=2)
+    assert alone == [[3.0, 6.0, 3.0, 6.0]]
+    visits.clear()
+    ratios, reference_ms = latency.time_interleaved([get_subject], rounds=4, warmup=0, repeats=2,
+                                                    reference=lambda: reference)
+    assert ratios == [1.5] * 4 and reference_ms == [2.0, 4.0, 2.0, 4.0]
+    assert latency.paired_ms(ratios, reference_ms) == 3.0
 
 
 SPVIT_ARGS = dict(patch_size=4, embed_dim=48, depth=2, num_heads=3, num_classes=2)

@@ -98,6 +98,10 @@ def _add_measure(p: argparse.ArgumentParser, defaults: bool) -> None:
     if defaults:
         g.add_argument("--stat", choices=("min", "median"), default="min",
                        help="statistic of the repeats (default min: least disturbed by other processes)")
+    g.add_argument("--no-reference", action="store_true",
+                   help="time each visit alone; by default its calls alternate with the space's smallest subnet and "
+                        "the ratio to it is kept (the machine's speed of the moment cancels), times the smallest "
+                        "subnet's fastest round" + ("" if defaults else "; the check's own measurement"))
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -138,7 +142,8 @@ def _build(args: argparse.Namespace) -> int:
     setting = supernet_setting(supernet, model=args.model, create_args=create_args, device=args.device,
                                batch_size=args.batch_size, threads=args.threads, dtype=args.dtype)
     table = build_table(supernet, setting, args.out, warmup=args.warmup, repeats=args.repeats, rounds=args.rounds,
-                        stat=args.stat, calibration=args.calibration, seed=args.seed, progress=not args.no_progress)
+                        stat=args.stat, calibration=args.calibration, seed=args.seed, reference=not args.no_reference,
+                        progress=not args.no_progress)
     c = table.calibration
     print(f"{len(table.entries)} entries measured on {setting['device_name']} ({setting['device']}, "
           f"{setting['threads']} thread(s), batch {setting['batch_size']}, {setting['dtype']}); calibration over "
@@ -152,7 +157,7 @@ def _check(args: argparse.Namespace) -> int:
 
     from ..cost import count_macs, count_params
     from ..cost.latency import (LatencyTable, _DTYPES, _stat, device_name, latency_space, measure_rounds,
-                                model_shape_args)
+                                model_shape_args, paired_ms)
     from ..version import __version__
 
     table = LatencyTable.load(args.table)
@@ -191,19 +196,30 @@ def _check(args: argparse.Namespace) -> int:
     torch.set_num_threads(s["threads"])
     bar = _bar(rounds * len(cfgs), not args.no_progress)
     load_before = os.getloadavg()
+    reference = None if args.no_reference else latency_space(supernet).smallest()
     try:
         per_round = measure_rounds(supernet, cfgs, device=device, dtype=_DTYPES[s["dtype"]],
                                    batch_size=s["batch_size"], rounds=rounds, warmup=warmup, repeats=repeats,
-                                   stat=stat, callback=lambda r, k, ms: bar.update(1) if bar is not None else None)
+                                   stat=stat, reference=reference,
+                                   callback=lambda r, k, ms: bar.update(1) if bar is not None and k < len(cfgs)
+                                   else None)
     finally:
         torch.set_num_threads(previous)
         if bar is not None:
             bar.close()
     load_after = os.getloadavg()
-    measured = [_stat(v, stat) for v in per_round]
+    if reference is None:
+        def ms(values: Sequence[float], sl: slice = slice(None)) -> float:
+            return _stat(values[sl], stat)
+    else:
+        per_round, reference_ms = per_round[:-1], per_round[-1]
+
+        def ms(values: Sequence[float], sl: slice = slice(None)) -> float:
+            return paired_ms(values[sl], reference_ms[sl])
+    measured = [ms(v) for v in per_round]
     # test-retest: the even rounds against the odd ones (each half spans the whole check, in both orders)
-    first = [_stat(v[0::2], stat) for v in per_round]
-    second = [_stat(v[1::2], stat) for v in per_round]
+    first = [ms(v, slice(0, None, 2)) for v in per_round]
+    second = [ms(v, slice(1, None, 2)) for v in per_round]
 
     def tau(x: Sequence[float]) -> float:
         return float(kendalltau(x, measured).statistic)
@@ -214,14 +230,15 @@ def _check(args: argparse.Namespace) -> int:
     result = {
         "table": str(table.path), "setting": table.describe(), "samples": len(cfgs), "seed": args.seed,
         "warmup": warmup, "repeats": repeats, "rounds": rounds, "stat": stat,
+        "reference": None if reference is None else {"config": reference.to_dict(), "rounds_ms": reference_ms},
         "load_average": {"before": [round(v, 2) for v in load_before], "after": [round(v, 2) for v in load_after]},
         "predictor": {"kendall_tau": tau(predicted), "mape": mape(predicted, measured),
                       "max_ape": max(100.0 * abs(p - t) / t for p, t in zip(predicted, measured)),
                       "mape_uncalibrated": mape(summed, measured)},
         "macs_kendall_tau": tau(macs), "params_kendall_tau": tau(params),
         "test_retest": {"kendall_tau": float(kendalltau(first, second).statistic), "mape": mape(second, first)},
-        "subnets": [{"config": c.to_dict(), "predicted_ms": p, "measured_ms": [a, b], "rounds_ms": v, "macs": m,
-                     "params": n}
+        "subnets": [{"config": c.to_dict(), "predicted_ms": p, "measured_ms": [a, b],
+                     ("rounds_ms" if reference is None else "rounds_ratio"): v, "macs": m, "params": n}
                     for c, p, a, b, v, m, n in zip(cfgs, predicted, first, second, per_round, macs, params)],
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -58,7 +58,7 @@ from ..spaces.spvit import SPVIT_OPS, SPViTArch
 from .s3 import _square_grid, _stage_grids
 
 __all__ = ["LatencyTable", "predict_latency", "build_table", "measure_subnets", "measure_rounds", "time_callable",
-           "time_interleaved", "device_name", "supernet_setting", "LATENCY_FAMILIES"]
+           "time_paired", "time_interleaved", "paired_ms", "device_name", "supernet_setting", "LATENCY_FAMILIES"]
 
 #: Version of the table file format.
 TABLE_FORMAT = 1
@@ -298,8 +298,12 @@ class LatencyTable:
         self.calibration: dict[str, Any] = dict(calibration or {"points": []})
         self.calibration.setdefault("points", [])
         self.path = None if path is None else Path(path)
-        #: per entry, the value of every measured round (``entries`` holds their ``stat``).
+        #: per entry, the value of every measured round: milliseconds, or with a reference (``setting["measure"]
+        #: ["reference"]``, the config of the subnet every visit alternated with) the ratio to it; ``entries`` holds
+        #: :meth:`measured` of them.
         self.samples: dict[str, list[float]] = {}
+        #: with a reference, its milliseconds in every measured round.
+        self.reference_ms: list[float] = []
         #: rounds measured so far (``None`` for a table written before interleaved rounds: finished as it is).
         self.rounds_done: int | None = None
         family = self.setting.get("family")
@@ -329,6 +333,7 @@ class LatencyTable:
             table = cls(data["setting"], {str(k): float(v) for k, v in data["entries"].items()},
                         data.get("calibration"), path=path)
             table.samples = {str(k): [float(x) for x in v] for k, v in data.get("samples", {}).items()}
+            table.reference_ms = [float(x) for x in data.get("reference_ms", [])]
             rounds = data.get("rounds_done")
             table.rounds_done = None if rounds is None else int(rounds)
             for field in SETTING_FIELDS:
@@ -343,7 +348,27 @@ class LatencyTable:
                 "entries": dict(sorted(self.entries.items()))}
         if self.rounds_done is not None:
             data.update(rounds_done=self.rounds_done, samples=dict(sorted(self.samples.items())))
+            if self.paired:
+                data["reference_ms"] = self.reference_ms
         return data
+
+    @property
+    def paired(self) -> bool:
+        """Whether the rounds were measured against a reference subnet (values are ratios to it)."""
+        return bool(self.setting.get("measure", {}).get("reference"))
+
+    @property
+    def point_rounds(self) -> str:
+        """The calibration points' field with their per-round values: ``rounds_ratio`` (to the reference) or
+        ``rounds_ms``."""
+        return "rounds_ratio" if self.paired else "rounds_ms"
+
+    def measured(self, rounds: Sequence[float]) -> float:
+        """Milliseconds from one entry's (or calibration subnet's) per-round values: :func:`paired_ms` with the
+        reference's rounds, or without a reference the measurement's ``stat`` (min or median) of the rounds."""
+        if self.paired:
+            return paired_ms(rounds, self.reference_ms)
+        return _stat(rounds, self.setting.get("measure", {}).get("stat", "min"))
 
     @property
     def complete(self) -> bool:
@@ -487,12 +512,12 @@ class LatencyTable:
 
     def update_calibration(self) -> None:
         """Recompute every calibration point's sum of parts (from the current entries) and measured latency (the
-        ``stat`` of its rounds), then :meth:`fit_calibration`."""
-        stat = self.setting.get("measure", {}).get("stat", "min")
+        :meth:`measured` of its rounds), then :meth:`fit_calibration`."""
         for point in self.calibration["points"]:
             point["parts_ms"] = self.parts_ms(point["config"])
-            if point.get("rounds_ms"):
-                point["measured_ms"] = _stat(point["rounds_ms"], stat)
+            rounds = point.get(self.point_rounds)
+            if rounds:
+                point["measured_ms"] = self.measured(rounds)
         self.fit_calibration()
 
     def fit_calibration(self) -> None:
@@ -528,6 +553,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _time_once(fn: Callable[[], Any], device: torch.device) -> float:
+    """Milliseconds of one call of ``fn()``: CUDA events and a synchronisation on CUDA, ``time.perf_counter`` on
+    the CPU."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return float(start.elapsed_time(end))
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
 def time_callable(fn: Callable[[], Any], device: str | torch.device = "cpu", *, warmup: int = 3,
                   repeats: int = 10) -> list[float]:
     """Milliseconds of each of ``repeats`` calls of ``fn()`` after ``warmup`` calls, under ``torch.no_grad``.
@@ -536,28 +576,39 @@ def time_callable(fn: Callable[[], Any], device: str | torch.device = "cpu", *, 
     queue it); on the CPU with ``time.perf_counter``.
     """
     device = torch.device(device)
-    times = []
     with torch.no_grad():
         for _ in range(warmup):
             fn()
         _sync(device)
+        return [_time_once(fn, device) for _ in range(repeats)]
+
+
+def time_paired(fn: Callable[[], Any], reference: Callable[[], Any], device: str | torch.device = "cpu", *,
+                warmup: int = 1, repeats: int = 4) -> tuple[list[float], list[float]]:
+    """Milliseconds of ``repeats`` calls of ``fn()`` and of ``reference()``, alternated (reference, fn, reference,
+    fn, ...) after ``warmup`` calls of each, under ``torch.no_grad``: ``(fn's times, reference's times)``.
+
+    On a shared machine the speed changes from one moment to the next by more than a network's latency differs
+    from its neighbour's (here: 5-20% between visits a few hundred milliseconds apart, within 2-4% inside one);
+    calls alternated within one visit run at the same speed, so their ratio keeps the difference and drops the
+    machine's state.
+    """
+    device = torch.device(device)
+    with torch.no_grad():
+        for _ in range(warmup):
+            reference()
+            fn()
+        _sync(device)
+        times: tuple[list[float], list[float]] = ([], [])
         for _ in range(repeats):
-            if device.type == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times.append(float(start.elapsed_time(end)))
-            else:
-                t0 = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - t0) * 1e3)
+            times[1].append(_time_once(reference, device))
+            times[0].append(_time_once(fn, device))
     return times
 
 
 def time_interleaved(subjects: Sequence[Callable[[], Callable[[], Any]]], device: str | torch.device = "cpu", *,
                      rounds: int = 6, warmup: int = 1, repeats: int = 4, stat: str = "min", start: int = 0,
+                     reference: Callable[[], Callable[[], Any]] | None = None,
                      callback: Callable[[int, int, float], None] | None = None,
                      on_round: Callable[[int], None] | None = None) -> list[list[float]]:
     """Time several things interleaved, so that the machine's slow drift falls on all of them alike.
@@ -566,22 +617,49 @@ def time_interleaved(subjects: Sequence[Callable[[], Callable[[], Any]]], device
     calls ``subject()`` for the callable to time (a model kept between visits, or rebuilt when too big to keep) and
     times it with :func:`time_callable` (``warmup`` untimed and ``repeats`` timed calls; a callable with a
     ``copies`` attribute runs that many copies of what is measured, and its time is divided by it). Returns, per
-    subject, the
-    ``stat`` of each round's timed calls (rounds ``start`` .. ``rounds - 1``). ``callback(round, index, ms)`` follows
-    every visit and ``on_round(round)`` every finished round (e.g. to save progress).
+    subject, the ``stat`` of each round's timed calls (rounds ``start`` .. ``rounds - 1``).
+
+    With a ``reference`` (called like a subject), every visit alternates the subject's calls with the reference's
+    (:func:`time_paired`) and its value is the ratio of the subject's ``stat`` to the reference's: the speed of the
+    moment cancels. The returned list then has one more row, last: the reference's milliseconds in each round (the
+    ``stat`` of all its calls in the round); :func:`paired_ms` turns a subject's ratios and that row into
+    milliseconds.
+
+    ``callback(round, index, value)`` follows every visit (and, with a reference, the end of each round's visits
+    with ``index = len(subjects)`` and the reference's milliseconds), and ``on_round(round)`` every finished round
+    (e.g. to save progress).
     """
-    out: list[list[float]] = [[] for _ in subjects]
+    out: list[list[float]] = [[] for _ in range(len(subjects) + (reference is not None))]
     for r in range(start, rounds):
         order = range(len(subjects)) if r % 2 == 0 else range(len(subjects) - 1, -1, -1)
+        reference_ms: list[float] = []
         for i in order:
             fn = subjects[i]()
-            ms = _stat(time_callable(fn, device, warmup=warmup, repeats=repeats), stat) / getattr(fn, "copies", 1)
-            out[i].append(ms)
+            if reference is None:
+                value = _stat(time_callable(fn, device, warmup=warmup, repeats=repeats), stat) / getattr(fn, "copies", 1)
+            else:
+                ref = reference()
+                times, ref_times = time_paired(fn, ref, device, warmup=warmup, repeats=repeats)
+                ref_ms = _stat(ref_times, stat) / getattr(ref, "copies", 1)
+                reference_ms.append(ref_ms)
+                value = _stat(times, stat) / getattr(fn, "copies", 1) / ref_ms
+            out[i].append(value)
             if callback is not None:
-                callback(r, i, ms)
+                callback(r, i, value)
+        if reference is not None:
+            out[-1].append(_stat(reference_ms, stat))
+            if callback is not None:
+                callback(r, len(subjects), out[-1][-1])
         if on_round is not None:
             on_round(r)
     return out
+
+
+def paired_ms(ratios: Sequence[float], reference_ms: Sequence[float]) -> float:
+    """Milliseconds of a subject measured against a reference (:func:`time_interleaved`): the median of its
+    rounds' ratios times the reference's fastest round. The median, since a ratio's noise is symmetric (both sides
+    of it were timed at the same speed); the fastest round, since the machine only ever slows a network down."""
+    return _stat(ratios, "median") * min(reference_ms)
 
 
 def _stat(times: Sequence[float], stat: str) -> float:
@@ -831,14 +909,15 @@ def _segment_subjects(segments: Sequence[tuple[list[str], Callable[[], list[Call
 
 def build_table(supernet: nn.Module, setting: Mapping[str, Any], path: str | os.PathLike, *, warmup: int = 1,
                 repeats: int = 4, rounds: int = 6, stat: str = "min", calibration: int = 12, seed: int = 12345,
-                progress: bool = True) -> LatencyTable:
+                reference: bool = True, progress: bool = True) -> LatencyTable:
     """Measure every part of ``supernet``'s decomposition in ``setting``, together with ``calibration`` random
     subnets end to end, and write the table to ``path``; then fit the calibration.
 
     Parts and calibration subnets are timed interleaved (:func:`time_interleaved`: ``rounds`` rounds of ``warmup``
     untimed and ``repeats`` timed calls each), so the sum of parts and the end-to-end latencies it is calibrated
-    against are read in the same state of the machine. An entry is the ``stat`` (min or median) of its rounds' values;
-    the table is saved after every round, and a table already at ``path`` with the same setting and options resumes
+    against are read in the same state of the machine. With ``reference`` (the default), every visit alternates
+    with the space's smallest subnet (:func:`time_paired`) and an entry is :func:`paired_ms` of its rounds' ratios;
+    without, the ``stat`` (min or median) of its rounds' milliseconds. The table is saved after every round, and a table already at ``path`` with the same setting and options resumes
     at its next round (``rounds`` may grow: more rounds refine a finished table).
 
     Raises:
@@ -849,8 +928,9 @@ def build_table(supernet: nn.Module, setting: Mapping[str, Any], path: str | os.
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     device, dtype = torch.device(setting["device"]), _DTYPES[setting["dtype"]]
     path = Path(path).expanduser()
+    space = latency_space(supernet)
     options = {"warmup": warmup, "repeats": repeats, "stat": stat, "calibration": calibration,
-               "calibration_seed": seed}
+               "calibration_seed": seed, "reference": _jsonable(space.smallest().to_dict()) if reference else None}
     if path.exists():
         table = LatencyTable.load(path)
         where = f"the table asked for ({path} exists: remove it or choose another --out)"
@@ -859,7 +939,7 @@ def build_table(supernet: nn.Module, setting: Mapping[str, Any], path: str | os.
             return table
         have = table.setting.get("measure", {})
         for k, v in options.items():
-            if have.get(k) != v:
+            if have.get(k) != _jsonable(v):
                 raise ValueError(f"latency table {path} was measured with {k}={have.get(k)!r}, {where} has {v!r}")
     else:
         table = LatencyTable(dict(setting, measure=dict(options, rounds=rounds)), path=path)
@@ -867,8 +947,8 @@ def build_table(supernet: nn.Module, setting: Mapping[str, Any], path: str | os.
     done = table.rounds_done
     table.setting["measure"]["rounds"] = max(rounds, done)
     gen = torch.Generator().manual_seed(seed)
-    cfgs = [latency_space(supernet).smallest(), latency_space(supernet).largest()]
-    cfgs += [latency_space(supernet).sample(gen) for _ in range(max(calibration - 2, 0))]
+    cfgs = [space.smallest(), space.largest()]
+    cfgs += [space.sample(gen) for _ in range(max(calibration - 2, 0))]
     cfgs = cfgs[:calibration]
     if done >= rounds and table.entries:
         table.fit_calibration()
@@ -880,29 +960,34 @@ def build_table(supernet: nn.Module, setting: Mapping[str, Any], path: str | os.
     try:
         keys, subjects = _segment_subjects(list(_segments(supernet, table.setting, device, dtype)))
         subjects += _subnet_subjects(supernet, cfgs, device, dtype, setting["batch_size"])
+        ref = _subnet_subjects(supernet, [space.smallest()], device, dtype, setting["batch_size"])[0] if reference \
+            else None
+        field = table.point_rounds
         points = table.calibration["points"] = [
-            dict(config=cfg.to_dict(), rounds_ms=list(old.get("rounds_ms", [])))
+            {"config": cfg.to_dict(), field: list(old.get(field, []))}
             for cfg, old in zip(cfgs, table.calibration["points"] + [{}] * len(cfgs))]
         bar = _progress(len(subjects) * (rounds - done), "latency table", progress)
         current: dict[int, float] = {}
 
-        def visited(r: int, i: int, ms: float) -> None:
-            current[i] = ms
-            if bar is not None:
+        def visited(r: int, i: int, value: float) -> None:
+            current[i] = value
+            if bar is not None and i < len(subjects):
                 bar.update(1)
 
         def finished(r: int) -> None:
+            if ref is not None:
+                table.reference_ms.append(current[len(subjects)])
             for i, key in enumerate(keys):
                 table.samples.setdefault(key, []).append(current[i])
-                table.entries[key] = _stat(table.samples[key], stat)
+                table.entries[key] = table.measured(table.samples[key])
             for i, point in enumerate(points):
-                point["rounds_ms"].append(current[len(keys) + i])
+                point[field].append(current[len(keys) + i])
             table.rounds_done = r + 1
             table.update_calibration()
             table.save()
 
         time_interleaved(subjects, device, rounds=rounds, warmup=warmup, repeats=repeats, stat=stat, start=done,
-                         callback=visited, on_round=finished)
+                         reference=ref, callback=visited, on_round=finished)
     finally:
         torch.set_num_threads(previous)
         if bar is not None:
@@ -912,22 +997,29 @@ def build_table(supernet: nn.Module, setting: Mapping[str, Any], path: str | os.
 
 def measure_rounds(supernet: nn.Module, cfgs: Sequence[Any], *, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.float32, batch_size: int = 1, rounds: int = 6, warmup: int = 1,
-                   repeats: int = 4, stat: str = "min",
+                   repeats: int = 4, stat: str = "min", reference: Any | None = None,
                    callback: Callable[[int, int, float], None] | None = None) -> list[list[float]]:
-    """End-to-end latency (ms) of each config's extracted subnet (``supernet.extract(cfg)``, eval, ``no_grad``),
-    timed interleaved (:func:`time_interleaved`): per config, the ``stat`` of each round."""
+    """End-to-end latency of each config's extracted subnet (``supernet.extract(cfg)``, eval, ``no_grad``), timed
+    interleaved (:func:`time_interleaved`): per config, each round's ``stat`` in milliseconds. With a ``reference``
+    config, each visit alternates with its subnet: the values are ratios to it, and one more row, last, holds the
+    reference's milliseconds per round (:func:`paired_ms` combines them)."""
     device = torch.device(device)
+    ref = None if reference is None else _subnet_subjects(supernet, [reference], device, dtype, batch_size)[0]
     return time_interleaved(_subnet_subjects(supernet, cfgs, device, dtype, batch_size), device, rounds=rounds,
-                            warmup=warmup, repeats=repeats, stat=stat, callback=callback)
+                            warmup=warmup, repeats=repeats, stat=stat, reference=ref, callback=callback)
 
 
 def measure_subnets(supernet: nn.Module, cfgs: Sequence[Any], *, device: str | torch.device = "cpu",
                     dtype: torch.dtype = torch.float32, batch_size: int = 1, warmup: int = 1, repeats: int = 4,
-                    rounds: int = 6, stat: str = "min",
+                    rounds: int = 6, stat: str = "min", reference: Any | None = None,
                     callback: Callable[[int, float], None] | None = None) -> list[float]:
     """End-to-end latency (ms) of each config's extracted subnet: the ``stat`` over :func:`measure_rounds`'s
-    rounds. ``callback(k, ms)`` follows every visit of config ``k``."""
+    rounds, or with a ``reference`` config :func:`paired_ms` of its ratios. ``callback(k, value)`` follows every
+    visit of config ``k``."""
     per_round = measure_rounds(supernet, cfgs, device=device, dtype=dtype, batch_size=batch_size, rounds=rounds,
-                               warmup=warmup, repeats=repeats, stat=stat,
-                               callback=None if callback is None else lambda r, k, ms: callback(k, ms))
-    return [_stat(values, stat) for values in per_round]
+                               warmup=warmup, repeats=repeats, stat=stat, reference=reference,
+                               callback=None if callback is None else
+                               lambda r, k, value: callback(k, value) if k < len(cfgs) else None)
+    if reference is None:
+        return [_stat(values, stat) for values in per_round]
+    return [paired_ms(values, per_round[-1]) for values in per_round[:-1]]
