@@ -3,11 +3,13 @@
     timm-nas latency build --model autoformer_supernet_tiny --batch-size 1 --out lat_t_b1.json
     python bench/bench_latency_limit.py --table lat_t_b1.json --limit 40 --candidates 200 --out runs/lat_limit
 
-Runs ``timm-nas search tf-tas --latency-table TABLE --latency-max LIMIT`` (random candidates inside the limit, ranked
-by DSS) on the table's supernet, then loads the exported subnet back (``local-dir:``) and measures it as the table
-was measured (its device, threads, dtype, batch, warm-up and repeats; the minimum over ``--rounds`` rounds, each the
-table's statistic of its repeats), next to the predicted latency recorded in ``best.json``. The limit holds when the
-measured latency is within the limit plus the predictor's error (``timm-nas latency check`` reports its MAPE).
+Runs ``timm-nas search tf-tas --latency-table TABLE --latency-max LIMIT`` (random candidates inside the limit,
+ranked by DSS) on the table's supernet, then loads the exported subnet back (``local-dir:``) and measures it as the
+table was measured (its device, threads, dtype, batch, warm-up and repeats; with the table's reference subnet
+alternated in every visit and the median ratio times the reference's fastest round, or for a table without one the
+minimum over ``--rounds`` rounds of the table's statistic of its repeats), next to the predicted latency recorded in
+``best.json``. The limit holds when the measured latency is within the limit plus the predictor's error (``timm-nas
+latency check`` reports its MAPE).
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import timm_nas  # noqa: F401
     from timm_nas import cli
-    from timm_nas.cost.latency import _DTYPES, LatencyTable, _stat, time_callable
+    from timm_nas.commands.latency import _create_supernet
+    from timm_nas.cost.latency import _DTYPES, LatencyTable, latency_space, paired_ms, time_interleaved
 
     table = LatencyTable.load(args.table)
     s = table.setting
@@ -58,13 +61,23 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.randn(s["batch_size"], 3, h, w, device=s["device"], dtype=dtype)
     previous = torch.get_num_threads()
     torch.set_num_threads(s["threads"])
+    reference = None
+    if table.paired:
+        supernet = _create_supernet(s["model"], dict(s["create_args"]))
+        ref_model = supernet.extract(latency_space(supernet).smallest()).to(device=s["device"], dtype=dtype).eval()
+        reference = lambda: (lambda: ref_model(x))  # noqa: E731
     try:
-        rounds = [_stat(time_callable(lambda: model(x), s["device"], warmup=measure.get("warmup", 1),
-                                      repeats=measure.get("repeats", 4)), measure.get("stat", "min"))
-                  for _ in range(args.rounds)]
+        out = time_interleaved([lambda: (lambda: model(x))], s["device"], rounds=args.rounds,
+                               warmup=measure.get("warmup", 1), repeats=measure.get("repeats", 4),
+                               stat=measure.get("stat", "min"), reference=reference)
     finally:
         torch.set_num_threads(previous)
-    measured = min(rounds)
+    if reference is None:
+        rounds = out[0]
+        measured = min(rounds)
+    else:
+        rounds = [r * min(out[1]) for r in out[0]]
+        measured = paired_ms(out[0], out[1])
     print()
     print(f"| limit (ms) | predicted (ms) | measured (ms) | measured / limit | params (M) | device |")
     print("|---:|---:|---:|---:|---:|---|")

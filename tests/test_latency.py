@@ -355,3 +355,32 @@ def test_spvit_search_with_a_latency_target(spvit_table, tmp_path, capsys):
     assert cli.main(deeper + ["--target-latency", "5", "--out", str(tmp_path / "bad")]) == 2
     assert "model_args.depth=2, this search has 3" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def _rss_mib() -> float:
+    import resource
+
+    with open("/proc/self/statm", encoding="ascii") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+
+
+def test_the_heap_is_held_steady_while_timing():
+    """Inside :func:`steady_heap` freed 16 MiB blocks stay in the process (the next forward reuses them instead of
+    faulting in fresh pages; glibc's default would have unmapped them at once)."""
+    from timm_nas.cost.latency import heap_mode, steady_heap
+
+    if heap_mode() != "glibc-steady":
+        pytest.skip("glibc's mallopt is not available here")
+    with steady_heap() as held:
+        assert held
+        before = _rss_mib()
+        blocks = [torch.ones(4 << 20) for _ in range(4)]  # 4 x 16 MiB, every page touched
+        del blocks
+        assert _rss_mib() - before > 48
+    assert heap_mode() == "glibc-steady"
+
+
+def test_a_build_records_its_heap_mode(table):
+    from timm_nas.cost.latency import heap_mode
+
+    assert json.loads(table.read_text())["setting"]["measure"]["heap"] == heap_mode()

@@ -24,7 +24,10 @@ the sum misses the glue between them: module calls, reshapes, cache effects):
   between two is interpolated linearly), each timed as a stack of the network's depth, plus the rest.
 
 Parts and calibration subnets are timed interleaved in rounds (:func:`time_interleaved`), so that the sum and the
-end-to-end latencies it is calibrated against are read in the same state of a machine whose speed drifts.
+end-to-end latencies it is calibrated against are read in the same state of a machine whose speed drifts; and each
+visit alternates its calls with a reference subnet (the space's smallest) and keeps the ratio to it
+(:func:`time_paired`, :func:`paired_ms`), so that the speed of the moment, which on a shared machine changes by more
+than neighbouring subnets differ, cancels.
 
 The idea of predicting a network's latency from a table of per-layer latencies measured on the target device is
 ProxylessNAS's (Cai et al., ICLR 2019, arXiv:1812.00332, Sec. 3.3) and FBNet's (Wu et al., CVPR 2019,
@@ -39,6 +42,7 @@ name through timm when called (this package never imports the model modules).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import math
 import os
@@ -606,6 +610,53 @@ def time_paired(fn: Callable[[], Any], reference: Callable[[], Any], device: str
     return times
 
 
+#: ``mallopt`` parameters (glibc ``malloc.h``) and the values :func:`steady_heap` sets: blocks up to 32 MiB (glibc's
+#: largest mmap threshold on 64-bit) come from the heap, and up to 1 GiB of freed heap top is kept.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_STEADY_MMAP, _STEADY_TRIM, _DEFAULT_TRIM = 32 << 20, 1 << 30, 128 << 10
+
+
+def _glibc() -> Any:
+    try:
+        import ctypes
+        import ctypes.util
+
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        lib.mallopt, lib.malloc_trim  # noqa: B018 (glibc has both; other C libraries may not)
+        return lib
+    except (OSError, AttributeError):
+        return None
+
+
+def heap_mode() -> str:
+    """``"glibc-steady"`` where :func:`steady_heap` can hold the heap steady (glibc), else ``"default"``."""
+    lib = _glibc()
+    return "glibc-steady" if lib is not None and platform.libc_ver()[0] == "glibc" else "default"
+
+
+@contextlib.contextmanager
+def steady_heap() -> Iterator[bool]:
+    """Keep freed memory in the process's heap while timing (yields whether it could).
+
+    glibc serves a large block (from 128 KiB, a threshold it moves as blocks are freed) with a fresh ``mmap`` and
+    returns the heap's free top to the system; a forward that allocates its activations then pays page faults,
+    a cost that varies with what ran before (here: 10% of a batch-8 AutoFormer-T build's time was spent in the
+    kernel, and the ratio of two networks timed in the same visit varied twice as much). A process that runs one
+    model again and again settles into reusing its blocks; timing many models interleaved does not, unless told
+    to: blocks up to 32 MiB come from the heap and freed memory is kept. On exit the trim threshold is set back
+    to glibc's default and the heap trimmed (the mmap threshold stays fixed: glibc cannot return to its moving
+    one). A no-op without glibc."""
+    lib = _glibc() if heap_mode() == "glibc-steady" else None
+    ok = lib is not None and lib.mallopt(_M_MMAP_THRESHOLD, _STEADY_MMAP) == 1 \
+        and lib.mallopt(_M_TRIM_THRESHOLD, _STEADY_TRIM) == 1
+    try:
+        yield ok
+    finally:
+        if ok:
+            lib.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM)
+            lib.malloc_trim(0)
+
+
 def time_interleaved(subjects: Sequence[Callable[[], Callable[[], Any]]], device: str | torch.device = "cpu", *,
                      rounds: int = 6, warmup: int = 1, repeats: int = 4, stat: str = "min", start: int = 0,
                      reference: Callable[[], Callable[[], Any]] | None = None,
@@ -617,7 +668,8 @@ def time_interleaved(subjects: Sequence[Callable[[], Callable[[], Any]]], device
     calls ``subject()`` for the callable to time (a model kept between visits, or rebuilt when too big to keep) and
     times it with :func:`time_callable` (``warmup`` untimed and ``repeats`` timed calls; a callable with a
     ``copies`` attribute runs that many copies of what is measured, and its time is divided by it). Returns, per
-    subject, the ``stat`` of each round's timed calls (rounds ``start`` .. ``rounds - 1``).
+    subject, the ``stat`` of each round's timed calls (rounds ``start`` .. ``rounds - 1``). The heap is held steady
+    while timing (:func:`steady_heap`).
 
     With a ``reference`` (called like a subject), every visit alternates the subject's calls with the reference's
     (:func:`time_paired`) and its value is the ratio of the subject's ``stat`` to the reference's: the speed of the
@@ -630,28 +682,30 @@ def time_interleaved(subjects: Sequence[Callable[[], Callable[[], Any]]], device
     (e.g. to save progress).
     """
     out: list[list[float]] = [[] for _ in range(len(subjects) + (reference is not None))]
-    for r in range(start, rounds):
-        order = range(len(subjects)) if r % 2 == 0 else range(len(subjects) - 1, -1, -1)
-        reference_ms: list[float] = []
-        for i in order:
-            fn = subjects[i]()
-            if reference is None:
-                value = _stat(time_callable(fn, device, warmup=warmup, repeats=repeats), stat) / getattr(fn, "copies", 1)
-            else:
-                ref = reference()
-                times, ref_times = time_paired(fn, ref, device, warmup=warmup, repeats=repeats)
-                ref_ms = _stat(ref_times, stat) / getattr(ref, "copies", 1)
-                reference_ms.append(ref_ms)
-                value = _stat(times, stat) / getattr(fn, "copies", 1) / ref_ms
-            out[i].append(value)
-            if callback is not None:
-                callback(r, i, value)
-        if reference is not None:
-            out[-1].append(_stat(reference_ms, stat))
-            if callback is not None:
-                callback(r, len(subjects), out[-1][-1])
-        if on_round is not None:
-            on_round(r)
+    with steady_heap():
+        for r in range(start, rounds):
+            order = range(len(subjects)) if r % 2 == 0 else range(len(subjects) - 1, -1, -1)
+            reference_ms: list[float] = []
+            for i in order:
+                fn = subjects[i]()
+                if reference is None:
+                    times = time_callable(fn, device, warmup=warmup, repeats=repeats)
+                    value = _stat(times, stat) / getattr(fn, "copies", 1)
+                else:
+                    ref = reference()
+                    times, ref_times = time_paired(fn, ref, device, warmup=warmup, repeats=repeats)
+                    ref_ms = _stat(ref_times, stat) / getattr(ref, "copies", 1)
+                    reference_ms.append(ref_ms)
+                    value = _stat(times, stat) / getattr(fn, "copies", 1) / ref_ms
+                out[i].append(value)
+                if callback is not None:
+                    callback(r, i, value)
+            if reference is not None:
+                out[-1].append(_stat(reference_ms, stat))
+                if callback is not None:
+                    callback(r, len(subjects), out[-1][-1])
+            if on_round is not None:
+                on_round(r)
     return out
 
 
@@ -915,10 +969,11 @@ def build_table(supernet: nn.Module, setting: Mapping[str, Any], path: str | os.
 
     Parts and calibration subnets are timed interleaved (:func:`time_interleaved`: ``rounds`` rounds of ``warmup``
     untimed and ``repeats`` timed calls each), so the sum of parts and the end-to-end latencies it is calibrated
-    against are read in the same state of the machine. With ``reference`` (the default), every visit alternates
-    with the space's smallest subnet (:func:`time_paired`) and an entry is :func:`paired_ms` of its rounds' ratios;
-    without, the ``stat`` (min or median) of its rounds' milliseconds. The table is saved after every round, and a table already at ``path`` with the same setting and options resumes
-    at its next round (``rounds`` may grow: more rounds refine a finished table).
+    against are read in the same state of the machine. With ``reference`` (the default), every visit alternates with
+    the space's smallest subnet (:func:`time_paired`) and an entry is :func:`paired_ms` of its rounds' ratios;
+    without, the ``stat`` (min or median) of its rounds' milliseconds. The table is saved after every round, and a
+    table already at ``path`` with the same setting and options resumes at its next round (``rounds`` may grow: more
+    rounds refine a finished table).
 
     Raises:
         ValueError: if ``path`` holds a table of another setting or other measurement options (the first differing
@@ -930,7 +985,8 @@ def build_table(supernet: nn.Module, setting: Mapping[str, Any], path: str | os.
     path = Path(path).expanduser()
     space = latency_space(supernet)
     options = {"warmup": warmup, "repeats": repeats, "stat": stat, "calibration": calibration,
-               "calibration_seed": seed, "reference": _jsonable(space.smallest().to_dict()) if reference else None}
+               "calibration_seed": seed, "reference": _jsonable(space.smallest().to_dict()) if reference else None,
+               "heap": heap_mode()}
     if path.exists():
         table = LatencyTable.load(path)
         where = f"the table asked for ({path} exists: remove it or choose another --out)"
