@@ -384,3 +384,42 @@ def test_a_build_records_its_heap_mode(table):
     from timm_nas.cost.latency import heap_mode
 
     assert json.loads(table.read_text())["setting"]["measure"]["heap"] == heap_mode()
+
+
+def test_cuda_timing_waits_for_the_queued_work(monkeypatch):
+    """The CUDA branch, run on the CPU with a fake CUDA: each timed call sits between two recorded events, waits for
+    the end event, and reads the time between them (the work queued, not the time to queue it); the warm-up is
+    synchronised before the first timed call."""
+    import timm_nas.cost.latency as latency
+
+    log = []
+
+    class FakeEvent:
+        count = 0
+
+        def __init__(self, enable_timing: bool = False) -> None:
+            assert enable_timing
+            FakeEvent.count += 1
+            self.n = FakeEvent.count
+
+        def record(self) -> None:
+            log.append(("record", self.n))
+
+        def synchronize(self) -> None:
+            log.append(("wait", self.n))
+
+        def elapsed_time(self, end: "FakeEvent") -> float:
+            return 10.0 * end.n  # milliseconds between the events, as CUDA reports them
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: log.append(("sync", None)))
+    fn = lambda: log.append(("fn", None))  # noqa: E731
+    ref = lambda: log.append(("ref", None))  # noqa: E731
+    times, ref_times = latency.time_paired(fn, ref, "cuda", warmup=1, repeats=2)
+    assert log[:3] == [("ref", None), ("fn", None), ("sync", None)]
+    timed = log[3:]
+    assert timed == [("record", 1), ("ref", None), ("record", 2), ("wait", 2),
+                     ("record", 3), ("fn", None), ("record", 4), ("wait", 4),
+                     ("record", 5), ("ref", None), ("record", 6), ("wait", 6),
+                     ("record", 7), ("fn", None), ("record", 8), ("wait", 8)]
+    assert ref_times == [20.0, 60.0] and times == [40.0, 80.0]
