@@ -17,6 +17,7 @@ from timm_nas.models.autoformer import (
     ElasticRelPosAttention,
     InterleavedQKV,
     RelPosAttention,
+    slice_interleaved_qkv,
 )
 from timm_nas.models.s3 import S3ElasticAttention, S3ElasticBlock, S3ElasticPatchEmbed, S3ElasticPatchMerging
 
@@ -66,6 +67,36 @@ def test_autoformer_elastic_layers_hand_back_their_static_twins():
     check_twin(attn, attn.static_twin(16, 2), RelPosAttention, x_of(2, 13, 16), 2)
     block = randomise(ElasticAutoFormerBlock(24, 3, 96, head_dim=8, grid_size=(3, 4), max_relative_position=2))
     check_twin(block, block.static_twin(16, 2, 40), AutoFormerBlock, x_of(2, 13, 16), 2, 40)
+
+
+def test_interleaved_qkv_keeps_its_reordered_slice_only_while_nothing_changes():
+    """Without autograd the reordered weight slice is made once and reused (the same values as making it each
+    time); a new width, an in-place weight update or a dtype change makes a new one; with autograd it is never
+    used, and the gradient reaches the supernet weight."""
+    qkv = randomise(InterleavedQKV(24, 72))
+    x = x_of(2, 16)
+
+    def fresh(qk: int) -> torch.Tensor:
+        w, b = slice_interleaved_qkv(qkv.weight.detach(), qkv.bias.detach(), 16, qk)
+        return torch.nn.functional.linear(x.to(w.dtype), w, b)
+
+    with torch.no_grad():
+        y = qkv(x, 8)
+        kept = qkv.__dict__["_kept"]
+        assert torch.equal(y, fresh(8)) and torch.equal(qkv(x, 8), y)
+        assert qkv.__dict__["_kept"] is kept  # reused
+        assert torch.equal(qkv(x, 16), fresh(16)) and qkv.__dict__["_kept"] is not kept  # another qk width
+        qkv.weight.add_(1.0)  # an in-place update (an optimizer step, load_state_dict)
+        assert torch.equal(qkv(x, 16), fresh(16))
+    qkv.double()
+    assert "_kept" not in qkv.__dict__
+    with torch.no_grad():
+        assert qkv(x.double(), 8).dtype == torch.float64 and torch.equal(qkv(x.double(), 8), fresh(8))
+    qkv.float()
+    x.requires_grad_(True)
+    qkv(x, 8).sum().backward()
+    g = qkv.weight.grad
+    assert g is not None and g[:24].abs().sum() > 0 and g[24:].abs().sum() == 0 and g[:, 16:].abs().sum() == 0
 
 
 def test_s3_elastic_layers_hand_back_their_static_twins():
