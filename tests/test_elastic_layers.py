@@ -89,7 +89,7 @@ def test_interleaved_qkv_keeps_its_reordered_slice_only_while_nothing_changes():
         qkv.weight.add_(1.0)  # an in-place update (an optimizer step, load_state_dict)
         assert torch.equal(qkv(x, 16), fresh(16))
     qkv.double()
-    assert "_kept" not in qkv.__dict__
+    assert "_kept" not in qkv.__dict__  # dropped when the module is cast
     with torch.no_grad():
         assert qkv(x.double(), 8).dtype == torch.float64 and torch.equal(qkv(x.double(), 8), fresh(8))
     qkv.float()

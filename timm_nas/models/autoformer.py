@@ -49,11 +49,13 @@ from ..layers.elastic import (
     ElasticLayerNorm,
     ElasticLinear,
     ElasticMlp,
+    KeptSlices,
     Tensors,
     leading,
     load_twin,
     own_tensors,
     require,
+    reuse_slices,
     take,
     with_prefix,
 )
@@ -206,44 +208,23 @@ def slice_interleaved_qkv(
     return w, None if bias is None else bias[:rows]
 
 
-@torch.jit.ignore
-def _reuse_slices(x: torch.Tensor) -> bool:
-    """Whether a forward may reuse a kept weight slice: no autograd, not compiling or tracing."""
-    return not torch.is_grad_enabled() and not torch.compiler.is_compiling() and not torch.jit.is_tracing() \
-        and not isinstance(x, torch.fx.Proxy)
-
-
-class InterleavedQKV(nn.Linear):
+class InterleavedQKV(KeptSlices, nn.Linear):
     """``nn.Linear(E_super, 3 E_super)`` whose forward runs :func:`slice_interleaved_qkv` for a given qk width.
 
     The output is ``(..., 3 qk)`` laid out ``[q; k; v]``, like a timm ``Attention.qkv`` of that width. Reordering
     the rows copies the weight slice; without autograd (evaluating a subnet, batch after batch) the last copy is
-    kept and reused while the weights, the width and the qk width stay the same (any in-place change of the
-    weights, e.g. an optimizer step or ``load_state_dict``, bumps their version and makes a new one).
+    kept and reused while the weights, the width and the qk width stay the same (:class:`~timm_nas.layers.elastic.
+    KeptSlices`).
     """
 
     def forward(self, x: torch.Tensor, qk_dim: Optional[int] = None) -> torch.Tensor:
         qk = self.out_features // QKV_INTERLEAVE if qk_dim is None else qk_dim
-        if _reuse_slices(x):
-            weight, bias = self._kept_slice(x.shape[-1], qk)
+        E = x.shape[-1]
+        if reuse_slices(x):
+            weight, bias = self.kept((E, qk), lambda: slice_interleaved_qkv(self.weight, self.bias, E, qk))
         else:
-            weight, bias = slice_interleaved_qkv(self.weight, self.bias, x.shape[-1], qk)
+            weight, bias = slice_interleaved_qkv(self.weight, self.bias, E, qk)
         return F.linear(x, weight, bias)
-
-    @torch.jit.ignore
-    def _kept_slice(self, in_features: int, qk_dim: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        w, b = self.weight, self.bias
-        key = (in_features, qk_dim, w.data_ptr(), w._version, w.dtype, w.device,
-               None if b is None else (b.data_ptr(), b._version))
-        kept = self.__dict__.get("_kept")
-        if kept is None or kept[0] != key:
-            kept = (key, *slice_interleaved_qkv(w.detach(), None if b is None else b.detach(), in_features, qk_dim))
-            self.__dict__["_kept"] = kept  # a plain attribute: never in the state dict, never moved
-        return kept[1], kept[2]
-
-    def _apply(self, fn: Any, recurse: bool = True) -> "InterleavedQKV":
-        self.__dict__.pop("_kept", None)  # .to() / .half() / ...: the weights move, the kept copy would not
-        return super()._apply(fn, recurse)
 
     @staticmethod
     def slice_state(tensors: Tensors, in_features: int, qk_dim: int) -> Dict[str, torch.Tensor]:
