@@ -151,13 +151,23 @@ def test_materialised_kernels_equal_the_authors_optimised_checkpoint(fx):
     m = _pruned(fx)
     m.load_state_dict(checkpoint_filter_fn(fx["ft_sd"], m), strict=True)
     ours = to_param_opt_layout(m.state_dict())  # key map: attn.qkv -> attn.qk + attn.v, all else identical
+
+    def same(key: str, a: torch.Tensor, b: torch.Tensor) -> None:
+        if key.endswith(("bconv.0.weight", "bconv.0.bias", "bconv.3.weight")):
+            # computed by matrix products (bconv_weights): equal up to float rounding, whose last bits depend on
+            # the CPU's matmul kernels (seen: 1-310 ulp, relative 1e-7, on an AVX-512 machine; bit-equal on others)
+            torch.testing.assert_close(a, b, msg=key)
+        else:  # copied: bit for bit
+            assert torch.equal(a, b), key
+
     assert set(ours) == set(fx["param_opt"])
     for k, v in fx["param_opt"].items():
-        assert torch.equal(ours[k], v), k
+        same(k, ours[k], v)
     # and the optimised layout loads back key for key
     again = _pruned(fx)
     again.load_state_dict(checkpoint_filter_fn(fx["param_opt"], again), strict=True)
-    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), m.state_dict().values()))
+    for (k, a), b in zip(again.state_dict().items(), m.state_dict().values()):
+        same(k, a, b)
 
 
 def test_extract_reproduces_the_search_eval_within_3e5(fx):
