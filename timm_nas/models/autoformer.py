@@ -213,8 +213,8 @@ class InterleavedQKV(KeptSlices, nn.Linear):
 
     The output is ``(..., 3 qk)`` laid out ``[q; k; v]``, like a timm ``Attention.qkv`` of that width. Reordering
     the rows copies the weight slice; without autograd (evaluating a subnet, batch after batch) the last copy is
-    kept and reused while the weights, the width and the qk width stay the same (:class:`~timm_nas.layers.elastic.
-    KeptSlices`).
+    kept and reused while the weights, the width and the qk width stay the same
+    (:class:`~timm_nas.layers.elastic.KeptSlices`).
     """
 
     def forward(self, x: torch.Tensor, qk_dim: Optional[int] = None) -> torch.Tensor:
