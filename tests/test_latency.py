@@ -423,3 +423,18 @@ def test_cuda_timing_waits_for_the_queued_work(monkeypatch):
                      ("record", 5), ("ref", None), ("record", 6), ("wait", 6),
                      ("record", 7), ("fn", None), ("record", 8), ("wait", 8)]
     assert ref_times == [20.0, 60.0] and times == [40.0, 80.0]
+
+
+def test_measure_subnets_against_a_reference_reports_milliseconds_per_subnet():
+    import timm
+
+    from timm_nas.cost.latency import latency_space, measure_subnets
+
+    supernet = timm.create_model("autoformer_supernet", space=SPACE, patch_size=8, img_size=32).eval()
+    space = latency_space(supernet)
+    cfgs = [space.largest(), space.smallest()]
+    seen = []
+    ms = measure_subnets(supernet, cfgs, rounds=2, warmup=0, repeats=2, reference=space.smallest(),
+                         callback=lambda k, value: seen.append(k))
+    assert len(ms) == 2 and all(v > 0 for v in ms)
+    assert sorted(seen) == [0, 0, 1, 1]  # one callback per subnet visit; the reference's rows are not reported
