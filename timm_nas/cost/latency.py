@@ -62,7 +62,8 @@ from ..spaces.spvit import SPVIT_OPS, SPViTArch
 from .s3 import _square_grid, _stage_grids
 
 __all__ = ["LatencyTable", "predict_latency", "build_table", "measure_subnets", "measure_rounds", "time_callable",
-           "time_paired", "time_interleaved", "paired_ms", "device_name", "supernet_setting", "LATENCY_FAMILIES"]
+           "time_paired", "time_interleaved", "paired_ms", "steady_heap", "heap_mode", "device_name",
+           "supernet_setting", "LATENCY_FAMILIES"]
 
 #: Version of the table file format.
 TABLE_FORMAT = 1
