@@ -23,6 +23,7 @@ import timm_nas  # noqa: F401  (registers the models)
 from timm_nas.layers import reference_rel_pos, rel_pos_attention
 from timm_nas.models.autoformer import ElasticRelPosAttention, RelPosAttention
 from timm_nas.layers.relative_position import (
+    CLASS_TOKEN_SLOTS,
     relative_position_row_col_index_2d,
     relative_position_row_col_onehot_2d,
 )
@@ -141,22 +142,25 @@ def test_reference_context_runs_the_explicit_formulation():
 
 
 def test_row_col_tables_reproduce_the_original_embeddings():
-    """sum_x onehot[j, x] T[index[i, x]] equals table_v[iv(i, j)] + table_h[ih(i, j)] for every patch key j;
-    the class-token key (no slot) meets table_v[0] + table_h[0] from every query."""
+    """sum_x onehot[j, x] T[index[i, x]] equals table_v[iv(i, j)] + table_h[ih(i, j)] for every key j, the class
+    token included (its two slots: row 0 of each table); padding slots are empty."""
     for grid, m in GRIDS:
         g = torch.Generator().manual_seed(0)
         tv, th = torch.randn(2 * m + 2, 5, generator=g, dtype=torch.float64), torch.randn(2 * m + 2, 5, generator=g,
                                                                                            dtype=torch.float64)
-        index = relative_position_row_col_index_2d(grid, m, slots=grid[0] + grid[1] + 2)
-        onehot = relative_position_row_col_onehot_2d(grid, dtype=torch.float64, slots=grid[0] + grid[1] + 2)
-        assert onehot[:, -2:].eq(0).all() and index[:, -2:].eq(0).all()  # padding slots are empty
-        assert onehot[0].eq(0).all()
+        used = grid[0] + grid[1] + CLASS_TOKEN_SLOTS
+        index = relative_position_row_col_index_2d(grid, m, slots=used + 2)
+        onehot = relative_position_row_col_onehot_2d(grid, dtype=torch.float64, slots=used + 2)
+        assert onehot[:, used:].eq(0).all() and index[:, used:].eq(0).all()  # padding slots are empty
+        assert onehot.sum(1).eq(2).all()  # every key: two slots (row and column, or the class token's two)
+        assert relative_position_row_col_index_2d(grid, m).shape == (grid[0] * grid[1] + 1, used)  # default: none
         rows = torch.cat([tv, th])[index]  # (N, X, 5): per query, the table row of each slot
         ours = torch.einsum("jx,ixc->ijc", onehot, rows)
-        ours[:, 0] = tv[0] + th[0]
         torch.testing.assert_close(ours, relative_embeddings(tv, th, grid, m), rtol=0, atol=1e-14)
         iv, _ = relative_index(grid, m)
         assert iv.shape == (grid[0] * grid[1] + 1,) * 2
+    with pytest.raises(ValueError, match="needs at least 30 slots, got 29"):
+        relative_position_row_col_index_2d((14, 14), 14, slots=29)
 
 
 # ---------------------------------------------------------------------------------------------- layers

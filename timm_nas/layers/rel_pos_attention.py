@@ -10,19 +10,19 @@ embeddings ``R_k, R_v`` of shape ``(N, N, d)`` (``relative_position.py``)::
 The original forms ``R_k, R_v`` and both relative terms as batched matmuls over the query index (``N^2 d``
 multiply-accumulates each per head) and therefore computes attention explicitly. ``R[i, j]`` depends only on the
 query and the key's grid row and column, so the same values come out of one fused attention call, exactly. With
-``G`` the ``(N, H+W)`` per-query table rows of each key row and key column, and ``K`` the patch keys' one-hot
-slots (:func:`~.relative_position.relative_position_row_col_2d`)::
+``G`` the ``(N, H+W+2)`` per-query table rows of each key row, key column and of the class-token key, and ``K``
+the keys' one-hot slots (:func:`~.relative_position.relative_position_row_col_2d`)::
 
-    q . R_k[i, j] = sum_x K[j, x] (q T_k^T)[i, G[i, x]]            # logits: a gathered (N, H+W) term per query
+    q . R_k[i, j] = sum_x K[j, x] (q T_k^T)[i, G[i, x]]            # logits: a gathered (N, slots) term per query
     sum_j a_ij R_v[i, j] = sum_x (sum_j a_ij K[j, x]) T_v[G[i, x]]  # values: the attention mass of each slot
 
 so ``sdpa([q, (q T_k^T)[G]], [k, K], [v, K])`` returns ``attn @ v`` in its first ``d`` columns and the slot masses
-in the rest. The class-token key meets row 0 of both tables from every query, so its terms are folded into its
-key and value: ``k_0 + T_k[0] + T_k[M]``, ``v_0 + T_v[0] + T_v[M]`` (``M = 2m + 2``). The class-token query meets
-only row 0 of both tables, so its slots all point there. Clipped grids (a side longer than ``m + 1``) differ only
-in ``G``: several slots of a query share a table row. The work beyond plain attention is ``N^2 (H+W)`` per head
-inside the fused kernel (slots padded so that ``d + slots`` is a multiple of 4: odd widths run slower), instead
-of ``2 N^2 d`` and two ``(N, N, d)`` gathers, plus the two small table terms, done one of two ways (both exact):
+in the rest. The class-token key meets row 0 of both tables from every query: it has two slots of its own (rows
+``0`` and ``M = 2m + 2`` of the stacked tables), so it needs no special case. The class-token query meets only row
+0 of both tables, so its slots all point there. Clipped grids (a side longer than ``m + 1``) differ only in ``G``:
+several slots of a query share a table row. The work beyond plain attention is ``N^2 (H+W+2)`` per head inside the
+fused kernel (slots padded so that ``d + slots`` is a multiple of 4: odd widths run slower), instead of ``2 N^2 d``
+and two ``(N, N, d)`` gathers, plus the two small table terms, done one of two ways (both exact):
 
 * few rows per query (``batch x heads < 16``, e.g. batch-1 inference): one matmul ``q T_k^T`` against all
   ``2(2m+2)`` table rows, gathered per query; masses scattered onto the table rows and multiplied by ``T_v``
@@ -205,7 +205,7 @@ def _rel_pos_attention_fused(
 ) -> torch.Tensor:
     """One fused attention call on queries, keys and values extended by the row/column slots (module docstring)."""
     B, H, N, D = q.shape
-    # (N, X) each: X >= H_grid + W_grid slots, padded so that d + X is a multiple of 4
+    # (N, X) each: X >= H_grid + W_grid + 2 slots, padded so that d + X is a multiple of 4
     index, onehot = relative_position_row_col_2d(q, grid_size, max_distance)
     X = index.shape[-1]
     per_query = _many_rows(q)
@@ -219,34 +219,28 @@ def _rel_pos_attention_fused(
         q_ext = torch.cat([q, slot_logits], dim=-1)  # (B, h, N, d + X)
     else:
         table_logits = q @ tables_k.transpose(0, 1)  # (B, h, N, 2(2m+2)): q_i . every table row
-        slot_logits = table_logits.gather(-1, index.expand(B, H, N, X))
-        q_ext = torch.cat([q, slot_logits], dim=-1)
+        q_ext = torch.cat([q, table_logits.gather(-1, index.expand(B, H, N, X))], dim=-1)
     onehot = onehot.expand(B, H, N, X)
-    k_ext, v_ext = torch.cat([k, onehot], dim=-1), torch.cat([v, onehot], dim=-1)  # (B, h, N, d + X)
-    # the class-token key's relative terms (row 0 of both tables, from every query) folded into its key and value
-    rows, first = tables_k.shape[0] // 2, index.new_zeros(1)
-    # (tables cast to the activations' dtype: under autocast q, k, v are bf16 / fp16 while the tables stay fp32)
-    cls_k = F.pad(tables_k[0] + tables_k[rows], (0, X)).to(k_ext.dtype).expand(B, H, 1, D + X)
-    cls_v = F.pad(tables_v[0] + tables_v[rows], (0, X)).to(v_ext.dtype).expand(B, H, 1, D + X)
-    k_ext = k_ext.index_add_(2, first, cls_k)
-    v_ext = v_ext.index_add_(2, first, cls_v)
     out = F.scaled_dot_product_attention(
         q_ext,
-        k_ext,
-        v_ext,
+        torch.cat([k, onehot], dim=-1),
+        torch.cat([v, onehot], dim=-1),
         dropout_p=attn_drop if training else 0.0,
         scale=scale,
     )  # (B, h, N, d + X): attn @ v, then each slot's attention mass
     if saving:
         return _slot_values(out, F.embedding(index, tables_v)).transpose(1, 2).reshape(B, N, H * D)
+    # the output's own memory order is (B, N, h, .) for CPU's fused kernel: the (B N h, .) rows below are views
+    attended, slot_mass = out.split([D, X], dim=-1)
+    attended = attended.transpose(1, 2).reshape(B * N * H, D)
     if per_query:
         rows_v = F.embedding(index, tables_v)  # (N, X, d)
-        mass = out[..., D:].permute(2, 0, 1, 3).reshape(N, B * H, X)  # (N, B*h, X)
+        mass = slot_mass.permute(2, 0, 1, 3).reshape(N, B * H, X)  # (N, B*h, X)
         rel = torch.bmm(mass, rows_v).view(N, B, H, D).transpose(0, 1)  # (B, N, h, d)
-        return (out[..., :D].transpose(1, 2) + rel).reshape(B, N, H * D)
-    mass = q.new_zeros((B, H, N, tables_v.shape[0])).scatter_add_(-1, index.expand(B, H, N, X), out[..., D:])
-    out = out[..., :D] + mass @ tables_v  # mass: (B, h, N, 2(2m+2)) per table row
-    return out.transpose(1, 2).reshape(B, N, H * D)
+        return (attended.view(B, N, H, D) + rel).reshape(B, N, H * D)
+    # the masses gathered onto the table rows, then one product with the value tables
+    mass = q.new_zeros((B, H, N, tables_v.shape[0])).scatter_add_(-1, index.expand(B, H, N, X), slot_mass)
+    return torch.addmm(attended, mass.transpose(1, 2).reshape(B * N * H, -1), tables_v).view(B, N, H * D)
 
 
 @register_notrace_function  # one leaf in FX graphs, wherever the calling layer lives

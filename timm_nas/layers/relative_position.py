@@ -18,10 +18,11 @@ The explicit ``(N+1, N+1, width)`` embeddings (:func:`relative_position_embeddin
 Attention never needs them, though (``rel_pos_attention``): the pair's table rows depend only on the query and
 the key's grid *row* (``iv``) or *column* (``ih``); the class-token key meets row 0 of both tables from every
 query. :func:`relative_position_row_col_index_2d` gives, per query, the row of the stacked tables
-``[table_v; table_h]`` for every key row and key column (``H + W`` slots); :func:`relative_position_row_col_onehot_2d`
-says which slots each patch key occupies (the class-token key none). With ``G = index``, ``K = onehot`` and ``M =
-2m + 2``, ``table_v[iv(i, j)] + table_h[ih(i, j)] = sum_x K[j, x] T[G[i, x]]`` for every patch key ``j`` and
-``= T[0] + T[M]`` for the class-token key, clipped or not (clipping only makes several slots share a table row).
+``[table_v; table_h]`` for every key row and key column (``H + W`` slots) and for the class-token key (two slots:
+row 0 of each table); :func:`relative_position_row_col_onehot_2d` says which slots each key occupies (a patch key:
+its row and its column; the class-token key: its two slots). With ``G = index`` and ``K = onehot``,
+``table_v[iv(i, j)] + table_h[ih(i, j)] = sum_x K[j, x] T[G[i, x]]`` for every key ``j``, clipped or not (clipping
+only makes several slots share a table row).
 """
 import threading
 from typing import Dict, Optional, Tuple
@@ -47,6 +48,9 @@ __all__ = [
 #: AutoFormer/supernet_train.py).
 MAX_RELATIVE_POSITION = 14
 
+#: Slots of the class-token key in the row/column layout: row 0 of the vertical and of the horizontal table.
+CLASS_TOKEN_SLOTS = 2
+
 #: Truncated-normal std of the tables at init (microsoft/Cream multihead_super.py, ``trunc_normal_(std=.02)``).
 REL_POS_INIT_STD = 0.02
 
@@ -68,24 +72,26 @@ def _build_index(grid_h: int, grid_w: int, max_distance: int) -> torch.Tensor:
 
 
 def _build_row_col(grid_h: int, grid_w: int, max_distance: int, kind: str, slots: int) -> torch.Tensor:
-    """``(N+1, slots)``: ``[key rows 0..H-1, key columns 0..W-1]``, then empty slots (index 0, no key) up to
-    ``slots``.
+    """``(N+1, slots)``: ``[key rows 0..H-1, key columns 0..W-1, class token (vertical), class token
+    (horizontal)]``, then empty slots (index 0, no key) up to ``slots``.
 
     ``kind == "row_col_index"``: per query, the row of ``[table_v; table_h]`` (``2m+2`` rows each) that each slot
-    uses; the class-token query uses row 0 of either table for every key. ``kind == "row_col_onehot"``: per key,
-    1 in the slots it occupies (a patch key: its row and its column; the class-token key: none).
+    uses; the class-token query uses row 0 of either table for every key, and every query meets the class-token
+    key through row 0 of both tables. ``kind == "row_col_onehot"``: per key, 1 in the slots it occupies (a patch
+    key: its row and its column; the class-token key: its two slots).
     """
     cpu = torch.device("cpu")
     rows = 2 * max_distance + 2
     pos = torch.arange(grid_h * grid_w, device=cpu)
     r, c = pos // grid_w, pos % grid_w
     n, x = grid_h * grid_w + 1, grid_h + grid_w
-    if slots < x:
-        raise ValueError(f"a {grid_h}x{grid_w} grid needs at least {x} slots, got {slots}")
+    if slots < x + CLASS_TOKEN_SLOTS:
+        raise ValueError(f"a {grid_h}x{grid_w} grid needs at least {x + CLASS_TOKEN_SLOTS} slots, got {slots}")
     if kind == "row_col_onehot":
         onehot = torch.zeros(n, slots, device=cpu)
         onehot[pos + 1, r] = 1.0
         onehot[pos + 1, c + grid_h] = 1.0
+        onehot[0, x:x + CLASS_TOKEN_SLOTS] = 1.0
         return onehot
     index = torch.zeros(n, slots, dtype=torch.long, device=cpu)
     dv = (torch.arange(grid_h, device=cpu)[None, :] - r[:, None]).clamp(-max_distance, max_distance)
@@ -93,6 +99,7 @@ def _build_row_col(grid_h: int, grid_w: int, max_distance: int, kind: str, slots
     index[1:, :grid_h] = dv + max_distance + 1
     index[1:, grid_h:x] = dh + max_distance + 1 + rows
     index[0, grid_h:x] = rows  # the class-token query: row 0 of both tables for every key
+    index[:, x + 1] = rows  # the class-token key: table_v[0] (slot x, index 0) + table_h[0] (slot x + 1)
     return index
 
 
@@ -160,9 +167,9 @@ def relative_position_row_col_index_2d(
         slots: Optional[int] = None,
 ) -> torch.Tensor:
     """The cached ``(N+1, slots)`` long index: per query, the row of ``[table_v; table_h]`` used by each key row
-    ``0..H-1`` and by each key column ``0..W-1``; then unused slots (index 0) up to ``slots`` (default ``H + W``:
-    none). The class-token key uses rows ``0`` and ``2m+2`` (row 0 of each table) from every query."""
-    slots = grid_size[0] + grid_size[1] if slots is None else slots
+    ``0..H-1``, by each key column ``0..W-1`` and by the class-token key (two slots: rows ``0`` and ``2m+2``, row
+    0 of each table); then unused slots (index 0) up to ``slots`` (default ``H + W + 2``: none)."""
+    slots = grid_size[0] + grid_size[1] + CLASS_TOKEN_SLOTS if slots is None else slots
     return _cached("row_col_index", grid_size, max_distance, device, slots=slots)
 
 
@@ -173,8 +180,8 @@ def relative_position_row_col_onehot_2d(
         slots: Optional[int] = None,
 ) -> torch.Tensor:
     """The cached ``(N+1, slots)`` 0/1 matrix: per key, its slots (a patch key: its grid row and column; the class
-    token: none), in the layout of :func:`relative_position_row_col_index_2d`; unused slots are 0."""
-    slots = grid_size[0] + grid_size[1] if slots is None else slots
+    token: its two slots), in the layout of :func:`relative_position_row_col_index_2d`; unused slots are 0."""
+    slots = grid_size[0] + grid_size[1] + CLASS_TOKEN_SLOTS if slots is None else slots
     return _cached("row_col_onehot", grid_size, 0, device, dtype, slots=slots)
 
 
@@ -193,7 +200,7 @@ def relative_position_row_col_2d(
     """Both cached row/column tables on ``like``'s device (the one-hot in ``like``'s dtype), padded so that
     ``like.shape[-1] + slots`` is a multiple of :data:`SLOT_ALIGN`: a leaf for FX and TorchScript, which cannot
     trace the cache."""
-    slots = grid_size[0] + grid_size[1]
+    slots = grid_size[0] + grid_size[1] + CLASS_TOKEN_SLOTS
     slots += -(like.shape[-1] + slots) % SLOT_ALIGN
     return (relative_position_row_col_index_2d(grid_size, max_distance, like.device, slots),
             relative_position_row_col_onehot_2d(grid_size, like.device, like.dtype, slots))
