@@ -277,6 +277,24 @@ def test_meta_device_and_bfloat16(path):
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+def test_bfloat16_autocast(path):
+    """Under CPU autocast the activations are bf16 while the tables stay float32: forward and backward run on
+    both paths, the tables get finite gradients, and the output follows the float32 one to bf16 precision."""
+    model = _static_model()
+    x = _x()
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, rtol=0.1, atol=0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.train()(x).float().square().sum().backward()
+    tables = [p for n, p in model.named_parameters() if "rel_pos" in n]
+    assert tables and all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+                          for p in tables)
+
+
 def test_torch_export(path):
     model, x = _static_model(), _x()
     with no_explicit_path():
