@@ -100,6 +100,9 @@ def test_dss_of_extracted_subnet_equals_supernet(fixture_supernet):
             a, b = proxies.dss(model, cfg, mode=mode), proxies.dss(static, mode=mode)
             assert b.total == pytest.approx(a.total, rel=1e-5)
             assert b.per_layer.keys() == a.per_layer.keys()
+        # the MLP saliency sums run in the weight's memory order: bit-identical through the supernet's slices
+        a, b = proxies.dss(model, cfg), proxies.dss(static)
+        assert a.mlp == b.mlp
 
 
 def test_dss_paper_mode_scores_qkv_and_linearises_everything(fixture_supernet):
@@ -112,6 +115,23 @@ def test_dss_paper_mode_scores_qkv_and_linearises_everything(fixture_supernet):
     assert paper.head == 0.0 and "head" not in paper.per_layer
     assert paper.total > ref.total > 0
     assert math.isclose(paper.total, paper.msa + paper.mlp, rel_tol=1e-12)
+
+
+def test_dss_nuclear_norms_match_a_float64_svd():
+    """Nuclear norms from the float64 Gram eigenvalues agree with a float64 SVD for tall, wide, square and
+    rank-deficient matrices (a layer's gradient seen by fewer tokens than it is wide), and do not depend on how
+    the matrices are batched."""
+    from timm_nas.proxies.tf_tas import _nuclear_norms
+
+    g = torch.Generator().manual_seed(0)
+    low_rank = torch.randn(48, 5, generator=g) @ torch.randn(5, 32, generator=g)  # rank 5 of 32
+    mats = [torch.randn(40, 24, generator=g), torch.randn(24, 40, generator=g), torch.randn(24, 40, generator=g),
+            low_rank, torch.zeros(8, 8), torch.randn(16, 16, generator=g) * 1e-3]
+    ours = _nuclear_norms(mats)
+    for m, value in zip(mats, ours):
+        assert value == pytest.approx(float(torch.linalg.svdvals(m.double()).sum()), rel=1e-7, abs=1e-12)
+    assert ours[4] == 0.0
+    assert [_nuclear_norms([m])[0] for m in mats] == pytest.approx(ours, rel=1e-12)  # one at a time: the same
 
 
 def test_dss_head_rules():
