@@ -35,6 +35,7 @@ from torch.utils._python_dispatch import _disable_current_modes
 __all__ = [
     "MAX_RELATIVE_POSITION",
     "REL_POS_INIT_STD",
+    "CLASS_TOKEN_SLOTS",
     "relative_position_index_2d",
     "relative_position_pair_index_2d",
     "relative_position_embeddings",
