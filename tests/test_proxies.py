@@ -132,6 +132,10 @@ def test_dss_nuclear_norms_match_a_float64_svd():
         assert value == pytest.approx(float(torch.linalg.svdvals(m.double()).sum()), rel=1e-7, abs=1e-12)
     assert ours[4] == 0.0
     assert [_nuclear_norms([m])[0] for m in mats] == pytest.approx(ours, rel=1e-12)  # one at a time: the same
+    bad = torch.randn(6, 4, generator=g)
+    bad[2, 1] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"\(6, 4\) weight or gradient matrix holds inf or nan"):
+        _nuclear_norms([bad])
 
 
 def test_dss_head_rules():

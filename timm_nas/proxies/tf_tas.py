@@ -178,6 +178,9 @@ def _nuclear_norms(mats: list[torch.Tensor]) -> list[float]:
     for idx in by_shape.values():
         stacked = torch.stack([mats[i] for i in idx]) if len(idx) > 1 else mats[idx[0]][None]
         stacked = stacked.to(torch.float64)
+        if not bool(torch.isfinite(stacked).all()):
+            raise FloatingPointError(f"DSS: a {tuple(stacked.shape[-2:])} weight or gradient matrix holds inf or nan "
+                                     "(the forward or backward overflowed); its nuclear norm is undefined")
         gram = stacked.mT @ stacked if stacked.shape[-2] >= stacked.shape[-1] else stacked @ stacked.mT
         eigenvalues = torch.linalg.eigvalsh(gram)
         noise = eigenvalues.amax(-1, keepdim=True) * (max(stacked.shape[-2:]) * torch.finfo(torch.float64).eps)
