@@ -42,6 +42,7 @@ Works on an AutoFormer supernet with a subnet config (``dss(supernet, cfg)``), o
 from __future__ import annotations
 
 import contextlib
+import math
 import dataclasses
 import weakref
 from typing import Any, Callable, Iterator
@@ -169,18 +170,19 @@ def _nuclear_norms(mats: list[torch.Tensor]) -> list[float]:
     rounding noise of a zero (a gradient seen by fewer tokens than the layer is wide is rank-deficient) and count
     as zero: their square roots would otherwise add up to ``1e-8`` of the largest singular value each, varying with
     the thread count. The result agrees with a float64 SVD to about 1e-7 relative, closer than the float32 SVD of
-    the original code (``torch.norm(p='nuc')``), and costs about 20% less.
+    the original code (``torch.norm(p='nuc')``), and costs about 20% less. A matrix holding inf or nan (where the
+    original's SVD raised) gets nan.
     """
     out: list[float] = [0.0] * len(mats)
     by_shape: dict[tuple, list[int]] = {}
     for i, m in enumerate(mats):
-        by_shape.setdefault(tuple(m.shape), []).append(i)
+        if bool(torch.isfinite(m).all()):
+            by_shape.setdefault(tuple(m.shape), []).append(i)
+        else:  # an overflowed forward or backward: nan, so the score is nan (ranked last) and a search goes on
+            out[i] = math.nan
     for idx in by_shape.values():
         stacked = torch.stack([mats[i] for i in idx]) if len(idx) > 1 else mats[idx[0]][None]
         stacked = stacked.to(torch.float64)
-        if not bool(torch.isfinite(stacked).all()):
-            raise FloatingPointError(f"DSS: a {tuple(stacked.shape[-2:])} weight or gradient matrix holds inf or nan "
-                                     "(the forward or backward overflowed); its nuclear norm is undefined")
         gram = stacked.mT @ stacked if stacked.shape[-2] >= stacked.shape[-1] else stacked @ stacked.mT
         eigenvalues = torch.linalg.eigvalsh(gram)
         noise = eigenvalues.amax(-1, keepdim=True) * (max(stacked.shape[-2:]) * torch.finfo(torch.float64).eps)
