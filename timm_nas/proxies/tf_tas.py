@@ -42,8 +42,8 @@ Works on an AutoFormer supernet with a subnet config (``dss(supernet, cfg)``), o
 from __future__ import annotations
 
 import contextlib
-import math
 import dataclasses
+import math
 import weakref
 from typing import Any, Callable, Iterator
 
